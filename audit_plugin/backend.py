@@ -1,0 +1,56 @@
+"""The backend contract: what a store must do for the trail.
+
+A backend is found through the ``audit_plugin`` entry-point group (see
+:func:`audit_plugin.hookspecs.audit_create_backend`). SQL backends subclass
+:class:`audit_plugin.sql.SQLBackend`, which implements everything here except
+the database-specific parts; any other store implements this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
+
+
+@runtime_checkable
+class AuditBackend(Protocol):
+    """A store for audit records."""
+
+    name: str
+    """Short name shown to users (``"sqlite"``, ``"postgresql"``)."""
+
+    async def initialize(self) -> None:
+        """Create tables and indexes if missing; safe to call on an existing store."""
+
+    async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
+        """Insert ``rows`` and apply ``updates`` (in order) in one transaction.
+
+        Inserting a ``message_id`` that is already stored is a no-op, so a
+        batch retried after a lost commit acknowledgement creates no
+        duplicates. Returns the ids among ``updates`` that exist (those
+        updates were applied). Raises on failure with nothing committed.
+        """
+
+    async def query(self, query: AuditQuery, *, oldest_first: bool = False) -> list[AuditRecord]:
+        """Records matching every filter of ``query``, one page."""
+
+    async def get(self, message_id: str) -> AuditRecord | None:
+        """The record of ``message_id``, or ``None``."""
+
+    def stream(self, query: AuditQuery, *, oldest_first: bool = True) -> AsyncIterator[AuditRecord]:
+        """All records matching ``query``'s filters (ignoring limit/offset), in constant memory."""
+
+    async def agent_history(self, agent_id: str, since: datetime, limit: int | None) -> list[AuditRecord]:
+        """Messages ``agent_id`` sent or received since ``since``, newest first."""
+
+    async def statistics(self, start_time: datetime | None, end_time: datetime | None) -> AuditStatistics:
+        """Aggregates over messages with ``start_time <= timestamp <= end_time``."""
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        """Delete records with ``timestamp < cutoff``; return how many."""
+
+    async def close(self) -> None:
+        """Release connections."""

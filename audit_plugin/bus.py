@@ -1,0 +1,133 @@
+"""The reference in-process asyncio ``MessageBus``, and the hook-calling helper any bus can use.
+
+The bus is deliberately small: one async handler per agent, direct delivery,
+retries and TTL expiry. It exists to show (and test) the hook contract; a
+production bus (Redis, NATS, RabbitMQ...) calls the same two hooks the same
+way, with :func:`call_hook`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pluggy
+
+from audit_plugin import hookspecs
+from audit_plugin.exceptions import FieldTypeError, InvalidFieldError
+from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
+from audit_plugin.validation import check_int, check_text
+
+Handler = Callable[[Message], Awaitable[Any]]
+"""An agent's message handler: ``async def handle(message) -> Any``."""
+
+
+async def call_hook(hook: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
+    """Call a hook and await every awaitable among its results, in order.
+
+    This is the contract for any bus: pluggy hooks are synchronous, and an
+    implementation that needs the bus to wait (e.g. until its record is
+    committed) returns an awaitable.
+    """
+    results = hook(**kwargs)
+    for index, result in enumerate(results):
+        if inspect.isawaitable(result):
+            results[index] = await result
+    return results
+
+
+class MessageBus:
+    """In-process asyncio message bus with audit hooks.
+
+    :param max_retries: how many times a failing handler is retried before the
+        message is FAILED (``retry_count`` on the receipt counts retries).
+    :param retry_delay: seconds before the first retry, doubling after each.
+    :param tracer_provider: OpenTelemetry tracer provider for the bus's
+        CONSUMER spans (the global one if not given).
+
+    ``plugin_manager`` is public: register plugins with :meth:`register` or
+    on it directly.
+    """
+
+    def __init__(self, *, max_retries: int = 0, retry_delay: float = 0.0, tracer_provider: Any = None) -> None:
+        check_int("max_retries", max_retries, minimum=0)
+        if isinstance(retry_delay, bool) or not isinstance(retry_delay, int | float) or retry_delay < 0:
+            raise InvalidFieldError("retry_delay", f"must be a number >= 0, got {retry_delay!r}")
+        self.max_retries = max_retries
+        self.retry_delay = float(retry_delay)
+        self.tracer_provider = tracer_provider
+        self.plugin_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.plugin_manager.add_hookspecs(hookspecs)
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register a plugin (e.g. ``AuditPlugin(trail)``) for the bus hooks."""
+        return self.plugin_manager.register(plugin, name)
+
+    def subscribe(self, agent: str, handler: Handler) -> None:
+        """Deliver messages addressed to ``agent`` to ``handler`` (one handler per agent)."""
+        check_text("agent", agent)
+        if not callable(handler):
+            raise FieldTypeError("handler", "an async callable", handler)
+        if agent in self._handlers:
+            raise InvalidFieldError("agent", f"{agent!r} already has a handler; unsubscribe it first")
+        self._handlers[agent] = handler
+
+    def unsubscribe(self, agent: str) -> None:
+        """Stop delivering to ``agent``; later messages to it fail with "no subscriber"."""
+        self._handlers.pop(agent, None)
+
+    async def send(self, message: Message) -> DeliveryReceipt:
+        """Audit, deliver and report one message; returns once the outcome is known.
+
+        Raises only if a hook refuses the message (the audit plugin does so
+        for a message it cannot record, with a typed error naming the field);
+        delivery failures are reported in the receipt, never raised.
+        """
+        if not isinstance(message, Message):
+            raise FieldTypeError("message", "audit_plugin.Message", message)
+        hook = self.plugin_manager.hook
+        await call_hook(hook.audit_pre_send, message=message)
+        receipt = await self._deliver(message)
+        await call_hook(hook.audit_post_delivery, message=message, receipt=receipt)
+        return receipt
+
+    async def _deliver(self, message: Message) -> DeliveryReceipt:
+        handler = self._handlers.get(message.to_agent)
+        if handler is None:
+            return DeliveryReceipt(
+                message.message_id, MessageStatus.FAILED, error_message=f"no subscriber for agent {message.to_agent!r}"
+            )
+        retries = 0
+        while True:
+            if message.is_expired():
+                return DeliveryReceipt(
+                    message.message_id,
+                    MessageStatus.EXPIRED,
+                    retry_count=retries,
+                    error_message=f"ttl of {message.ttl_seconds}s elapsed before delivery",
+                )
+            try:
+                await self._run_handler(handler, message, retries)
+            except Exception as exc:
+                if retries >= self.max_retries:
+                    return DeliveryReceipt(
+                        message.message_id,
+                        MessageStatus.FAILED,
+                        retry_count=retries,
+                        error_message=f"handler for {message.to_agent!r} raised {type(exc).__name__}: {exc}"
+                        + (f" (after {retries} retries)" if retries else ""),
+                    )
+                if self.retry_delay:
+                    await asyncio.sleep(self.retry_delay * 2**retries)
+                retries += 1
+                continue
+            return DeliveryReceipt(
+                message.message_id, MessageStatus.DELIVERED, delivered_at=datetime.now(UTC), retry_count=retries
+            )
+
+    async def _run_handler(self, handler: Handler, message: Message, retries: int) -> None:
+        await handler(message)

@@ -1,0 +1,73 @@
+"""Every error audit-plugin raises, under one root: :class:`AuditError`.
+
+Input errors also subclass the built-in Python users expect (``ValueError`` or
+``TypeError``), the way ``json.JSONDecodeError`` subclasses ``ValueError``, so
+``except ValueError`` keeps working in code that does not know this package.
+"""
+
+from __future__ import annotations
+
+
+class AuditError(Exception):
+    """Root of every error raised by audit-plugin."""
+
+
+class InvalidFieldError(AuditError, ValueError):
+    """A value was rejected before anything was written.
+
+    ``field`` names the offending field (``"payload"``, ``"message_type"``,
+    ``"AuditQuery.limit"``...) and ``reason`` says what was wrong with it.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class FieldTypeError(AuditError, TypeError):
+    """A value of the wrong Python type was given for ``field``."""
+
+    def __init__(self, field: str, expected: str, value: object) -> None:
+        self.field = field
+        self.expected = expected
+        super().__init__(f"{field}: expected {expected}, got {type(value).__name__} {value!r:.80}")
+
+
+class PayloadNotSerializableError(InvalidFieldError, TypeError):
+    """The message payload cannot be stored as JSON (sets, bytes, NaN, cycles...)."""
+
+
+class UnsupportedDatabaseURLError(AuditError, ValueError):
+    """No installed backend handles the URL's scheme.
+
+    The message names the scheme and, when it is a known one, the
+    distribution to install.
+    """
+
+    def __init__(self, url: str, scheme: str, package: str | None) -> None:
+        self.url = url
+        self.scheme = scheme
+        self.package = package
+        hint = (
+            f"install the backend: pip install {package}"
+            if package
+            else "no known backend handles it; supported: sqlite+aiosqlite://, postgresql+asyncpg://"
+        )
+        super().__init__(f"no audit backend for database URL scheme {scheme!r}: {hint}")
+
+
+class TrailStateError(AuditError, RuntimeError):
+    """The trail was used before ``initialize()`` or after ``close()``."""
+
+
+class AuditStoreError(AuditError):
+    """The store rejected a write for a reason retrying cannot fix."""
+
+
+class RecordDroppedError(AuditError):
+    """The writer queue was full and the configured overflow policy dropped the record."""
+
+
+class AuditTimeoutError(AuditError, TimeoutError):
+    """Waiting for the store (a commit, a flush, a close) took longer than allowed."""

@@ -1,0 +1,129 @@
+"""What agents exchange: :class:`Message`, its enums and the :class:`DeliveryReceipt`.
+
+A ``Message`` checks and normalises its fields when it is built (enum names
+given as strings become members, a naive timestamp is taken as UTC), so a bad
+value fails where it was written, not later inside the audit writer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from audit_plugin import validation as v
+from audit_plugin.exceptions import FieldTypeError
+
+
+class MessageType(StrEnum):
+    """What a message asks of its receiver."""
+
+    COMMAND = "COMMAND"
+    QUERY = "QUERY"
+    RESPONSE = "RESPONSE"
+    EVENT = "EVENT"
+    NOTIFICATION = "NOTIFICATION"
+
+
+class Priority(StrEnum):
+    """Delivery priority, carried and recorded (the reference bus does not reorder)."""
+
+    URGENT = "URGENT"
+    HIGH = "HIGH"
+    NORMAL = "NORMAL"
+    LOW = "LOW"
+
+
+class MessageStatus(StrEnum):
+    """Where a message is in its lifecycle.
+
+    PENDING: recorded before dispatch. SENT: handed to a transport that
+    confirms later. DELIVERED, FAILED, EXPIRED: final outcomes.
+    """
+
+    PENDING = "PENDING"
+    SENT = "SENT"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.EXPIRED)
+
+
+def _new_message_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Message:
+    """One message from one agent to another.
+
+    ``payload`` must be a JSON-serialisable dict (checked when the message is
+    audited). ``headers`` is transport metadata (string to string); the audit
+    plugin puts the W3C ``traceparent`` there. ``timestamp`` is when the
+    message was created, aware UTC; ``ttl_seconds`` counts from it.
+    """
+
+    from_agent: str
+    to_agent: str
+    message_type: MessageType
+    payload: dict[str, Any] = field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    message_id: str = field(default_factory=_new_message_id)
+    timestamp: datetime = field(default_factory=_utc_now)
+    ttl_seconds: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        v.check_text("from_agent", self.from_agent)
+        v.check_text("to_agent", self.to_agent)
+        self.message_type = v.check_enum("message_type", MessageType, self.message_type)  # type: ignore[assignment]
+        self.priority = v.check_enum("priority", Priority, self.priority)  # type: ignore[assignment]
+        v.check_text("message_id", self.message_id)
+        v.check_text("correlation_id", self.correlation_id, optional=True)
+        v.check_text("reply_to", self.reply_to, optional=True)
+        self.timestamp = v.to_utc("timestamp", self.timestamp)  # type: ignore[assignment]
+        v.check_int("ttl_seconds", self.ttl_seconds, minimum=0, optional=True)
+        if not isinstance(self.payload, dict):
+            raise FieldTypeError("payload", "dict", self.payload)
+        if not isinstance(self.headers, dict):
+            raise FieldTypeError("headers", "dict[str, str]", self.headers)
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """True when ``ttl_seconds`` have elapsed since ``timestamp``."""
+        if self.ttl_seconds is None:
+            return False
+        elapsed = ((now or _utc_now()) - self.timestamp).total_seconds()
+        return elapsed > self.ttl_seconds
+
+
+@dataclass(slots=True)
+class DeliveryReceipt:
+    """The outcome of one ``send()``.
+
+    ``retry_count`` counts retries (attempts - 1). ``error_message`` says why a
+    FAILED or EXPIRED message was not delivered.
+    """
+
+    message_id: str
+    status: MessageStatus
+    delivered_at: datetime | None = None
+    retry_count: int = 0
+    error_message: str | None = None
+
+    def __post_init__(self) -> None:
+        v.check_text("message_id", self.message_id)
+        self.status = v.check_enum("status", MessageStatus, self.status)  # type: ignore[assignment]
+        self.delivered_at = v.to_utc("delivered_at", self.delivered_at, optional=True)
+        v.check_int("retry_count", self.retry_count, minimum=0)
+        v.check_text("error_message", self.error_message, optional=True, max_length=None)

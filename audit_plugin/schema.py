@@ -1,0 +1,101 @@
+"""The ``message_audit_log`` table, shared by every SQL backend.
+
+``MessageAuditLog`` is a SQLAlchemy declarative model, so it works with the ORM
+too; the trail itself uses ``audit_log`` (its ``Table``) with Core statements.
+The payload column holds JSON text: ``jsonb`` on PostgreSQL, ``TEXT`` on
+SQLite. Engines made by the backends pass that text through unchanged in both
+directions (it is serialised and checked once, before it is queued).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, DateTime, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+TABLE_NAME = "message_audit_log"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on every backend.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no time zones, so values are
+    stored as naive UTC text (which sorts correctly) and come back aware.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+PayloadJSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def json_text_passthrough(value: object) -> str:
+    """Engine ``json_serializer``: payloads arrive already serialised as text."""
+    if isinstance(value, str):
+        return value
+    import json
+
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def json_text_identity(value: str) -> str:
+    """Engine ``json_deserializer``: return the stored JSON text undecoded."""
+    return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class MessageAuditLog(Base):
+    """One row per message: its envelope, payload and current status."""
+
+    __tablename__ = TABLE_NAME
+
+    message_id: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    from_agent: Mapped[str] = mapped_column(String(1024), nullable=False)
+    to_agent: Mapped[str] = mapped_column(String(1024), nullable=False)
+    message_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    priority: Mapped[str] = mapped_column(String(16), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    correlation_id: Mapped[str | None] = mapped_column(String(1024))
+    reply_to: Mapped[str | None] = mapped_column(String(1024))
+    payload_json: Mapped[str] = mapped_column(PayloadJSON, nullable=False)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ttl_seconds: Mapped[int | None] = mapped_column(Integer)
+    retry_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    trace_id: Mapped[str | None] = mapped_column(String(32))
+    span_id: Mapped[str | None] = mapped_column(String(16))
+
+    __table_args__ = (
+        Index("idx_timestamp_status", "timestamp", "status"),
+        Index("idx_correlation", "correlation_id"),
+        Index("idx_agents", "from_agent", "to_agent"),
+        Index("idx_trace", "trace_id"),
+    )
+
+
+audit_log: Table = MessageAuditLog.__table__  # type: ignore[assignment]
+metadata = Base.metadata

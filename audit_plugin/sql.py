@@ -1,0 +1,208 @@
+"""What every SQL backend shares: engine set-up, queries, statistics, retention.
+
+A database-specific backend subclasses :class:`SQLBackend` and supplies only
+what differs: engine options, the idempotent bulk insert, and the SQL
+expression for "seconds between two timestamps".
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from audit_plugin.messages import MessageStatus
+from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
+from audit_plugin.schema import (
+    UTCDateTime,
+    audit_log,
+    json_text_identity,
+    json_text_passthrough,
+    metadata,
+)
+
+TOP_AGENTS = 10
+"""How many agents ``top_senders`` / ``top_receivers`` list."""
+
+STREAM_CHUNK = 1000
+"""Rows fetched per round trip when streaming."""
+
+c = audit_log.c
+
+
+def query_filters(query: AuditQuery) -> list[ColumnElement[bool]]:
+    """The WHERE clauses for ``query``; every value is a bound parameter."""
+    filters: list[ColumnElement[bool]] = []
+    if query.from_agent is not None:
+        filters.append(c.from_agent == query.from_agent)
+    if query.to_agent is not None:
+        filters.append(c.to_agent == query.to_agent)
+    if query.message_type is not None:
+        filters.append(c.message_type == query.message_type.value)
+    if query.status is not None:
+        filters.append(c.status == query.status.value)
+    if query.correlation_id is not None:
+        filters.append(c.correlation_id == query.correlation_id)
+    if query.trace_id is not None:
+        filters.append(c.trace_id == query.trace_id)
+    filters.extend(time_window(query.start_time, query.end_time))
+    return filters
+
+
+def time_window(start_time: datetime | None, end_time: datetime | None) -> list[ColumnElement[bool]]:
+    window: list[ColumnElement[bool]] = []
+    if start_time is not None:
+        window.append(c.timestamp >= start_time)
+    if end_time is not None:
+        window.append(c.timestamp <= end_time)
+    return window
+
+
+def ordered(stmt: Select[Any], *, oldest_first: bool) -> Select[Any]:
+    """A total order (timestamp, then message_id) so pages never overlap or skip."""
+    if oldest_first:
+        return stmt.order_by(c.timestamp.asc(), c.message_id.asc())
+    return stmt.order_by(c.timestamp.desc(), c.message_id.desc())
+
+
+_update_status = (
+    update(audit_log)
+    .where(c.message_id == bindparam("u_message_id"))
+    .values(
+        status=bindparam("u_status"),
+        delivered_at=func.coalesce(bindparam("u_delivered_at", type_=UTCDateTime()), c.delivered_at),
+        error_message=func.coalesce(bindparam("u_error_message"), c.error_message),
+        retry_count=func.coalesce(bindparam("u_retry_count"), c.retry_count),
+    )
+)
+
+
+class SQLBackend:
+    """Base for SQLAlchemy-backed stores (async engine, Core statements)."""
+
+    name: ClassVar[str] = "sql"
+
+    def __init__(self, url: str, **engine_options: Any) -> None:
+        self.url = url
+        options = {
+            "json_serializer": json_text_passthrough,
+            "json_deserializer": json_text_identity,
+            **self.engine_options(),
+            **engine_options,
+        }
+        self.engine: AsyncEngine = create_async_engine(url, **options)
+
+    # -- what subclasses provide -------------------------------------------------
+
+    def engine_options(self) -> dict[str, Any]:
+        """Extra ``create_async_engine`` options for this database."""
+        return {}
+
+    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert ``rows``, skipping any whose ``message_id`` is already stored."""
+        raise NotImplementedError
+
+    def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
+        """SQL for the number of seconds from ``start`` to ``end``."""
+        raise NotImplementedError
+
+    # -- the backend contract ------------------------------------------------------
+
+    async def initialize(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all, checkfirst=True)
+
+    async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
+        async with self.engine.begin() as conn:
+            if rows:
+                await self.insert_rows(conn, rows)
+            if not updates:
+                return set()
+            wanted = list({u.message_id for u in updates})
+            existing = set((await conn.execute(select(c.message_id).where(c.message_id.in_(wanted)))).scalars())
+            params = [
+                {
+                    "u_message_id": u.message_id,
+                    "u_status": u.status.value,
+                    "u_delivered_at": u.delivered_at,
+                    "u_error_message": u.error_message,
+                    "u_retry_count": u.retry_count,
+                }
+                for u in updates
+                if u.message_id in existing
+            ]
+            if params:
+                await conn.execute(_update_status, params)
+            return existing
+
+    async def query(self, query: AuditQuery, *, oldest_first: bool = False) -> list[AuditRecord]:
+        stmt = ordered(select(audit_log).where(*query_filters(query)), oldest_first=oldest_first)
+        stmt = stmt.limit(query.limit).offset(query.offset)
+        async with self.engine.connect() as conn:
+            result = await conn.execute(stmt)
+            return [AuditRecord.from_row(row) for row in result.mappings()]
+
+    async def get(self, message_id: str) -> AuditRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(audit_log).where(c.message_id == message_id))).mappings().first()
+            return AuditRecord.from_row(row) if row is not None else None
+
+    async def stream(self, query: AuditQuery, *, oldest_first: bool = True) -> AsyncIterator[AuditRecord]:
+        stmt = ordered(select(audit_log).where(*query_filters(query)), oldest_first=oldest_first)
+        async with self.engine.connect() as conn:
+            result = await conn.stream(stmt.execution_options(yield_per=STREAM_CHUNK))
+            async for row in result.mappings():
+                yield AuditRecord.from_row(row)
+
+    async def agent_history(self, agent_id: str, since: datetime, limit: int | None) -> list[AuditRecord]:
+        stmt = ordered(
+            select(audit_log).where(or_(c.from_agent == agent_id, c.to_agent == agent_id), c.timestamp >= since),
+            oldest_first=False,
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self.engine.connect() as conn:
+            return [AuditRecord.from_row(row) for row in (await conn.execute(stmt)).mappings()]
+
+    async def statistics(self, start_time: datetime | None, end_time: datetime | None) -> AuditStatistics:
+        window = time_window(start_time, end_time)
+        count = func.count().label("n")
+        async with self.engine.connect() as conn:
+
+            async def grouped(column: Any, *, top: int | None = None) -> list[tuple[str, int]]:
+                stmt = select(column, count).where(*window).group_by(column).order_by(count.desc(), column.asc())
+                if top is not None:
+                    stmt = stmt.limit(top)
+                return [(key, n) for key, n in (await conn.execute(stmt)).all()]
+
+            by_status = dict(await grouped(c.status))
+            by_type = dict(await grouped(c.message_type))
+            senders = await grouped(c.from_agent, top=TOP_AGENTS)
+            receivers = await grouped(c.to_agent, top=TOP_AGENTS)
+            avg_delivery = await conn.scalar(
+                select(func.avg(self.seconds_between(c.timestamp, c.delivered_at))).where(
+                    *window, c.status == MessageStatus.DELIVERED.value, c.delivered_at.is_not(None)
+                )
+            )
+        total = sum(by_status.values())
+        failed = by_status.get(MessageStatus.FAILED.value, 0)
+        return AuditStatistics(
+            total_messages=total,
+            messages_by_status=by_status,
+            messages_by_type=by_type,
+            top_senders=senders,
+            top_receivers=receivers,
+            avg_delivery_time=float(avg_delivery or 0.0),
+            error_rate=(100.0 * failed / total) if total else 0.0,
+        )
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(delete(audit_log).where(c.timestamp < cutoff))
+            return int(result.rowcount or 0)
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,258 @@
+"""``MessageAuditTrail``: the user-facing store of audit records.
+
+Writes go through the group-commit :class:`~audit_plugin.writer.AuditWriter`;
+reads go straight to the backend. The backend is chosen by the database URL
+from the installed extensions (``audit_plugin`` entry points).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import pluggy
+
+from audit_plugin import validation as v
+from audit_plugin.backend import AuditBackend
+from audit_plugin.exceptions import TrailStateError
+from audit_plugin.messages import Message, MessageStatus
+from audit_plugin.records import (
+    AuditQuery,
+    AuditRecord,
+    AuditStatistics,
+    RetentionPolicy,
+    StatusUpdate,
+    record_row,
+)
+from audit_plugin.registry import create_backend
+from audit_plugin.writer import AuditWriter, OverflowPolicy, WriterStats
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///audit.db"
+
+
+class MessageAuditTrail:
+    """An audit trail of inter-agent messages in a SQL store.
+
+    :param database_url: ``sqlite+aiosqlite:///path.db`` (default
+        ``./audit.db``) or ``postgresql+asyncpg://user@host/db``; any scheme an
+        installed backend extension serves.
+    :param retention_policy: how long ``apply_retention_policy()`` keeps records.
+    :param batch_size: most operations written per transaction.
+    :param max_queue: most operations waiting for the writer.
+    :param overflow: what a full queue does: ``"block"`` (wait for space),
+        ``"drop_newest"`` or ``"drop_oldest"`` (drop and count).
+    :param plugin_manager: where to look for backends; defaults to the
+        installed ``audit_plugin`` entry points.
+
+    Use as ``async with MessageAuditTrail(...) as trail:`` or call
+    ``initialize()`` and ``close()`` yourself.
+    """
+
+    def __init__(
+        self,
+        database_url: str = DEFAULT_DATABASE_URL,
+        retention_policy: RetentionPolicy = RetentionPolicy.DAYS_90,
+        *,
+        batch_size: int = 1000,
+        max_queue: int = 100_000,
+        overflow: OverflowPolicy = "block",
+        plugin_manager: pluggy.PluginManager | None = None,
+    ) -> None:
+        if not isinstance(retention_policy, RetentionPolicy):
+            raise v.FieldTypeError("retention_policy", "RetentionPolicy", retention_policy)
+        self.database_url = database_url
+        self.retention_policy = retention_policy
+        self.backend: AuditBackend = create_backend(database_url, plugin_manager)
+        self._writer_options: dict[str, Any] = {"batch_size": batch_size, "max_queue": max_queue, "overflow": overflow}
+        AuditWriter(self.backend, **self._writer_options)  # validate options now, not at initialize()
+        self._writer: AuditWriter | None = None
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Create the table and indexes if missing and start the writer. Idempotent."""
+        if self._closed:
+            raise TrailStateError("this MessageAuditTrail is closed; create a new one")
+        if self._writer is not None:
+            return
+        await self.backend.initialize()
+        self._writer = AuditWriter(self.backend, **self._writer_options)
+        self._writer.start()
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every record and update queued so far is committed."""
+        await self._require_writer().flush(timeout)
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Flush everything queued, stop the writer and release connections.
+
+        With ``timeout`` set, raises :class:`~audit_plugin.exceptions.AuditTimeoutError`
+        if the store does not take the queued records in time (they are
+        reported as lost in the error, never silently discarded).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._writer is not None:
+                await self._writer.stop(timeout)
+        finally:
+            await self.backend.close()
+
+    async def __aenter__(self) -> Self:
+        await self.initialize()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        """Counters of the write pipeline: written, dropped, failed, queue depth..."""
+        return self._require_writer().stats
+
+    def _require_writer(self) -> AuditWriter:
+        if self._closed:
+            raise TrailStateError("this MessageAuditTrail is closed")
+        if self._writer is None:
+            raise TrailStateError("call `await trail.initialize()` (or use `async with`) first")
+        return self._writer
+
+    # -- writing --------------------------------------------------------------------
+
+    async def log_message(self, message: Message, *, trace_id: str | None = None, span_id: str | None = None) -> str:
+        """Record ``message`` as PENDING; return its ``message_id`` once committed.
+
+        Logging a message that is already stored keeps the stored row and
+        returns normally. Raises a typed error naming the field for anything
+        that cannot be stored, before anything is written.
+        """
+        future = await self.enqueue_message(message, trace_id=trace_id, span_id=span_id)
+        await future
+        return message.message_id
+
+    async def enqueue_message(
+        self,
+        message: Message,
+        *,
+        status: MessageStatus = MessageStatus.PENDING,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+    ) -> asyncio.Future[Any]:
+        """Validate and queue ``message``; return a future resolved at commit."""
+        row = record_row(message, status=status, trace_id=trace_id, span_id=span_id)
+        return await self._require_writer().put(row=row)
+
+    def enqueue_message_nowait(
+        self, message: Message, *, trace_id: str | None = None, span_id: str | None = None
+    ) -> asyncio.Future[Any] | None:
+        """Validate and queue ``message`` without waiting; ``None`` if the queue is full and blocking."""
+        row = record_row(message, trace_id=trace_id, span_id=span_id)
+        writer = self._require_writer()
+        if writer.overflow == "block" and writer.is_full():
+            return None
+        return writer.submit(row=row)
+
+    async def update_message_status(
+        self,
+        message_id: str,
+        status: MessageStatus,
+        delivered_at: datetime | None = None,
+        error_message: str | None = None,
+        retry_count: int | None = None,
+    ) -> bool:
+        """Set a message's status (and, when given, delivery time, error, retries).
+
+        Returns ``False`` if no message with ``message_id`` is stored. Fields
+        left as ``None`` keep their stored value.
+        """
+        update = StatusUpdate.build(message_id, status, delivered_at, error_message, retry_count)
+        future = await self._require_writer().put(update=update)
+        return bool(await future)
+
+    def enqueue_status_nowait(self, update: StatusUpdate) -> asyncio.Future[Any] | None:
+        """Queue a validated status update without waiting; ``None`` if full and blocking."""
+        writer = self._require_writer()
+        if writer.overflow == "block" and writer.is_full():
+            return None
+        return writer.submit(update=update)
+
+    async def enqueue_status(self, update: StatusUpdate) -> asyncio.Future[Any]:
+        """Queue a validated status update, waiting for space; future resolves at commit."""
+        return await self._require_writer().put(update=update)
+
+    # -- reading --------------------------------------------------------------------
+
+    async def query_messages(self, query: AuditQuery | None = None) -> list[AuditRecord]:
+        """Records matching ``query`` (all filters combined), newest first, one page."""
+        query = query if query is not None else AuditQuery()
+        if not isinstance(query, AuditQuery):
+            raise v.FieldTypeError("query", "AuditQuery", query)
+        self._require_writer()
+        return await self.backend.query(query)
+
+    def stream_messages(
+        self, query: AuditQuery | None = None, *, oldest_first: bool = True
+    ) -> AsyncIterator[AuditRecord]:
+        """Every record matching ``query``'s filters (limit/offset ignored), in constant memory."""
+        self._require_writer()
+        return self.backend.stream(query if query is not None else AuditQuery(), oldest_first=oldest_first)
+
+    async def get_message(self, message_id: str) -> AuditRecord | None:
+        """The record of one message, or ``None``."""
+        v.check_text("message_id", message_id)
+        self._require_writer()
+        return await self.backend.get(message_id)
+
+    async def get_conversation_history(self, correlation_id: str) -> list[AuditRecord]:
+        """Every message of a conversation, oldest first."""
+        v.check_text("correlation_id", correlation_id)
+        self._require_writer()
+        return [record async for record in self.backend.stream(AuditQuery(correlation_id=correlation_id))]
+
+    async def get_trace(self, trace_id: str) -> list[AuditRecord]:
+        """Every message recorded in one OpenTelemetry trace, oldest first."""
+        self._require_writer()
+        return [record async for record in self.backend.stream(AuditQuery(trace_id=trace_id))]
+
+    async def get_agent_communication_history(
+        self, agent_id: str, days: int = 7, limit: int | None = None
+    ) -> list[AuditRecord]:
+        """Messages ``agent_id`` sent or received in the last ``days`` days, newest first."""
+        v.check_text("agent_id", agent_id)
+        v.check_int("days", days, minimum=0)
+        v.check_int("limit", limit, minimum=1, optional=True)
+        self._require_writer()
+        return await self.backend.agent_history(agent_id, datetime.now(UTC) - timedelta(days=days), limit)
+
+    async def get_statistics(
+        self, start_time: datetime | None = None, end_time: datetime | None = None
+    ) -> AuditStatistics:
+        """Aggregates over messages created in ``[start_time, end_time]`` (all by default)."""
+        start = v.to_utc("start_time", start_time, optional=True)
+        end = v.to_utc("end_time", end_time, optional=True)
+        self._require_writer()
+        return await self.backend.statistics(start, end)
+
+    # -- retention ------------------------------------------------------------------
+
+    def retention_cutoff(self, now: datetime | None = None) -> datetime | None:
+        """Records created before this time are past the retention policy (``None``: keep forever)."""
+        max_age = self.retention_policy.max_age
+        if max_age is None:
+            return None
+        return (now or datetime.now(UTC)) - max_age
+
+    async def apply_retention_policy(self) -> int:
+        """Delete records older than the retention policy allows; return how many."""
+        cutoff = self.retention_cutoff()
+        self._require_writer()
+        if cutoff is None:
+            return 0
+        return await self.backend.delete_older_than(cutoff)

@@ -1,0 +1,63 @@
+"""SQLite specifics: aiosqlite driver, WAL journal, idempotent executemany insert."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, event, func
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import StaticPool
+
+from audit_plugin.exceptions import InvalidFieldError
+from audit_plugin.schema import audit_log
+from audit_plugin.sql import SQLBackend
+
+BUSY_TIMEOUT_MS = 5000
+"""How long a connection waits on another writer's lock before "database is locked"."""
+
+_insert_ignoring_duplicates = sqlite_insert(audit_log).on_conflict_do_nothing(index_elements=["message_id"])
+
+
+def _with_async_driver(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if parsed.drivername != "sqlite+aiosqlite":
+        raise InvalidFieldError(
+            "database_url", f"SQLite driver {parsed.drivername!r} is not supported; use sqlite+aiosqlite:///path.db"
+        )
+    return url
+
+
+class SQLiteBackend(SQLBackend):
+    """An audit store in one SQLite file (WAL, ``synchronous=NORMAL``)."""
+
+    name = "sqlite"
+
+    def __init__(self, url: str, **engine_options: Any) -> None:
+        super().__init__(_with_async_driver(url), **engine_options)
+        event.listen(self.engine.sync_engine, "connect", _configure_connection)
+
+    def engine_options(self) -> dict[str, Any]:
+        database = make_url(self.url).database
+        if not database or database == ":memory:":
+            # One shared connection, or every pooled connection would see its own empty database.
+            return {"poolclass": StaticPool}
+        return {}
+
+    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+        await conn.execute(_insert_ignoring_duplicates, list(rows))
+
+    def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+
+def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.close()
