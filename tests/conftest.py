@@ -51,8 +51,8 @@ class PostgresDatabases:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
             await conn.close()
-        return make_url(self.url).set(drivername="postgresql+asyncpg", database=name).render_as_string(
-            hide_password=False
+        return (
+            make_url(self.url).set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
         )
 
     async def drop(self, url: str) -> None:
