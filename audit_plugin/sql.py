@@ -12,8 +12,10 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import ColumnElement, Select, bindparam, delete, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from audit_plugin.exceptions import AuditStoreError
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
 from audit_plugin.schema import (
@@ -112,8 +114,13 @@ class SQLBackend:
     # -- the backend contract ------------------------------------------------------
 
     async def initialize(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all, checkfirst=True)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(metadata.create_all, checkfirst=True)
+        except (DBAPIError, OSError) as exc:
+            where = self.engine.url.render_as_string(hide_password=True)
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise AuditStoreError(f"cannot open the audit store at {where}: {reason}") from exc
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
         async with self.engine.begin() as conn:

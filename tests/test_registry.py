@@ -8,7 +8,7 @@ import pluggy
 import pytest
 
 from audit_plugin import MessageAuditTrail, hookspecs
-from audit_plugin.exceptions import InvalidFieldError, UnsupportedDatabaseURLError
+from audit_plugin.exceptions import AuditStoreError, InvalidFieldError, UnsupportedDatabaseURLError
 from audit_plugin.registry import extension_manager
 from tests.helpers import make_message
 
@@ -62,3 +62,14 @@ def test_bad_trail_options_are_rejected(tmp_path: Path) -> None:
         MessageAuditTrail(url, batch_size=0)
     with pytest.raises(TypeError, match="retention_policy"):
         MessageAuditTrail(url, retention_policy=30)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql+asyncpg://postgres@127.0.0.1:1/unreachable", "sqlite+aiosqlite:////nonexistent-dir/sub/audit.db"],
+)
+async def test_unreachable_store_is_a_readable_error(url: str) -> None:
+    trail = MessageAuditTrail(url)
+    with pytest.raises(AuditStoreError, match="cannot open the audit store at"):
+        await trail.initialize()
+    await trail.close()
