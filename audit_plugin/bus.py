@@ -4,12 +4,21 @@ The bus is deliberately small: one async handler per agent, direct delivery,
 retries and TTL expiry. It exists to show (and test) the hook contract; a
 production bus (Redis, NATS, RabbitMQ...) calls the same two hooks the same
 way, with :func:`call_hook`.
+
+Each handler run is a ``process {to_agent}`` CONSUMER span parented by the
+trace context in ``message.headers`` (see :mod:`audit_plugin.tracing`): one
+span per attempt, so retries show as sibling spans with
+``messaging.audit_plugin.retry_count`` 0, 1, 2... Handler runs are also
+counted in ``messaging.client.consumed.messages`` and timed in
+``messaging.process.duration``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +28,11 @@ import pluggy
 from audit_plugin import hookspecs
 from audit_plugin.exceptions import FieldTypeError, InvalidFieldError
 from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
+from audit_plugin.metrics import ConsumerMetrics, get_meter
+from audit_plugin.tracing import error_type, get_tracer, process_span
 from audit_plugin.validation import check_int, check_text
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[Message], Awaitable[Any]]
 """An agent's message handler: ``async def handle(message) -> Any``."""
@@ -47,18 +60,29 @@ class MessageBus:
     :param retry_delay: seconds before the first retry, doubling after each.
     :param tracer_provider: OpenTelemetry tracer provider for the bus's
         CONSUMER spans (the global one if not given).
+    :param meter_provider: OpenTelemetry meter provider for the consumer
+        metrics (the global one if not given).
 
     ``plugin_manager`` is public: register plugins with :meth:`register` or
     on it directly.
     """
 
-    def __init__(self, *, max_retries: int = 0, retry_delay: float = 0.0, tracer_provider: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_retries: int = 0,
+        retry_delay: float = 0.0,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+    ) -> None:
         check_int("max_retries", max_retries, minimum=0)
         if isinstance(retry_delay, bool) or not isinstance(retry_delay, int | float) or retry_delay < 0:
             raise InvalidFieldError("retry_delay", f"must be a number >= 0, got {retry_delay!r}")
         self.max_retries = max_retries
         self.retry_delay = float(retry_delay)
         self.tracer_provider = tracer_provider
+        self._tracer = get_tracer(tracer_provider)
+        self._consumer_metrics = ConsumerMetrics(get_meter(meter_provider))
         self.plugin_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.plugin_manager.add_hookspecs(hookspecs)
         self._handlers: dict[str, Handler] = {}
@@ -91,9 +115,32 @@ class MessageBus:
             raise FieldTypeError("message", "audit_plugin.Message", message)
         hook = self.plugin_manager.hook
         await call_hook(hook.audit_pre_send, message=message)
-        receipt = await self._deliver(message)
+        try:
+            receipt = await self._deliver(message)
+        except BaseException as exc:  # cancelled or interrupted mid-delivery: report it, then propagate
+            self._report_interrupted(message, exc)
+            raise
         await call_hook(hook.audit_post_delivery, message=message, receipt=receipt)
         return receipt
+
+    def _report_interrupted(self, message: Message, exc: BaseException) -> None:
+        """Tell the hooks a delivery was interrupted (FAILED) without waiting for them.
+
+        The record gets its FAILED status queued and open spans end, so
+        nothing stays PENDING or in flight; awaitables are not awaited, so
+        cancellation is not delayed by the store.
+        """
+        receipt = DeliveryReceipt(
+            message.message_id, MessageStatus.FAILED, error_message=f"delivery interrupted by {type(exc).__name__}"
+        )
+        try:
+            results = self.plugin_manager.hook.audit_post_delivery(message=message, receipt=receipt)
+        except Exception:  # the interruption is what propagates; a hook failing on top of it is logged
+            log.exception("audit_post_delivery failed while reporting interrupted message %s", message.message_id)
+            return
+        for result in results:
+            if inspect.iscoroutine(result):
+                result.close()
 
     async def _deliver(self, message: Message) -> DeliveryReceipt:
         handler = self._handlers.get(message.to_agent)
@@ -130,4 +177,14 @@ class MessageBus:
             )
 
     async def _run_handler(self, handler: Handler, message: Message, retries: int) -> None:
-        await handler(message)
+        """Run one delivery attempt inside its CONSUMER span, counting and timing it."""
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            with process_span(self._tracer, message, retries):
+                await handler(message)
+        except BaseException as exc:
+            error = error_type(exc)
+            raise
+        finally:
+            self._consumer_metrics.record(message, time.perf_counter() - started, error)

@@ -18,19 +18,31 @@ queued and is written when the store returns (the writer retries with
 backoff). A message the trail *cannot* record (payload not JSON, a NUL
 character) is refused: ``send()`` raises the typed validation error before
 anything is delivered.
+
+Tracing: each message gets one ``send {to_agent}`` PRODUCER span (see
+:mod:`audit_plugin.tracing`), started in ``audit_pre_send``, injected into
+``message.headers`` and ended in ``audit_post_delivery``. Its ids are stored
+in the record. Spans in flight are kept by ``message_id``; a message refused
+before sending ends its span at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from audit_plugin.exceptions import AuditError, InvalidFieldError
 from audit_plugin.hookspecs import hookimpl
 from audit_plugin.messages import DeliveryReceipt, Message
+from audit_plugin.metrics import PipelineMetrics, SendMetrics, get_meter
 from audit_plugin.records import StatusUpdate
+from audit_plugin.tracing import SendTracer, sampled_ids
 from audit_plugin.trail import MessageAuditTrail
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import Span, TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +56,15 @@ class AuditPlugin:
     :param durability: ``"commit"`` or ``"buffered"`` (see module docs).
     :param commit_timeout: seconds ``send()`` waits for a commit in
         ``"commit"`` mode before going on without it (``None``: wait forever).
-    :param tracer_provider: OpenTelemetry tracer provider (global by default).
-    :param meter_provider: OpenTelemetry meter provider (global by default).
+    :param tracer_provider: OpenTelemetry tracer provider for the PRODUCER
+        spans (the global one by default; pass
+        ``opentelemetry.trace.NoOpTracerProvider()`` to trace nothing).
+    :param meter_provider: OpenTelemetry meter provider for
+        ``messaging.client.sent.messages`` and the audit pipeline metrics
+        (the global one by default).
+    :param trace_payload: also put the JSON payload in the send span
+        (``messaging.audit_plugin.payload``). Off by default: payloads often
+        hold personal data and a trace backend is not an audit store.
     """
 
     def __init__(
@@ -54,8 +73,9 @@ class AuditPlugin:
         *,
         durability: Durability = "commit",
         commit_timeout: float | None = 30.0,
-        tracer_provider: Any = None,
-        meter_provider: Any = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        trace_payload: bool = False,
     ) -> None:
         if durability not in ("commit", "buffered"):
             raise InvalidFieldError("durability", f"{durability!r} is not 'commit' or 'buffered'")
@@ -66,16 +86,39 @@ class AuditPlugin:
         self.meter_provider = meter_provider
         self.commit_timeouts = 0
         """Messages that went on without their commit because the store was too slow."""
+        self._tracer = SendTracer(tracer_provider, record_payload=trace_payload)
+        self._in_flight: dict[str, Span] = {}
+        meter = get_meter(meter_provider)
+        self._send_metrics = SendMetrics(meter)
+        self.pipeline_metrics = PipelineMetrics(meter, trail, self)
+
+    @property
+    def spans_in_flight(self) -> int:
+        """Send spans started and not yet ended (messages whose outcome is not known yet)."""
+        return len(self._in_flight)
 
     @hookimpl
     def audit_pre_send(self, message: Message) -> Any:
-        future = self.trail.enqueue_message_nowait(message)
+        span = self._tracer.start(message)
+        trace_id, span_id = sampled_ids(span)
+        try:
+            future = self.trail.enqueue_message_nowait(message, trace_id=trace_id, span_id=span_id)
+        except BaseException as exc:  # refused (cannot be recorded): the message will not be sent
+            self._tracer.abandon(span, exc)
+            raise
+        self._tracer.inject(span, message)
+        self._in_flight[message.message_id] = span
         if future is None:  # queue full under "block": wait for space (back-pressure)
-            return self._put_and_wait(self.trail.enqueue_message(message), message)
+            enqueued = self.trail.enqueue_message(message, trace_id=trace_id, span_id=span_id)
+            return self._put_and_wait(enqueued, message)
         return self._settle(future, message)
 
     @hookimpl
     def audit_post_delivery(self, message: Message, receipt: DeliveryReceipt) -> Any:
+        span = self._in_flight.pop(message.message_id, None)
+        if span is not None:
+            self._tracer.end(span, receipt)
+        self._send_metrics.record(message, receipt)
         update = StatusUpdate.build(
             receipt.message_id, receipt.status, receipt.delivered_at, receipt.error_message, receipt.retry_count
         )

@@ -8,7 +8,9 @@ from the installed extensions (``audit_plugin`` entry points).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -28,7 +30,10 @@ from audit_plugin.records import (
     record_row,
 )
 from audit_plugin.registry import create_backend
+from audit_plugin.tracing import TRACE_URL_ENV, check_trace_url_template, trace_url
 from audit_plugin.writer import AuditWriter, OverflowPolicy, WriterStats
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///audit.db"
 
@@ -46,6 +51,9 @@ class MessageAuditTrail:
         ``"drop_newest"`` or ``"drop_oldest"`` (drop and count).
     :param plugin_manager: where to look for backends; defaults to the
         installed ``audit_plugin`` entry points.
+    :param trace_url_template: trace-viewer link for :meth:`trace_url`, e.g.
+        ``http://localhost:16686/trace/{trace_id}``; read from the environment
+        variable ``AUDIT_TRACE_URL_TEMPLATE`` when not given.
 
     Use as ``async with MessageAuditTrail(...) as trail:`` or call
     ``initialize()`` and ``close()`` yourself.
@@ -60,13 +68,24 @@ class MessageAuditTrail:
         max_queue: int = 100_000,
         overflow: OverflowPolicy = "block",
         plugin_manager: pluggy.PluginManager | None = None,
+        trace_url_template: str | None = None,
     ) -> None:
         if not isinstance(retention_policy, RetentionPolicy):
             raise v.FieldTypeError("retention_policy", "RetentionPolicy", retention_policy)
         self.database_url = database_url
         self.retention_policy = retention_policy
         self.backend: AuditBackend = create_backend(database_url, plugin_manager)
-        self._writer_options: dict[str, Any] = {"batch_size": batch_size, "max_queue": max_queue, "overflow": overflow}
+        self.trace_url_template = check_trace_url_template(
+            trace_url_template if trace_url_template is not None else os.environ.get(TRACE_URL_ENV) or None,
+            "trace_url_template" if trace_url_template is not None else TRACE_URL_ENV,
+        )
+        self._batch_listeners: list[Callable[[int, float], None]] = []
+        self._writer_options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "max_queue": max_queue,
+            "overflow": overflow,
+            "on_batch": self._batch_committed,
+        }
         AuditWriter(self.backend, **self._writer_options)  # validate options now, not at initialize()
         self._writer: AuditWriter | None = None
         self._closed = False
@@ -116,6 +135,26 @@ class MessageAuditTrail:
     def writer_stats(self) -> WriterStats:
         """Counters of the write pipeline: written, dropped, failed, queue depth..."""
         return self._require_writer().stats
+
+    @property
+    def max_queue(self) -> int:
+        """Capacity of the write queue; when full, the overflow policy applies."""
+        return int(self._writer_options["max_queue"])
+
+    def add_batch_listener(self, listener: Callable[[int, float], None]) -> None:
+        """Call ``listener(operations, seconds)`` after each committed batch (metrics use this).
+
+        Listeners run on the writer task and must be quick; one that raises is
+        logged and does not disturb the writer.
+        """
+        self._batch_listeners.append(listener)
+
+    def _batch_committed(self, count: int, seconds: float) -> None:
+        for listener in self._batch_listeners:
+            try:
+                listener(count, seconds)
+            except Exception:
+                log.exception("audit batch listener %r failed", listener)
 
     def _require_writer(self) -> AuditWriter:
         if self._closed:
@@ -220,6 +259,16 @@ class MessageAuditTrail:
         """Every message recorded in one OpenTelemetry trace, oldest first."""
         self._require_writer()
         return [record async for record in self.backend.stream(AuditQuery(trace_id=trace_id))]
+
+    def trace_url(self, record: AuditRecord | str) -> str | None:
+        """The trace-viewer link for ``record`` (or a trace id), or ``None``.
+
+        ``None`` when no ``trace_url_template`` is configured or the record has
+        no trace (it was sent without a sampled span).
+        """
+        if self.trace_url_template is None:
+            return None
+        return trace_url(record, self.trace_url_template)
 
     async def get_agent_communication_history(
         self, agent_id: str, days: int = 7, limit: int | None = None

@@ -1,0 +1,226 @@
+"""OpenTelemetry metrics: messages sent and consumed, and the audit pipeline's own health.
+
+Messaging metrics (semantic conventions v1.44), attributes ``messaging.system``,
+``messaging.operation.name``, ``messaging.destination.name`` and, on failure,
+``error.type``:
+
+* ``messaging.client.sent.messages`` (counter, ``{message}``): counted by the
+  audit plugin when a message's outcome is known;
+* ``messaging.client.consumed.messages`` (counter, ``{message}``): counted by
+  the bus once per delivery attempt;
+* ``messaging.process.duration`` (histogram, ``s``): one per handler run.
+
+Audit pipeline metrics (namespace ``audit_plugin.``), read from the trail's
+writer, so they cost nothing per message:
+
+==================================== ========================== ==============================================
+instrument                           kind                       meaning
+==================================== ========================== ==============================================
+``audit_plugin.writer.written``      observable counter         operations committed (records + status updates)
+``audit_plugin.writer.failed``       observable counter         operations the store refused for good (lost)
+``audit_plugin.writer.dropped``      observable counter         operations dropped by the overflow policy (lost)
+``audit_plugin.writer.retries``      observable counter         batch attempts that failed and were retried
+``audit_plugin.writer.queue.depth``  observable up-down counter operations waiting to be written
+``audit_plugin.writer.queue.limit``  observable up-down counter queue capacity (``max_queue``)
+``audit_plugin.writer.store.available`` observable gauge        1 while the store takes writes, 0 while retrying
+``audit_plugin.writer.batch.duration`` histogram (``s``)        time to commit one batch
+``audit_plugin.writer.batch.size``   histogram                  operations per committed batch
+``audit_plugin.commit.timeouts``     observable counter         sends that went on without their commit
+==================================== ========================== ==============================================
+
+"Losing records": ``failed`` or ``dropped`` increases. "Falling behind":
+``queue.depth / queue.limit`` high, ``store.available`` 0, ``retries`` or
+``commit.timeouts`` increasing, ``batch.duration`` growing. docs/tracing.md
+lists suggested alerts.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from audit_plugin.exceptions import TrailStateError
+from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
+from audit_plugin.tracing import (
+    ERROR_TYPE,
+    INSTRUMENTATION_NAME,
+    MESSAGING_DESTINATION_NAME,
+    MESSAGING_OPERATION_NAME,
+    MESSAGING_SYSTEM,
+    MESSAGING_SYSTEM_VALUE,
+    PROCESS,
+    SCHEMA_URL,
+    SEND,
+    _package_version,
+)
+
+if TYPE_CHECKING:
+    from audit_plugin.plugin import AuditPlugin
+    from audit_plugin.trail import MessageAuditTrail
+    from audit_plugin.writer import WriterStats
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+"""Histogram boundaries the semantic conventions recommend for durations in seconds."""
+
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+def get_meter(meter_provider: metrics.MeterProvider | None) -> metrics.Meter:
+    """This package's meter from ``meter_provider``, or from the global provider when ``None``."""
+    return metrics.get_meter(INSTRUMENTATION_NAME, _package_version(), meter_provider, schema_url=SCHEMA_URL)
+
+
+def _messaging_attributes(message: Message, operation: str, error: str | None) -> dict[str, str]:
+    attributes = {
+        MESSAGING_SYSTEM: MESSAGING_SYSTEM_VALUE,
+        MESSAGING_OPERATION_NAME: operation,
+        MESSAGING_DESTINATION_NAME: message.to_agent,
+    }
+    if error is not None:
+        attributes[ERROR_TYPE] = error
+    return attributes
+
+
+class SendMetrics:
+    """``messaging.client.sent.messages``, counted once per message when its outcome is known."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.sent = meter.create_counter(
+            "messaging.client.sent.messages",
+            unit="{message}",
+            description="Number of messages producer attempted to send to the broker.",
+        )
+
+    def record(self, message: Message, receipt: DeliveryReceipt) -> None:
+        failed = receipt.status in (MessageStatus.FAILED, MessageStatus.EXPIRED)
+        self.sent.add(1, _messaging_attributes(message, SEND, receipt.status.value if failed else None))
+
+
+class ConsumerMetrics:
+    """``messaging.client.consumed.messages`` and ``messaging.process.duration``, once per handler run."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.consumed = meter.create_counter(
+            "messaging.client.consumed.messages",
+            unit="{message}",
+            description="Number of messages that were delivered to the application.",
+        )
+        self.duration = meter.create_histogram(
+            "messaging.process.duration",
+            unit="s",
+            description="Duration of processing operation.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+
+    def record(self, message: Message, seconds: float, error: str | None) -> None:
+        attributes = _messaging_attributes(message, PROCESS, error)
+        self.consumed.add(1, attributes)
+        self.duration.record(seconds, attributes)
+
+
+class PipelineMetrics:
+    """The audit write pipeline's health, read from ``trail.writer_stats`` when metrics are collected.
+
+    Holds the trail and the commit-timeout source weakly: a closed or
+    discarded trail simply stops reporting.
+
+    :param plugin: the audit plugin whose ``commit_timeouts`` are reported.
+    """
+
+    def __init__(self, meter: metrics.Meter, trail: MessageAuditTrail, plugin: AuditPlugin | None = None) -> None:
+        trail_ref = weakref.ref(trail)
+
+        def observe(read: Callable[[WriterStats], float]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+            def callback(options: CallbackOptions) -> Iterable[Observation]:
+                stats = _stats_of(trail_ref())
+                return [] if stats is None else [Observation(read(stats))]
+
+            return callback
+
+        meter.create_observable_counter(
+            "audit_plugin.writer.written",
+            [observe(lambda s: s.written)],
+            unit="{operation}",
+            description="Audit operations committed: records inserted and status updates applied.",
+        )
+        meter.create_observable_counter(
+            "audit_plugin.writer.failed",
+            [observe(lambda s: s.failed)],
+            unit="{operation}",
+            description="Audit operations the store refused for good; each is logged. Lost records.",
+        )
+        meter.create_observable_counter(
+            "audit_plugin.writer.dropped",
+            [observe(lambda s: s.dropped)],
+            unit="{operation}",
+            description="Audit operations dropped because the queue was full (overflow policy). Lost records.",
+        )
+        meter.create_observable_counter(
+            "audit_plugin.writer.retries",
+            [observe(lambda s: s.retries)],
+            unit="{attempt}",
+            description="Batch writes that failed with a transient store error and were retried.",
+        )
+        meter.create_observable_up_down_counter(
+            "audit_plugin.writer.queue.depth",
+            [observe(lambda s: s.queue_depth)],
+            unit="{operation}",
+            description="Audit operations waiting to be written.",
+        )
+        limit = trail.max_queue
+        meter.create_observable_up_down_counter(
+            "audit_plugin.writer.queue.limit",
+            [observe(lambda s: limit)],
+            unit="{operation}",
+            description="Capacity of the audit queue; at the limit the overflow policy applies.",
+        )
+        meter.create_observable_gauge(
+            "audit_plugin.writer.store.available",
+            [observe(lambda s: 1 if s.store_available else 0)],
+            unit="1",
+            description="1 while the store accepts writes, 0 while the writer is retrying a failing store.",
+        )
+        if plugin is not None:
+            plugin_ref = weakref.ref(plugin)
+
+            def observe_timeouts(options: CallbackOptions) -> Iterable[Observation]:
+                current = plugin_ref()
+                return [] if current is None else [Observation(current.commit_timeouts)]
+
+            meter.create_observable_counter(
+                "audit_plugin.commit.timeouts",
+                [observe_timeouts],
+                unit="{message}",
+                description="Messages sent without waiting for their audit commit because the store was too slow.",
+            )
+        self.batch_duration = meter.create_histogram(
+            "audit_plugin.writer.batch.duration",
+            unit="s",
+            description="Time to commit one batch of audit operations.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.batch_size = meter.create_histogram(
+            "audit_plugin.writer.batch.size",
+            unit="{operation}",
+            description="Audit operations committed per batch.",
+            explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
+        )
+        trail.add_batch_listener(self.on_batch)
+
+    def on_batch(self, count: int, seconds: float) -> None:
+        """Record one committed batch (called by the trail's writer)."""
+        self.batch_duration.record(seconds)
+        self.batch_size.record(count)
+
+
+def _stats_of(trail: Any) -> WriterStats | None:
+    if trail is None:
+        return None
+    try:
+        return trail.writer_stats
+    except TrailStateError:  # not initialised yet, or closed
+        return None

@@ -1,0 +1,235 @@
+"""OpenTelemetry spans for audited messages, and links from records to traces.
+
+Follows the OpenTelemetry messaging semantic conventions v1.44:
+
+* :class:`SendTracer` starts one ``send {to_agent}`` span (kind PRODUCER) per
+  message, as a child of whatever span is current when ``send()`` is called,
+  and injects its context into ``message.headers`` with the globally
+  configured propagator (W3C ``traceparent``/``tracestate`` and ``baggage`` by
+  default). The span ends when the outcome is known: status ERROR and
+  ``error.type`` for FAILED and EXPIRED.
+* :func:`process_span` runs a handler inside ``process {to_agent}`` (kind
+  CONSUMER) whose parent is the context extracted from ``message.headers``;
+  one span per delivery attempt, so retries are visible.
+
+Only ``opentelemetry-api`` is needed. Without an SDK the API hands out
+non-recording spans with invalid ids: nothing is recorded, records carry no
+ids, and the cost is a few microseconds per message. A record carries
+``trace_id``/``span_id`` only when its span is *sampled*, so every id in the
+store names a span the SDK exported.
+
+``messaging.system`` is ``"audit_plugin"``; fields specific to this bus live
+under ``messaging.audit_plugin.*``. Payloads never go into spans unless a
+:class:`SendTracer` is built with ``record_payload=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from audit_plugin import validation as v
+from audit_plugin.exceptions import InvalidFieldError
+from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
+
+if TYPE_CHECKING:
+    from audit_plugin.records import AuditRecord
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
+"""Semantic conventions version the spans and metrics follow."""
+
+INSTRUMENTATION_NAME = "audit_plugin"
+
+MESSAGING_SYSTEM_VALUE = "audit_plugin"
+"""``messaging.system`` of every span and messaging metric: the audit-plugin bus protocol."""
+
+# Semantic-convention attribute names (messaging, v1.44). Kept here as plain
+# strings: the runtime depends on opentelemetry-api only, not on the
+# semantic-conventions package (the tests check these against it).
+MESSAGING_SYSTEM = "messaging.system"
+MESSAGING_OPERATION_NAME = "messaging.operation.name"
+MESSAGING_OPERATION_TYPE = "messaging.operation.type"
+MESSAGING_DESTINATION_NAME = "messaging.destination.name"
+MESSAGING_MESSAGE_ID = "messaging.message.id"
+MESSAGING_MESSAGE_CONVERSATION_ID = "messaging.message.conversation_id"
+ERROR_TYPE = "error.type"
+
+# Bus-specific attributes (namespace messaging.{messaging.system}.*).
+FROM_AGENT = "messaging.audit_plugin.from_agent"
+MESSAGE_TYPE = "messaging.audit_plugin.message_type"
+PRIORITY = "messaging.audit_plugin.priority"
+REPLY_TO = "messaging.audit_plugin.reply_to"
+TTL = "messaging.audit_plugin.ttl"
+"""Time to live in seconds (``Message.ttl_seconds``)."""
+RETRY_COUNT = "messaging.audit_plugin.retry_count"
+"""Send span: retries the delivery took (set at the end). Process span: which retry this attempt is (0 = first)."""
+PAYLOAD = "messaging.audit_plugin.payload"
+"""The JSON payload; only with ``record_payload=True``."""
+
+SEND = "send"
+PROCESS = "process"
+
+TRACE_URL_ENV = "AUDIT_TRACE_URL_TEMPLATE"
+"""Environment variable a trail reads its trace-viewer URL template from when none is given."""
+
+
+def _package_version() -> str:
+    try:
+        return version("audit-plugin")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0"
+
+
+def get_tracer(tracer_provider: trace.TracerProvider | None) -> trace.Tracer:
+    """This package's tracer from ``tracer_provider``, or from the global provider when ``None``.
+
+    With the global provider the tracer is a proxy, so an SDK configured after
+    the bus or plugin was created is still used.
+    """
+    return trace.get_tracer(INSTRUMENTATION_NAME, _package_version(), tracer_provider, schema_url=SCHEMA_URL)
+
+
+def message_attributes(message: Message, operation: str) -> dict[str, Any]:
+    """The span attributes describing ``message`` for ``operation`` (``"send"`` or ``"process"``)."""
+    attributes: dict[str, Any] = {
+        MESSAGING_SYSTEM: MESSAGING_SYSTEM_VALUE,
+        MESSAGING_OPERATION_NAME: operation,
+        MESSAGING_OPERATION_TYPE: operation,
+        MESSAGING_DESTINATION_NAME: message.to_agent,
+        MESSAGING_MESSAGE_ID: message.message_id,
+        FROM_AGENT: message.from_agent,
+        MESSAGE_TYPE: message.message_type.value,
+        PRIORITY: message.priority.value,
+    }
+    if message.correlation_id is not None:
+        attributes[MESSAGING_MESSAGE_CONVERSATION_ID] = message.correlation_id
+    if message.reply_to is not None:
+        attributes[REPLY_TO] = message.reply_to
+    if message.ttl_seconds is not None:
+        attributes[TTL] = message.ttl_seconds
+    return attributes
+
+
+def error_type(exc: BaseException) -> str:
+    """``error.type`` for an exception: its fully qualified class name (``builtins.`` omitted)."""
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def mark_error(span: Span, kind: str, description: str | None) -> None:
+    """Set ``error.type`` and status ERROR on a recording span."""
+    span.set_attribute(ERROR_TYPE, kind)
+    span.set_status(Status(StatusCode.ERROR, description))
+
+
+def sampled_ids(span: Span) -> tuple[str | None, str | None]:
+    """``(trace_id, span_id)`` as lowercase hex for a sampled span, else ``(None, None)``."""
+    span_context = span.get_span_context()
+    if not span_context.trace_flags.sampled:  # also covers invalid (no SDK) contexts
+        return None, None
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
+
+
+class SendTracer:
+    """Starts and ends the PRODUCER span of each message.
+
+    :param tracer_provider: where spans go (the global provider when ``None``).
+    :param record_payload: put the JSON payload in ``messaging.audit_plugin.payload``
+        (off by default: payloads often hold personal data).
+    """
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None, *, record_payload: bool = False) -> None:
+        self.tracer = get_tracer(tracer_provider)
+        self.record_payload = record_payload
+
+    def start(self, message: Message) -> Span:
+        """Start ``send {to_agent}`` as a child of the current context (not yet injected)."""
+        attributes = message_attributes(message, SEND)
+        if self.record_payload:
+            attributes[PAYLOAD] = json.dumps(message.payload, default=str)
+        return self.tracer.start_span(f"send {message.to_agent}", kind=SpanKind.PRODUCER, attributes=attributes)
+
+    @staticmethod
+    def inject(span: Span, message: Message) -> None:
+        """Write the span's context (and the current baggage) into ``message.headers``."""
+        propagate.inject(message.headers, context=trace.set_span_in_context(span))
+
+    @staticmethod
+    def end(span: Span, receipt: DeliveryReceipt) -> None:
+        """End the span with the message's outcome."""
+        if span.is_recording():
+            span.set_attribute(RETRY_COUNT, receipt.retry_count)
+            if receipt.status in (MessageStatus.FAILED, MessageStatus.EXPIRED):
+                mark_error(span, receipt.status.value, receipt.error_message)
+        span.end()
+
+    @staticmethod
+    def abandon(span: Span, exc: BaseException) -> None:
+        """End a span whose message was refused before it was sent."""
+        if span.is_recording():
+            span.record_exception(exc)
+            mark_error(span, error_type(exc), str(exc))
+        span.end()
+
+
+@contextmanager
+def process_span(tracer: trace.Tracer, message: Message, retries: int) -> Iterator[Span]:
+    """Run the body inside ``process {to_agent}`` (CONSUMER), parented by ``message.headers``.
+
+    The span is current while the body runs, so the handler's own spans and
+    further sends nest under it. ``retries`` says which attempt this is (0 for
+    the first). An exception (any ``BaseException``, cancellation included)
+    is recorded, sets ``error.type`` to its class name and status ERROR, and
+    propagates.
+    """
+    parent = propagate.extract(message.headers)
+    attributes = message_attributes(message, PROCESS)
+    attributes[RETRY_COUNT] = retries
+    span = tracer.start_span(f"process {message.to_agent}", parent, SpanKind.CONSUMER, attributes)
+    token = otel_context.attach(trace.set_span_in_context(span, parent))
+    try:
+        yield span
+    except BaseException as exc:
+        if span.is_recording():
+            span.record_exception(exc)
+            mark_error(span, error_type(exc), str(exc))
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
+def check_trace_url_template(template: str | None, field: str = "trace_url_template") -> str | None:
+    """Validate a trace-viewer URL template: text containing ``{trace_id}``."""
+    if template is None:
+        return None
+    v.check_text(field, template, max_length=None)
+    if "{trace_id}" not in template:
+        raise InvalidFieldError(field, f"{template!r} has no {{trace_id}} placeholder")
+    return template
+
+
+def trace_url(record_or_trace_id: AuditRecord | str, template: str) -> str | None:
+    """The trace-viewer link for a record (or a bare trace id), ``None`` if it has no trace.
+
+    ``template`` holds ``{trace_id}`` and optionally ``{span_id}``, e.g.
+    ``http://localhost:16686/trace/{trace_id}?uiFind={span_id}`` (Jaeger).
+    Only those two placeholders are replaced, so templates with other braces
+    (a Grafana explore URL's JSON) are safe. ``{span_id}`` becomes empty when
+    only a trace id is given.
+    """
+    check_trace_url_template(template, "template")
+    if isinstance(record_or_trace_id, str):
+        trace_id, span_id = v.check_hex_id("trace_id", record_or_trace_id, 32), None
+    else:
+        trace_id, span_id = record_or_trace_id.trace_id, record_or_trace_id.span_id
+    if trace_id is None:
+        return None
+    return template.replace("{trace_id}", trace_id).replace("{span_id}", span_id or "")
