@@ -29,7 +29,7 @@ from audit_plugin import hookspecs
 from audit_plugin.exceptions import FieldTypeError, InvalidFieldError
 from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
 from audit_plugin.metrics import ConsumerMetrics, get_meter
-from audit_plugin.tracing import error_type, get_tracer, process_span
+from audit_plugin.tracing import ProcessTracer, error_type
 from audit_plugin.validation import check_int, check_text
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class MessageBus:
         self.max_retries = max_retries
         self.retry_delay = float(retry_delay)
         self.tracer_provider = tracer_provider
-        self._tracer = get_tracer(tracer_provider)
+        self._tracer = ProcessTracer(tracer_provider)
         self._consumer_metrics = ConsumerMetrics(get_meter(meter_provider))
         self.plugin_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.plugin_manager.add_hookspecs(hookspecs)
@@ -181,8 +181,7 @@ class MessageBus:
         started = time.perf_counter()
         error: str | None = None
         try:
-            with process_span(self._tracer, message, retries):
-                await handler(message)
+            await self._tracer.run(message, retries, handler)
         except BaseException as exc:
             error = error_type(exc)
             raise

@@ -99,15 +99,17 @@ class AuditPlugin:
 
     @hookimpl
     def audit_pre_send(self, message: Message) -> Any:
-        span = self._tracer.start(message)
-        trace_id, span_id = sampled_ids(span)
+        span = self._tracer.start(message)  # None while tracing is off (no SDK)
+        trace_id, span_id = (None, None) if span is None else sampled_ids(span)
         try:
             future = self.trail.enqueue_message_nowait(message, trace_id=trace_id, span_id=span_id)
         except BaseException as exc:  # refused (cannot be recorded): the message will not be sent
-            self._tracer.abandon(span, exc)
+            if span is not None:
+                self._tracer.abandon(span, exc)
             raise
         self._tracer.inject(span, message)
-        self._in_flight[message.message_id] = span
+        if span is not None:
+            self._in_flight[message.message_id] = span
         if future is None:  # queue full under "block": wait for space (back-pressure)
             enqueued = self.trail.enqueue_message(message, trace_id=trace_id, span_id=span_id)
             return self._put_and_wait(enqueued, message)

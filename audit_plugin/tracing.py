@@ -8,13 +8,14 @@ Follows the OpenTelemetry messaging semantic conventions v1.44:
   configured propagator (W3C ``traceparent``/``tracestate`` and ``baggage`` by
   default). The span ends when the outcome is known: status ERROR and
   ``error.type`` for FAILED and EXPIRED.
-* :func:`process_span` runs a handler inside ``process {to_agent}`` (kind
+* :class:`ProcessTracer` runs a handler inside ``process {to_agent}`` (kind
   CONSUMER) whose parent is the context extracted from ``message.headers``;
   one span per delivery attempt, so retries are visible.
 
-Only ``opentelemetry-api`` is needed. Without an SDK the API hands out
-non-recording spans with invalid ids: nothing is recorded, records carry no
-ids, and the cost is a few microseconds per message. A record carries
+Only ``opentelemetry-api`` is needed. Without an SDK (or with a
+``NoOpTracerProvider``) no span is created at all: the current context and
+baggage still go into the headers and come out in the handler, records carry
+no ids, and the cost is about a microsecond per message. A record carries
 ``trace_id``/``span_id`` only when its span is *sampled*, so every id in the
 store names a span the SDK exported.
 
@@ -26,8 +27,7 @@ under ``messaging.audit_plugin.*``. Payloads never go into spans unless a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -130,14 +130,41 @@ def mark_error(span: Span, kind: str, description: str | None) -> None:
 
 
 def sampled_ids(span: Span) -> tuple[str | None, str | None]:
-    """``(trace_id, span_id)`` as lowercase hex for a sampled span, else ``(None, None)``."""
+    """``(trace_id, span_id)`` as lowercase hex for a recorded, sampled span, else ``(None, None)``.
+
+    Without an SDK the API hands back the *parent's* span context (possibly a
+    sampled one from upstream): not recording, so no ids, since the record's
+    span id must name its own send span.
+    """
+    if not span.is_recording():
+        return None, None
     span_context = span.get_span_context()
-    if not span_context.trace_flags.sampled:  # also covers invalid (no SDK) contexts
+    if not span_context.trace_flags.sampled:
         return None, None
     return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
 
 
-class SendTracer:
+class _Tracing:
+    """A tracer plus a cheap test for "spans would be no-ops here"."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None) -> None:
+        self._provider = tracer_provider
+        self.tracer = get_tracer(tracer_provider)
+
+    @property
+    def active(self) -> bool:
+        """False with no SDK configured (the global proxy) or a ``NoOpTracerProvider``.
+
+        Then every span would be a non-recording stand-in for its parent, so
+        the callers skip creating one and propagate the current context as
+        is: the same headers and context, at a fraction of the cost. Checked
+        per message, so an SDK configured later is picked up.
+        """
+        provider = self._provider if self._provider is not None else trace.get_tracer_provider()
+        return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+class SendTracer(_Tracing):
     """Starts and ends the PRODUCER span of each message.
 
     :param tracer_provider: where spans go (the global provider when ``None``).
@@ -146,20 +173,22 @@ class SendTracer:
     """
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None, *, record_payload: bool = False) -> None:
-        self.tracer = get_tracer(tracer_provider)
+        super().__init__(tracer_provider)
         self.record_payload = record_payload
 
-    def start(self, message: Message) -> Span:
-        """Start ``send {to_agent}`` as a child of the current context (not yet injected)."""
+    def start(self, message: Message) -> Span | None:
+        """Start ``send {to_agent}`` as a child of the current context; ``None`` when tracing is off."""
+        if not self.active:
+            return None
         attributes = message_attributes(message, SEND)
         if self.record_payload:
             attributes[PAYLOAD] = json.dumps(message.payload, default=str)
         return self.tracer.start_span(f"send {message.to_agent}", kind=SpanKind.PRODUCER, attributes=attributes)
 
     @staticmethod
-    def inject(span: Span, message: Message) -> None:
-        """Write the span's context (and the current baggage) into ``message.headers``."""
-        propagate.inject(message.headers, context=trace.set_span_in_context(span))
+    def inject(span: Span | None, message: Message) -> None:
+        """Write the span's context (or the current one) and the current baggage into ``message.headers``."""
+        propagate.inject(message.headers, context=None if span is None else trace.set_span_in_context(span))
 
     @staticmethod
     def end(span: Span, receipt: DeliveryReceipt) -> None:
@@ -179,31 +208,41 @@ class SendTracer:
         span.end()
 
 
-@contextmanager
-def process_span(tracer: trace.Tracer, message: Message, retries: int) -> Iterator[Span]:
-    """Run the body inside ``process {to_agent}`` (CONSUMER), parented by ``message.headers``.
+class ProcessTracer(_Tracing):
+    """Runs handlers inside CONSUMER spans (used by the reference bus)."""
 
-    The span is current while the body runs, so the handler's own spans and
-    further sends nest under it. ``retries`` says which attempt this is (0 for
-    the first). An exception (any ``BaseException``, cancellation included)
-    is recorded, sets ``error.type`` to its class name and status ERROR, and
-    propagates.
-    """
-    parent = propagate.extract(message.headers)
-    attributes = message_attributes(message, PROCESS)
-    attributes[RETRY_COUNT] = retries
-    span = tracer.start_span(f"process {message.to_agent}", parent, SpanKind.CONSUMER, attributes)
-    token = otel_context.attach(trace.set_span_in_context(span, parent))
-    try:
-        yield span
-    except BaseException as exc:
-        if span.is_recording():
-            span.record_exception(exc)
-            mark_error(span, error_type(exc), str(exc))
-        raise
-    finally:
-        otel_context.detach(token)
-        span.end()
+    async def run(self, message: Message, retries: int, handler: Callable[[Message], Awaitable[Any]]) -> None:
+        """Await ``handler(message)`` inside ``process {to_agent}``, parented by ``message.headers``.
+
+        The span is current while the handler runs, so the handler's own
+        spans and further sends nest under it. ``retries`` says which attempt
+        this is (0 for the first). An exception (any ``BaseException``,
+        cancellation included) is recorded, sets ``error.type`` to its class
+        name and status ERROR, and propagates. With tracing off, the
+        extracted context (trace context and baggage) is still made current.
+        """
+        parent = propagate.extract(message.headers)
+        if not self.active:
+            token = otel_context.attach(parent)
+            try:
+                await handler(message)
+            finally:
+                otel_context.detach(token)
+            return
+        attributes = message_attributes(message, PROCESS)
+        attributes[RETRY_COUNT] = retries
+        span = self.tracer.start_span(f"process {message.to_agent}", parent, SpanKind.CONSUMER, attributes)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        try:
+            await handler(message)
+        except BaseException as exc:
+            if span.is_recording():
+                span.record_exception(exc)
+                mark_error(span, error_type(exc), str(exc))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
 
 def check_trace_url_template(template: str | None, field: str = "trace_url_template") -> str | None:

@@ -1,0 +1,163 @@
+"""Per-message cost of tracing on the hot path of ``MessageBus.send()`` with ``AuditPlugin``.
+
+Every configuration is the same bus + plugin sending the same messages to a
+trivial handler in ``"buffered"`` durability (so the store's commit latency
+is not in the timed path: the hot path is what an agent feels). Baseline:
+the same bus and plugin with their tracing and metrics calls swapped out for
+nothing (done here, in the benchmark; the package has no such switch - pass
+``NoOpTracerProvider()`` to turn spans off). Rows:
+
+* no SDK: only ``opentelemetry-api`` installed/configured (global proxies);
+* SDK, sampling off: ``TracerProvider(sampler=ParentBased(ALWAYS_OFF))``;
+* SDK, sampled: every span recorded and handed to a ``BatchSpanProcessor``
+  (exporter discards, so export cost stays off the event loop as in production);
+* SDK, sampled + metrics: the above plus an SDK ``MeterProvider``.
+
+Rounds interleave the configurations; medians are printed as microseconds
+per message and as ratios against the baseline measured in the same run.
+Each message produces one send span (plugin) and one process span (bus).
+
+Run: ``python benchmarks/bench_tracing.py [--messages 2000] [--rounds 7]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageType
+
+
+class DiscardingExporter(SpanExporter):
+    """Accepts spans and throws them away: the cost measured is the SDK's, not a network's."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class _NoTracing:
+    """Stands in for the plugin's SendTracer and SendMetrics in the baseline."""
+
+    def start(self, message: Message) -> None:
+        return None
+
+    def inject(self, span: None, message: Message) -> None:
+        pass
+
+    def end(self, span: trace.Span, receipt: Any) -> None:
+        pass
+
+    def record(self, *args: Any) -> None:
+        pass
+
+
+class UntracedBus(MessageBus):
+    async def _run_handler(self, handler: Any, message: Message, retries: int) -> None:
+        await handler(message)
+
+
+@dataclass
+class Config:
+    name: str
+    bus: MessageBus
+    tracer_provider: TracerProvider | None = None
+    samples: list[float] = field(default_factory=list)
+
+
+async def handle(message: Message) -> None:
+    pass
+
+
+def make_config(
+    name: str,
+    trail: MessageAuditTrail,
+    *,
+    untraced: bool = False,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+) -> Config:
+    bus = (UntracedBus if untraced else MessageBus)(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    plugin = AuditPlugin(trail, durability="buffered", tracer_provider=tracer_provider, meter_provider=meter_provider)
+    if untraced:
+        plugin._tracer = plugin._send_metrics = _NoTracing()  # type: ignore[assignment]
+    bus.register(plugin)
+    bus.subscribe("worker", handle)
+    return Config(name, bus, tracer_provider)
+
+
+async def run_round(config: Config, trail: MessageAuditTrail, count: int) -> None:
+    messages = [Message("planner", "worker", MessageType.COMMAND, {"step": i}) for i in range(count)]
+    send = config.bus.send
+    started = time.perf_counter()
+    for message in messages:
+        await send(message)
+    config.samples.append((time.perf_counter() - started) / count)
+    await trail.flush()
+    if config.tracer_provider is not None:
+        config.tracer_provider.force_flush()
+
+
+def sampled_provider() -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(DiscardingExporter(), max_queue_size=1 << 16))
+    return provider
+
+
+async def main(count: int, rounds: int) -> None:
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "no global SDK for the no-SDK row"
+    with tempfile.TemporaryDirectory() as tmp:
+        async with MessageAuditTrail(f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}") as trail:
+            configs = [
+                make_config("bus + plugin, tracing swapped out (baseline)", trail, untraced=True),
+                make_config("no SDK (opentelemetry-api only)", trail),
+                make_config(
+                    "SDK, sampling off (ParentBased(ALWAYS_OFF))",
+                    trail,
+                    tracer_provider=TracerProvider(sampler=ParentBased(ALWAYS_OFF)),
+                ),
+                make_config("SDK, sampled, BatchSpanProcessor", trail, tracer_provider=sampled_provider()),
+                make_config(
+                    "SDK, sampled, + SDK metrics",
+                    trail,
+                    tracer_provider=sampled_provider(),
+                    meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+                ),
+            ]
+            for config in configs:  # warm up
+                await run_round(config, trail, min(count, 200))
+                config.samples.clear()
+            for _ in range(rounds):
+                for config in configs:
+                    await run_round(config, trail, count)
+    baseline = statistics.median(configs[0].samples)
+    print(f"{count} messages x {rounds} rounds, median per message (send span + process span per message)\n")
+    print(f"| {'configuration':<46} | {'µs/message':>10} | {'ratio':>6} | {'+µs':>6} |")
+    print(f"|{'-' * 48}|{'-' * 11}:|{'-' * 7}:|{'-' * 7}:|")
+    for config in configs:
+        median = statistics.median(config.samples)
+        print(
+            f"| {config.name:<46} | {median * 1e6:>10.1f} | {median / baseline:>5.2f}x | "
+            f"{(median - baseline) * 1e6:>6.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000, help="messages per round and configuration")
+    parser.add_argument("--rounds", type=int, default=7)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.messages, arguments.rounds))
