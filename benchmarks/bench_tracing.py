@@ -16,6 +16,8 @@ nothing (done here, in the benchmark; the package has no such switch - pass
 Rounds interleave the configurations; medians are printed as microseconds
 per message and as ratios against the baseline measured in the same run.
 Each message produces one send span (plugin) and one process span (bus).
+A second, smaller table repeats this in ``"commit"`` durability (the
+default), where each send waits for two SQLite commits: the end-to-end view.
 
 Run: ``python benchmarks/bench_tracing.py [--messages 2000] [--rounds 7]``
 """
@@ -40,6 +42,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageType
+from audit_plugin.plugin import Durability
 
 
 class DiscardingExporter(SpanExporter):
@@ -86,12 +89,13 @@ def make_config(
     name: str,
     trail: MessageAuditTrail,
     *,
+    durability: Durability = "buffered",
     untraced: bool = False,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
 ) -> Config:
     bus = (UntracedBus if untraced else MessageBus)(tracer_provider=tracer_provider, meter_provider=meter_provider)
-    plugin = AuditPlugin(trail, durability="buffered", tracer_provider=tracer_provider, meter_provider=meter_provider)
+    plugin = AuditPlugin(trail, durability=durability, tracer_provider=tracer_provider, meter_provider=meter_provider)
     if untraced:
         plugin._tracer = plugin._send_metrics = _NoTracing()  # type: ignore[assignment]
     bus.register(plugin)
@@ -99,14 +103,18 @@ def make_config(
     return Config(name, bus, tracer_provider)
 
 
-async def run_round(config: Config, trail: MessageAuditTrail, count: int) -> None:
-    messages = [Message("planner", "worker", MessageType.COMMAND, {"step": i}) for i in range(count)]
+async def run_round(config: Config, trail: MessageAuditTrail, count: int, chunk: int = 100) -> None:
+    """Time ``count`` sends, in chunks with the writer drained in between (untimed), as in steady state."""
     send = config.bus.send
-    started = time.perf_counter()
-    for message in messages:
-        await send(message)
-    config.samples.append((time.perf_counter() - started) / count)
-    await trail.flush()
+    elapsed = 0.0
+    for start in range(0, count, chunk):
+        messages = [Message("planner", "worker", MessageType.COMMAND, {"step": i}) for i in range(start, start + chunk)]
+        started = time.perf_counter()
+        for message in messages:
+            await send(message)
+        elapsed += time.perf_counter() - started
+        await trail.flush()
+    config.samples.append(elapsed / count)
     if config.tracer_provider is not None:
         config.tracer_provider.force_flush()
 
@@ -117,34 +125,39 @@ def sampled_provider() -> TracerProvider:
     return provider
 
 
-async def main(count: int, rounds: int) -> None:
-    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "no global SDK for the no-SDK row"
-    with tempfile.TemporaryDirectory() as tmp:
-        async with MessageAuditTrail(f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}") as trail:
-            configs = [
-                make_config("bus + plugin, tracing swapped out (baseline)", trail, untraced=True),
-                make_config("no SDK (opentelemetry-api only)", trail),
-                make_config(
-                    "SDK, sampling off (ParentBased(ALWAYS_OFF))",
-                    trail,
-                    tracer_provider=TracerProvider(sampler=ParentBased(ALWAYS_OFF)),
-                ),
-                make_config("SDK, sampled, BatchSpanProcessor", trail, tracer_provider=sampled_provider()),
-                make_config(
-                    "SDK, sampled, + SDK metrics",
-                    trail,
-                    tracer_provider=sampled_provider(),
-                    meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
-                ),
-            ]
-            for config in configs:  # warm up
-                await run_round(config, trail, min(count, 200))
-                config.samples.clear()
-            for _ in range(rounds):
-                for config in configs:
-                    await run_round(config, trail, count)
+def configurations(trail: MessageAuditTrail, durability: Durability) -> list[Config]:
+    return [
+        make_config("bus + plugin, tracing swapped out (baseline)", trail, durability=durability, untraced=True),
+        make_config("no SDK (opentelemetry-api only)", trail, durability=durability),
+        make_config(
+            "SDK, sampling off (ParentBased(ALWAYS_OFF))",
+            trail,
+            durability=durability,
+            tracer_provider=TracerProvider(sampler=ParentBased(ALWAYS_OFF)),
+        ),
+        make_config(
+            "SDK, sampled, BatchSpanProcessor", trail, durability=durability, tracer_provider=sampled_provider()
+        ),
+        make_config(
+            "SDK, sampled, + SDK metrics",
+            trail,
+            durability=durability,
+            tracer_provider=sampled_provider(),
+            meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+        ),
+    ]
+
+
+async def measure(trail: MessageAuditTrail, durability: Durability, count: int, rounds: int) -> None:
+    configs = configurations(trail, durability)
+    for config in configs:  # warm up
+        await run_round(config, trail, min(count, 200))
+        config.samples.clear()
+    for _ in range(rounds):
+        for config in configs:
+            await run_round(config, trail, count)
     baseline = statistics.median(configs[0].samples)
-    print(f"{count} messages x {rounds} rounds, median per message (send span + process span per message)\n")
+    print(f"\ndurability={durability!r}: {count} sequential sends x {rounds} rounds, median per message\n")
     print(f"| {'configuration':<46} | {'µs/message':>10} | {'ratio':>6} | {'+µs':>6} |")
     print(f"|{'-' * 48}|{'-' * 11}:|{'-' * 7}:|{'-' * 7}:|")
     for config in configs:
@@ -155,9 +168,21 @@ async def main(count: int, rounds: int) -> None:
         )
 
 
+async def main(count: int, rounds: int, commit_count: int) -> None:
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "no global SDK for the no-SDK row"
+    with tempfile.TemporaryDirectory() as tmp:
+        async with MessageAuditTrail(f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}") as trail:
+            await measure(trail, "buffered", count, rounds)
+            if commit_count:
+                await measure(trail, "commit", commit_count, rounds)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per round and configuration")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--commit-messages", type=int, default=200, help="messages per round in 'commit' durability (0: skip)"
+    )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.messages, arguments.rounds))
+    asyncio.run(main(arguments.messages, arguments.rounds, arguments.commit_messages))
