@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from opentelemetry import baggage, trace
@@ -502,3 +506,18 @@ def test_trail_reads_the_template_from_the_environment(monkeypatch: pytest.Monke
     trail = MessageAuditTrail(url)
     assert trail.trace_url_template is None
     assert trail.trace_url("4bf92f3577b34da6a3ce929d0e0e4736") is None
+
+
+def test_console_example_prints_one_connected_trace() -> None:
+    example = Path(__file__).parent.parent / "examples" / "tracing_console.py"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    span_lines = [line for line in result.stdout.splitlines() if " span " in line and "parent" in line]
+    assert len(span_lines) == 9  # the researcher's step, 4 sends, 4 handler runs
+    [header] = [line for line in result.stdout.splitlines() if line.startswith("audit records of trace ")]
+    trace_id = header.removeprefix("audit records of trace ").rstrip(":")
+    links = re.findall(r"http://localhost:16686/trace/(\w+)\?uiFind=(\w+)", result.stdout)
+    assert len(links) == 4
+    assert {trace for trace, _ in links} == {trace_id}
+    assert {span for _, span in links} <= {line.split(" span ")[1].split()[0] for line in span_lines}
