@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -31,6 +31,10 @@ from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
 from audit_plugin.metrics import ConsumerMetrics, get_meter
 from audit_plugin.tracing import ProcessTracer, error_type
 from audit_plugin.validation import check_int, check_text
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +76,8 @@ class MessageBus:
         *,
         max_retries: int = 0,
         retry_delay: float = 0.0,
-        tracer_provider: Any = None,
-        meter_provider: Any = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         check_int("max_retries", max_retries, minimum=0)
         if isinstance(retry_delay, bool) or not isinstance(retry_delay, int | float) or retry_delay < 0:

@@ -90,7 +90,7 @@ class AuditPlugin:
         self._in_flight: dict[str, Span] = {}
         meter = get_meter(meter_provider)
         self._send_metrics = SendMetrics(meter)
-        self.pipeline_metrics = PipelineMetrics(meter, trail, self)
+        self._pipeline_metrics = PipelineMetrics(meter, trail, self)
 
     @property
     def spans_in_flight(self) -> int:
@@ -100,7 +100,7 @@ class AuditPlugin:
     @hookimpl
     def audit_pre_send(self, message: Message) -> Any:
         span = self._tracer.start(message)  # None while tracing is off (no SDK)
-        trace_id, span_id = (None, None) if span is None else sampled_ids(span)
+        trace_id, span_id = sampled_ids(span)
         try:
             future = self.trail.enqueue_message_nowait(message, trace_id=trace_id, span_id=span_id)
         except BaseException as exc:  # refused (cannot be recorded): the message will not be sent

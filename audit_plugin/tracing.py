@@ -129,14 +129,14 @@ def mark_error(span: Span, kind: str, description: str | None) -> None:
     span.set_status(Status(StatusCode.ERROR, description))
 
 
-def sampled_ids(span: Span) -> tuple[str | None, str | None]:
+def sampled_ids(span: Span | None) -> tuple[str | None, str | None]:
     """``(trace_id, span_id)`` as lowercase hex for a recorded, sampled span, else ``(None, None)``.
 
     Without an SDK the API hands back the *parent's* span context (possibly a
     sampled one from upstream): not recording, so no ids, since the record's
     span id must name its own send span.
     """
-    if not span.is_recording():
+    if span is None or not span.is_recording():
         return None, None
     span_context = span.get_span_context()
     if not span_context.trace_flags.sampled:
