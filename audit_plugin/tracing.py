@@ -144,11 +144,15 @@ def sampled_ids(span: Span | None) -> tuple[str | None, str | None]:
     return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
 
 
+_NO_OP_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+
 class _Tracing:
     """A tracer plus a cheap test for "spans would be no-ops here"."""
 
     def __init__(self, tracer_provider: trace.TracerProvider | None) -> None:
         self._provider = tracer_provider
+        self._sdk_seen = tracer_provider is not None and not isinstance(tracer_provider, _NO_OP_PROVIDERS)
         self.tracer = get_tracer(tracer_provider)
 
     @property
@@ -157,11 +161,16 @@ class _Tracing:
 
         Then every span would be a non-recording stand-in for its parent, so
         the callers skip creating one and propagate the current context as
-        is: the same headers and context, at a fraction of the cost. Checked
-        per message, so an SDK configured later is picked up.
+        is: the same headers and context, at a fraction of the cost. The
+        global provider is looked up per message until an SDK shows up (it
+        can be set once, so that answer is kept).
         """
-        provider = self._provider if self._provider is not None else trace.get_tracer_provider()
-        return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+        if self._sdk_seen:
+            return True
+        if self._provider is not None:
+            return False
+        self._sdk_seen = not isinstance(trace.get_tracer_provider(), _NO_OP_PROVIDERS)
+        return self._sdk_seen
 
 
 class SendTracer(_Tracing):

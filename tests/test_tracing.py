@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -521,3 +522,49 @@ def test_console_example_prints_one_connected_trace() -> None:
     assert len(links) == 4
     assert {trace for trace, _ in links} == {trace_id}
     assert {span for _, span in links} <= {line.split(" span ")[1].split()[0] for line in span_lines}
+
+
+GLOBAL_SDK_SCRIPT = """
+import asyncio, json, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageType
+
+async def main():
+    async with MessageAuditTrail(sys.argv[1]) as trail:
+        bus = MessageBus()
+        bus.register(AuditPlugin(trail))
+        async def handle(message): pass
+        bus.subscribe("b", handle)
+        await bus.send(Message("a", "b", MessageType.EVENT))  # before any SDK: no span, no ids
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)  # configured late, as apps often do
+        await bus.send(Message("a", "b", MessageType.EVENT))
+        await trail.flush()
+        finished = exporter.get_finished_spans()
+        print(json.dumps({
+            "record_span_ids": sorted(str(r.span_id) for r in await trail.query_messages()),
+            "send_span_ids": [format(s.context.span_id, "016x") for s in finished if s.name == "send b"],
+            "names": sorted(s.name for s in finished),
+        }))
+
+asyncio.run(main())
+"""
+
+
+def test_global_sdk_configured_after_the_bus_is_used(tmp_path: Path) -> None:
+    """The default set-up: no providers passed, the application sets the global SDK (maybe late)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/audit.db"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, "-c", GLOBAL_SDK_SCRIPT, url], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["names"] == ["process b", "send b"]
+    [send_span_id] = seen["send_span_ids"]
+    assert seen["record_span_ids"] == ["None", send_span_id]
