@@ -13,20 +13,22 @@ Messaging metrics (semantic conventions v1.44), attributes ``messaging.system``,
 Audit pipeline metrics (namespace ``audit_plugin.``), read from the trail's
 writer, so they cost nothing per message:
 
-==================================== ========================== ==============================================
-instrument                           kind                       meaning
-==================================== ========================== ==============================================
-``audit_plugin.writer.written``      observable counter         operations committed (records + status updates)
-``audit_plugin.writer.failed``       observable counter         operations the store refused for good (lost)
-``audit_plugin.writer.dropped``      observable counter         operations dropped by the overflow policy (lost)
-``audit_plugin.writer.retries``      observable counter         batch attempts that failed and were retried
-``audit_plugin.writer.queue.depth``  observable up-down counter operations waiting to be written
-``audit_plugin.writer.queue.limit``  observable up-down counter queue capacity (``max_queue``)
-``audit_plugin.writer.store.available`` observable gauge        1 while the store takes writes, 0 while retrying
-``audit_plugin.writer.batch.duration`` histogram (``s``)        time to commit one batch
-``audit_plugin.writer.batch.size``   histogram                  operations per committed batch
-``audit_plugin.commit.timeouts``     observable counter         sends that went on without their commit
-==================================== ========================== ==============================================
+* ``audit_plugin.writer.written`` (observable counter): operations committed
+  (records inserted and status updates applied);
+* ``audit_plugin.writer.failed`` (observable counter): operations the store
+  refused for good - lost, each logged;
+* ``audit_plugin.writer.dropped`` (observable counter): operations the
+  overflow policy dropped - lost;
+* ``audit_plugin.writer.retries`` (observable counter): batch attempts that
+  failed with a transient error and were retried;
+* ``audit_plugin.writer.queue.depth`` / ``audit_plugin.writer.queue.limit``
+  (observable up-down counters): operations waiting, and the queue capacity;
+* ``audit_plugin.writer.store.available`` (observable gauge): 1 while the
+  store takes writes, 0 while the writer is retrying a failing store;
+* ``audit_plugin.writer.batch.duration`` (histogram, ``s``) and
+  ``audit_plugin.writer.batch.size`` (histogram): per committed batch;
+* ``audit_plugin.commit.timeouts`` (observable counter): sends that went on
+  without waiting for their commit (``"commit"`` durability).
 
 "Losing records": ``failed`` or ``dropped`` increases. "Falling behind":
 ``queue.depth / queue.limit`` high, ``store.available`` 0, ``retries`` or
@@ -48,6 +50,7 @@ from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
 from audit_plugin.tracing import (
     ERROR_TYPE,
     INSTRUMENTATION_NAME,
+    INSTRUMENTATION_VERSION,
     MESSAGING_DESTINATION_NAME,
     MESSAGING_OPERATION_NAME,
     MESSAGING_SYSTEM,
@@ -55,7 +58,6 @@ from audit_plugin.tracing import (
     PROCESS,
     SCHEMA_URL,
     SEND,
-    _package_version,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +73,7 @@ BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 1000
 
 def get_meter(meter_provider: metrics.MeterProvider | None) -> metrics.Meter:
     """This package's meter from ``meter_provider``, or from the global provider when ``None``."""
-    return metrics.get_meter(INSTRUMENTATION_NAME, _package_version(), meter_provider, schema_url=SCHEMA_URL)
+    return metrics.get_meter(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, meter_provider, schema_url=SCHEMA_URL)
 
 
 def _messaging_attributes(message: Message, operation: str, error: str | None) -> dict[str, str]:
@@ -181,7 +183,6 @@ class PipelineMetrics:
         meter.create_observable_gauge(
             "audit_plugin.writer.store.available",
             [observe(lambda s: 1 if s.store_available else 0)],
-            unit="1",
             description="1 while the store accepts writes, 0 while the writer is retrying a failing store.",
         )
         if plugin is not None:

@@ -87,13 +87,16 @@ def _package_version() -> str:
         return "0"
 
 
+INSTRUMENTATION_VERSION = _package_version()
+
+
 def get_tracer(tracer_provider: trace.TracerProvider | None) -> trace.Tracer:
     """This package's tracer from ``tracer_provider``, or from the global provider when ``None``.
 
     With the global provider the tracer is a proxy, so an SDK configured after
     the bus or plugin was created is still used.
     """
-    return trace.get_tracer(INSTRUMENTATION_NAME, _package_version(), tracer_provider, schema_url=SCHEMA_URL)
+    return trace.get_tracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, tracer_provider, schema_url=SCHEMA_URL)
 
 
 def message_attributes(message: Message, operation: str) -> dict[str, Any]:
@@ -162,15 +165,25 @@ class _Tracing:
         Then every span would be a non-recording stand-in for its parent, so
         the callers skip creating one and propagate the current context as
         is: the same headers and context, at a fraction of the cost. The
-        global provider is looked up per message until an SDK shows up (it
-        can be set once, so that answer is kept).
+        global provider is checked per message until an SDK shows up (it can
+        be set once, so that answer is kept).
         """
         if self._sdk_seen:
             return True
-        if self._provider is not None:
+        if self._provider is not None or not _global_provider_may_be_set():
             return False
         self._sdk_seen = not isinstance(trace.get_tracer_provider(), _NO_OP_PROVIDERS)
         return self._sdk_seen
+
+
+def _global_provider_may_be_set() -> bool:
+    """Cheap pre-check before ``trace.get_tracer_provider()`` (which reads ``os.environ`` each call).
+
+    Reads the API's module global, as its own ``ProxyTracer`` does; if a
+    future API version renames it, this answers True and the public call
+    decides: slower, never wrong.
+    """
+    return getattr(trace, "_TRACER_PROVIDER", True) is not None
 
 
 class SendTracer(_Tracing):
