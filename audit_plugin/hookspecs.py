@@ -64,6 +64,11 @@ def audit_post_delivery(message: Message, receipt: DeliveryReceipt) -> Awaitable
     :return: ``None``, or an awaitable the bus awaits before ``send()``
         returns the receipt (in ``"commit"`` mode the audit plugin's resolves
         when the outcome is committed). Store failures never surface here.
+
+    If delivery is interrupted (the sending task is cancelled, a handler
+    raises a ``BaseException``), the reference bus still calls this hook with
+    a FAILED receipt, so no record stays PENDING and no span stays open, but
+    does not await the results: the interruption propagates at once.
     """
 
 
