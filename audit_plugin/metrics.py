@@ -71,6 +71,53 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
+_WRITER_INSTRUMENTS: tuple[tuple[str, str, Callable[[WriterStats], float], str, str], ...] = (
+    (
+        "audit_plugin.writer.written",
+        "counter",
+        lambda s: s.written,
+        "{operation}",
+        "Audit operations committed: records inserted and status updates applied.",
+    ),
+    (
+        "audit_plugin.writer.failed",
+        "counter",
+        lambda s: s.failed,
+        "{operation}",
+        "Audit operations the store refused for good; each is logged. Lost records.",
+    ),
+    (
+        "audit_plugin.writer.dropped",
+        "counter",
+        lambda s: s.dropped,
+        "{operation}",
+        "Audit operations dropped because the queue was full (overflow policy). Lost records.",
+    ),
+    (
+        "audit_plugin.writer.retries",
+        "counter",
+        lambda s: s.retries,
+        "{attempt}",
+        "Batch writes that failed with a transient store error and were retried.",
+    ),
+    (
+        "audit_plugin.writer.queue.depth",
+        "up_down_counter",
+        lambda s: s.queue_depth,
+        "{operation}",
+        "Audit operations waiting to be written.",
+    ),
+    (
+        "audit_plugin.writer.store.available",
+        "gauge",
+        lambda s: 1 if s.store_available else 0,
+        "",
+        "1 while the store accepts writes, 0 while the writer is retrying a failing store.",
+    ),
+)
+"""Observable instruments read from ``WriterStats``: name, kind, reader, unit, description."""
+
+
 def get_meter(meter_provider: metrics.MeterProvider | None) -> metrics.Meter:
     """This package's meter from ``meter_provider``, or from the global provider when ``None``."""
     return metrics.get_meter(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, meter_provider, schema_url=SCHEMA_URL)
@@ -143,47 +190,19 @@ class PipelineMetrics:
 
             return callback
 
-        meter.create_observable_counter(
-            "audit_plugin.writer.written",
-            [observe(lambda s: s.written)],
-            unit="{operation}",
-            description="Audit operations committed: records inserted and status updates applied.",
-        )
-        meter.create_observable_counter(
-            "audit_plugin.writer.failed",
-            [observe(lambda s: s.failed)],
-            unit="{operation}",
-            description="Audit operations the store refused for good; each is logged. Lost records.",
-        )
-        meter.create_observable_counter(
-            "audit_plugin.writer.dropped",
-            [observe(lambda s: s.dropped)],
-            unit="{operation}",
-            description="Audit operations dropped because the queue was full (overflow policy). Lost records.",
-        )
-        meter.create_observable_counter(
-            "audit_plugin.writer.retries",
-            [observe(lambda s: s.retries)],
-            unit="{attempt}",
-            description="Batch writes that failed with a transient store error and were retried.",
-        )
-        meter.create_observable_up_down_counter(
-            "audit_plugin.writer.queue.depth",
-            [observe(lambda s: s.queue_depth)],
-            unit="{operation}",
-            description="Audit operations waiting to be written.",
-        )
+        creators = {
+            "counter": meter.create_observable_counter,
+            "up_down_counter": meter.create_observable_up_down_counter,
+            "gauge": meter.create_observable_gauge,
+        }
+        for name, kind, read, unit, description in _WRITER_INSTRUMENTS:
+            creators[kind](name, [observe(read)], unit=unit, description=description)
         limit = trail.max_queue
         meter.create_observable_up_down_counter(
             "audit_plugin.writer.queue.limit",
             [observe(lambda s: limit)],
             unit="{operation}",
             description="Capacity of the audit queue; at the limit the overflow policy applies.",
-        )
-        meter.create_observable_gauge(
-            "audit_plugin.writer.store.available",
-            [observe(lambda s: 1 if s.store_available else 0)],
-            description="1 while the store accepts writes, 0 while the writer is retrying a failing store.",
         )
         if plugin is not None:
             plugin_ref = weakref.ref(plugin)

@@ -53,8 +53,12 @@ def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
 
 def make_bus(trail: MessageAuditTrail, provider: TracerProvider | None, **bus_options: object) -> MessageBus:
     bus = MessageBus(tracer_provider=provider, **bus_options)  # type: ignore[arg-type]
-    bus.register(AuditPlugin(trail, tracer_provider=provider))
+    bus.register(AuditPlugin(trail, tracer_provider=provider), name="audit")
     return bus
+
+
+async def noop(message: Message) -> None:
+    pass
 
 
 def by_name(spans: tuple[ReadableSpan, ...] | list[ReadableSpan], name: str) -> list[ReadableSpan]:
@@ -329,9 +333,8 @@ async def test_no_subscriber_fails_the_send_span(
 async def test_refused_message_ends_its_span_and_is_not_sent(
     trail: MessageAuditTrail, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    plugin = AuditPlugin(trail, tracer_provider=provider)
-    bus = MessageBus(tracer_provider=provider)
-    bus.register(plugin)
+    bus = make_bus(trail, provider)
+    plugin = bus.plugin_manager.get_plugin("audit")
     handled: list[Message] = []
 
     async def handle(message: Message) -> None:
@@ -356,9 +359,8 @@ class Interrupt(BaseException):
 async def test_interrupted_delivery_ends_span_and_records_failure(
     trail: MessageAuditTrail, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    plugin = AuditPlugin(trail, tracer_provider=provider)
-    bus = MessageBus(tracer_provider=provider)
-    bus.register(plugin)
+    bus = make_bus(trail, provider)
+    plugin = bus.plugin_manager.get_plugin("audit")
 
     async def handle(message: Message) -> None:
         raise Interrupt
@@ -384,9 +386,8 @@ async def test_cancelled_send_leaves_nothing_in_flight(
     provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: object
 ) -> None:
     async with MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path}/audit.db") as trail:
-        plugin = AuditPlugin(trail, tracer_provider=provider)
-        bus = MessageBus(tracer_provider=provider)
-        bus.register(plugin)
+        bus = make_bus(trail, provider)
+        plugin = bus.plugin_manager.get_plugin("audit")
         started = asyncio.Event()
 
         async def slow(message: Message) -> None:
@@ -434,10 +435,7 @@ async def test_no_sdk_configured_still_audits(trail: MessageAuditTrail) -> None:
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "a test set a global SDK"
     bus = make_bus(trail, None)
 
-    async def handle(message: Message) -> None:
-        pass
-
-    bus.subscribe("b", handle)
+    bus.subscribe("b", noop)
     message = Message("a", "b", MessageType.EVENT, correlation_id="c")
     assert (await bus.send(message)).status is MessageStatus.DELIVERED
     assert "traceparent" not in message.headers
@@ -454,10 +452,7 @@ async def test_sampling_off_records_without_ids_and_propagates_the_decision(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     bus = make_bus(trail, provider)
 
-    async def handle(message: Message) -> None:
-        pass
-
-    bus.subscribe("b", handle)
+    bus.subscribe("b", noop)
     message = Message("a", "b", MessageType.EVENT, correlation_id="c")
     assert (await bus.send(message)).status is MessageStatus.DELIVERED
     assert exporter.get_finished_spans() == ()
