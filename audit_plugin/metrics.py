@@ -11,7 +11,8 @@ Messaging metrics (semantic conventions v1.44), attributes ``messaging.system``,
 * ``messaging.process.duration`` (histogram, ``s``): one per handler run.
 
 Audit pipeline metrics (namespace ``audit_plugin.``), read from the trail's
-writer, so they cost nothing per message:
+writer, so they cost nothing per message; attributes ``db.system.name`` and
+``db.namespace`` tell trails apart:
 
 * ``audit_plugin.writer.written`` (observable counter): operations committed
   (records inserted and status updates applied);
@@ -40,10 +41,12 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
+from sqlalchemy.engine import make_url
 
 from audit_plugin.exceptions import TrailStateError
 from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
@@ -171,22 +174,31 @@ class ConsumerMetrics:
         self.duration.record(seconds, attributes)
 
 
+@dataclass(eq=False)
+class _WatchedTrail:
+    trail: weakref.ref[MessageAuditTrail]
+    attributes: dict[str, str]
+    queue_limit: int
+    plugins: weakref.WeakSet[AuditPlugin] = field(default_factory=weakref.WeakSet)
+
+
 class PipelineMetrics:
     """The audit write pipeline's health, read from ``trail.writer_stats`` when metrics are collected.
 
-    Holds the trail and the commit-timeout source weakly: a closed or
-    discarded trail simply stops reporting.
-
-    :param plugin: the audit plugin whose ``commit_timeouts`` are reported.
+    OpenTelemetry keeps only the first callbacks of an observable instrument
+    per meter, so there is one ``PipelineMetrics`` per meter provider
+    (:meth:`for_provider`) and its callbacks report every trail watched
+    with it, one series per trail (``db.system.name``, ``db.namespace``).
+    Trails and plugins are held weakly: a closed or discarded trail simply
+    stops reporting.
     """
 
-    def __init__(self, meter: metrics.Meter, trail: MessageAuditTrail, plugin: AuditPlugin | None = None) -> None:
-        trail_ref = weakref.ref(trail)
+    def __init__(self, meter: metrics.Meter) -> None:
+        self._watched: dict[int, _WatchedTrail] = {}
 
         def observe(read: Callable[[WriterStats], float]) -> Callable[[CallbackOptions], Iterable[Observation]]:
             def callback(options: CallbackOptions) -> Iterable[Observation]:
-                stats = _stats_of(trail_ref())
-                return [] if stats is None else [Observation(read(stats))]
+                return [Observation(read(stats), watched.attributes) for stats, watched in self._live()]
 
             return callback
 
@@ -197,26 +209,18 @@ class PipelineMetrics:
         }
         for name, kind, read, unit, description in _WRITER_INSTRUMENTS:
             creators[kind](name, [observe(read)], unit=unit, description=description)
-        limit = trail.max_queue
         meter.create_observable_up_down_counter(
             "audit_plugin.writer.queue.limit",
-            [observe(lambda s: limit)],
+            [lambda options: [Observation(w.queue_limit, w.attributes) for _, w in self._live()]],
             unit="{operation}",
             description="Capacity of the audit queue; at the limit the overflow policy applies.",
         )
-        if plugin is not None:
-            plugin_ref = weakref.ref(plugin)
-
-            def observe_timeouts(options: CallbackOptions) -> Iterable[Observation]:
-                current = plugin_ref()
-                return [] if current is None else [Observation(current.commit_timeouts)]
-
-            meter.create_observable_counter(
-                "audit_plugin.commit.timeouts",
-                [observe_timeouts],
-                unit="{message}",
-                description="Messages sent without waiting for their audit commit because the store was too slow.",
-            )
+        meter.create_observable_counter(
+            "audit_plugin.commit.timeouts",
+            [self._observe_commit_timeouts],
+            unit="{message}",
+            description="Messages sent without waiting for their audit commit because the store was too slow.",
+        )
         self.batch_duration = meter.create_histogram(
             "audit_plugin.writer.batch.duration",
             unit="s",
@@ -229,12 +233,66 @@ class PipelineMetrics:
             description="Audit operations committed per batch.",
             explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
         )
-        trail.add_batch_listener(self.on_batch)
 
-    def on_batch(self, count: int, seconds: float) -> None:
-        """Record one committed batch (called by the trail's writer)."""
-        self.batch_duration.record(seconds)
-        self.batch_size.record(count)
+    @classmethod
+    def for_provider(cls, meter_provider: metrics.MeterProvider | None) -> PipelineMetrics:
+        """The pipeline metrics of ``meter_provider`` (``None``: the global one), created on first use."""
+        if meter_provider is None:
+            global _GLOBAL_PIPELINE_METRICS
+            if _GLOBAL_PIPELINE_METRICS is None:
+                _GLOBAL_PIPELINE_METRICS = cls(get_meter(None))
+            return _GLOBAL_PIPELINE_METRICS
+        pipeline = _PIPELINE_METRICS.get(meter_provider)
+        if pipeline is None:
+            pipeline = _PIPELINE_METRICS[meter_provider] = cls(get_meter(meter_provider))
+        return pipeline
+
+    def watch(self, trail: MessageAuditTrail, plugin: AuditPlugin | None = None) -> None:
+        """Report ``trail``'s writer (and ``plugin``'s ``commit_timeouts``) from now on."""
+        key = id(trail)
+        watched = self._watched.get(key)
+        if watched is None or watched.trail() is not trail:
+            forget = weakref.ref(trail, lambda _: self._watched.pop(key, None))
+            watched = _WatchedTrail(forget, trail_attributes(trail), trail.max_queue)
+            self._watched[key] = watched
+            attributes = watched.attributes
+
+            def on_batch(count: int, seconds: float) -> None:
+                self.batch_duration.record(seconds, attributes)
+                self.batch_size.record(count, attributes)
+
+            trail.add_batch_listener(on_batch)
+        if plugin is not None:
+            watched.plugins.add(plugin)
+
+    def _live(self) -> list[tuple[WriterStats, _WatchedTrail]]:
+        """Stats of every watched trail that is open (called on the metric reader's thread)."""
+        live = []
+        for watched in list(self._watched.values()):
+            stats = _stats_of(watched.trail())
+            if stats is not None:
+                live.append((stats, watched))
+        return live
+
+    def _observe_commit_timeouts(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(sum(plugin.commit_timeouts for plugin in list(watched.plugins)), watched.attributes)
+            for _, watched in self._live()
+            if len(watched.plugins)
+        ]
+
+
+_PIPELINE_METRICS: weakref.WeakKeyDictionary[metrics.MeterProvider, PipelineMetrics] = weakref.WeakKeyDictionary()
+_GLOBAL_PIPELINE_METRICS: PipelineMetrics | None = None
+
+
+def trail_attributes(trail: MessageAuditTrail) -> dict[str, str]:
+    """Which store a pipeline metric is about: ``db.system.name`` and ``db.namespace`` (no credentials)."""
+    attributes = {"db.system.name": trail.backend.name}
+    database = make_url(trail.database_url).database
+    if database:
+        attributes["db.namespace"] = database
+    return attributes
 
 
 def _stats_of(trail: Any) -> WriterStats | None:

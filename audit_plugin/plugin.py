@@ -88,9 +88,8 @@ class AuditPlugin:
         """Messages that went on without their commit because the store was too slow."""
         self._tracer = SendTracer(tracer_provider, record_payload=trace_payload)
         self._in_flight: dict[str, Span] = {}
-        meter = get_meter(meter_provider)
-        self._send_metrics = SendMetrics(meter)
-        self._pipeline_metrics = PipelineMetrics(meter, trail, self)
+        self._send_metrics = SendMetrics(get_meter(meter_provider))
+        PipelineMetrics.for_provider(meter_provider).watch(trail, self)
 
     @property
     def spans_in_flight(self) -> int:

@@ -206,3 +206,24 @@ async def test_closed_trail_stops_reporting(
     assert "audit_plugin.writer.written" in collect(reader)
     await trail.close()
     assert "audit_plugin.writer.written" not in collect(reader)
+
+
+async def test_one_series_per_trail_however_many_plugins(
+    tmp_path: Path, meter_provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    async with (
+        MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'first.db'}") as first,
+        MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'second.db'}", max_queue=10) as second,
+    ):
+        for trail, plugins in ((first, 2), (second, 1)):
+            for _ in range(plugins):
+                bus = audited_bus(trail, meter_provider)
+                bus.subscribe("b", noop)
+                await bus.send(Message("a", "b", MessageType.EVENT))
+        points = collect(reader)
+        limits = {point.attributes["db.namespace"]: point.value for point in points["audit_plugin.writer.queue.limit"]}
+        assert limits == {str(tmp_path / "first.db"): 100_000, str(tmp_path / "second.db"): 10}
+        written = by_attributes(points["audit_plugin.writer.written"])
+        assert {point.attributes["db.system.name"] for point in written.values()} == {"sqlite"}
+        assert sorted(point.value for point in written.values()) == [2, 4]
+        assert len(points["audit_plugin.commit.timeouts"]) == 2
