@@ -15,13 +15,13 @@ Follows the OpenTelemetry messaging semantic conventions v1.44:
 Only ``opentelemetry-api`` is needed. Without an SDK (or with a
 ``NoOpTracerProvider``) no span is created at all: the current context and
 baggage still go into the headers and come out in the handler, records carry
-no ids, and the cost is about a microsecond per message. A record carries
+no ids, and the cost is a few microseconds per message. A record carries
 ``trace_id``/``span_id`` only when its span is *sampled*, so every id in the
 store names a span the SDK exported.
 
 ``messaging.system`` is ``"audit_plugin"``; fields specific to this bus live
-under ``messaging.audit_plugin.*``. Payloads never go into spans unless a
-:class:`SendTracer` is built with ``record_payload=True``.
+under ``messaging.audit_plugin.*``. Payloads never go into spans unless the
+user opts in (``AuditPlugin(trail, trace_payload=True)``).
 """
 
 from __future__ import annotations
