@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
+
+BucketUnit = Literal["minute", "hour", "day"]
+"""Width of one bucket of a message-volume series."""
+
+BUCKET_UNITS: tuple[str, ...] = ("minute", "hour", "day")
 
 
 @runtime_checkable
@@ -51,6 +56,28 @@ class AuditBackend(Protocol):
 
     async def delete_older_than(self, cutoff: datetime) -> int:
         """Delete records with ``timestamp < cutoff``; return how many."""
+
+    async def count(self, query: AuditQuery) -> int:
+        """How many records match ``query``'s filters (limit/offset ignored)."""
+
+    async def count_older_than(self, cutoff: datetime) -> int:
+        """How many records have ``timestamp < cutoff`` (what retention would delete)."""
+
+    def delete_older_than_in_chunks(self, cutoff: datetime, chunk_size: int) -> AsyncIterator[int]:
+        """Delete records with ``timestamp < cutoff`` in transactions of at most ``chunk_size`` rows.
+
+        Yields each committed chunk's count (for progress); memory stays flat.
+        """
+
+    async def delivery_percentiles(
+        self, start_time: datetime | None, end_time: datetime | None, percentiles: Sequence[float]
+    ) -> dict[float, float | None]:
+        """Nearest-rank percentiles (0-100) of delivery seconds of delivered messages in the window."""
+
+    async def message_volume(
+        self, start_time: datetime | None, end_time: datetime | None, unit: BucketUnit
+    ) -> list[tuple[datetime, int]]:
+        """``(bucket start, count)`` per ``unit`` ("minute", "hour", "day"), oldest first, empty ones absent."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -7,14 +7,16 @@ expression for "seconds between two timestamps".
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import ColumnElement, Select, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import AuditStoreError
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
@@ -70,6 +72,11 @@ def ordered(stmt: Select[Any], *, oldest_first: bool) -> Select[Any]:
     return stmt.order_by(c.timestamp.desc(), c.message_id.desc())
 
 
+def delivered_in_window(start_time: datetime | None, end_time: datetime | None) -> list[ColumnElement[bool]]:
+    """Delivered messages (those with a measurable latency) created in the window."""
+    return [*time_window(start_time, end_time), c.status == MessageStatus.DELIVERED.value, c.delivered_at.is_not(None)]
+
+
 _update_status = (
     update(audit_log)
     .where(c.message_id == bindparam("u_message_id"))
@@ -109,6 +116,13 @@ class SQLBackend:
 
     def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
         """SQL for the number of seconds from ``start`` to ``end``."""
+        raise NotImplementedError
+
+    def time_bucket(self, column: Any, unit: BucketUnit) -> ColumnElement[Any]:
+        """SQL truncating the UTC timestamp ``column`` to the start of its ``unit``.
+
+        May return a datetime or ISO text; :meth:`message_volume` normalises both.
+        """
         raise NotImplementedError
 
     # -- the backend contract ------------------------------------------------------
@@ -191,7 +205,7 @@ class SQLBackend:
             receivers = await grouped(c.to_agent, top=TOP_AGENTS)
             avg_delivery = await conn.scalar(
                 select(func.avg(self.seconds_between(c.timestamp, c.delivered_at))).where(
-                    *window, c.status == MessageStatus.DELIVERED.value, c.delivered_at.is_not(None)
+                    *delivered_in_window(start_time, end_time)
                 )
             )
         total = sum(by_status.values())
@@ -211,5 +225,70 @@ class SQLBackend:
             result = await conn.execute(delete(audit_log).where(c.timestamp < cutoff))
             return int(result.rowcount or 0)
 
+    async def count(self, query: AuditQuery) -> int:
+        stmt = select(func.count()).select_from(audit_log).where(*query_filters(query))
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(stmt) or 0)
+
+    async def count_older_than(self, cutoff: datetime) -> int:
+        stmt = select(func.count()).select_from(audit_log).where(c.timestamp < cutoff)
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(stmt) or 0)
+
+    async def delete_older_than_in_chunks(self, cutoff: datetime, chunk_size: int) -> AsyncIterator[int]:
+        """Delete records older than ``cutoff``, ``chunk_size`` rows per transaction.
+
+        Yields the number deleted by each committed chunk, so a caller can show
+        progress; each transaction stays short and memory stays flat however
+        many rows go. Stops when a chunk comes back short.
+        """
+        while True:
+            doomed = select(c.message_id).where(c.timestamp < cutoff).limit(chunk_size).scalar_subquery()
+            async with self.engine.begin() as conn:
+                deleted = int((await conn.execute(delete(audit_log).where(c.message_id.in_(doomed)))).rowcount or 0)
+            if deleted:
+                yield deleted
+            if deleted < chunk_size:
+                return
+
+    async def delivery_percentiles(
+        self, start_time: datetime | None, end_time: datetime | None, percentiles: Sequence[float]
+    ) -> dict[float, float | None]:
+        """Nearest-rank percentiles of delivery seconds over delivered messages in the window.
+
+        The p-th percentile is the smallest latency with at least p% of
+        delivered messages at or below it (PostgreSQL's ``percentile_disc``);
+        ``None`` when nothing was delivered. This portable version sorts in
+        SQL once per percentile; backends with a native aggregate override it.
+        """
+        latency = self.seconds_between(c.timestamp, c.delivered_at)
+        delivered = delivered_in_window(start_time, end_time)
+        async with self.engine.connect() as conn:
+            total = int(await conn.scalar(select(func.count()).select_from(audit_log).where(*delivered)) or 0)
+            result: dict[float, float | None] = {}
+            for p in percentiles:
+                if not total:
+                    result[p] = None
+                    continue
+                rank = max(1, math.ceil(p / 100 * total))
+                value = await conn.scalar(select(latency).where(*delivered).order_by(latency).offset(rank - 1).limit(1))
+                result[p] = float(value)
+            return result
+
+    async def message_volume(
+        self, start_time: datetime | None, end_time: datetime | None, unit: BucketUnit
+    ) -> list[tuple[datetime, int]]:
+        """Messages per ``unit`` in the window, oldest bucket first; empty buckets are absent."""
+        bucket = self.time_bucket(c.timestamp, unit).label("bucket")
+        stmt = select(bucket, func.count()).where(*time_window(start_time, end_time)).group_by(bucket).order_by(bucket)
+        async with self.engine.connect() as conn:
+            return [(_as_utc(start), int(n)) for start, n in (await conn.execute(stmt)).all()]
+
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _as_utc(value: datetime | str) -> datetime:
+    """A bucket start from either a datetime or the ISO text SQLite returns, as aware UTC."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -18,8 +18,8 @@ from typing import Any, Self
 import pluggy
 
 from audit_plugin import validation as v
-from audit_plugin.backend import AuditBackend
-from audit_plugin.exceptions import TrailStateError
+from audit_plugin.backend import BUCKET_UNITS, AuditBackend, BucketUnit
+from audit_plugin.exceptions import InvalidFieldError, TrailStateError
 from audit_plugin.messages import Message, MessageStatus
 from audit_plugin.records import (
     AuditQuery,
@@ -289,6 +289,45 @@ class MessageAuditTrail:
         self._require_writer()
         return await self.backend.statistics(start, end)
 
+    async def count_messages(self, query: AuditQuery | None = None) -> int:
+        """How many records match ``query``'s filters (limit/offset ignored)."""
+        query = query if query is not None else AuditQuery()
+        if not isinstance(query, AuditQuery):
+            raise v.FieldTypeError("query", "AuditQuery", query)
+        self._require_writer()
+        return await self.backend.count(query)
+
+    async def get_delivery_percentiles(
+        self,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        percentiles: Sequence[float] = (50, 95, 99),
+    ) -> dict[float, float | None]:
+        """Delivery-latency percentiles in seconds, e.g. ``{50: 0.004, 95: 0.02, 99: 0.3}``.
+
+        Nearest-rank over DELIVERED messages created in ``[start_time,
+        end_time]``: the p-th percentile is the smallest latency with at least
+        p% of deliveries at or below it. ``None`` when nothing was delivered.
+        """
+        start = v.to_utc("start_time", start_time, optional=True)
+        end = v.to_utc("end_time", end_time, optional=True)
+        for p in percentiles:
+            if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 100:
+                raise InvalidFieldError("percentiles", f"each must be a number from 0 to 100, got {p!r}")
+        self._require_writer()
+        return await self.backend.delivery_percentiles(start, end, list(percentiles))
+
+    async def get_message_volume(
+        self, start_time: datetime | None = None, end_time: datetime | None = None, bucket: BucketUnit = "hour"
+    ) -> list[tuple[datetime, int]]:
+        """Messages created per ``bucket`` ("minute", "hour", "day", UTC), oldest first; empty buckets absent."""
+        start = v.to_utc("start_time", start_time, optional=True)
+        end = v.to_utc("end_time", end_time, optional=True)
+        if bucket not in BUCKET_UNITS:
+            raise InvalidFieldError("bucket", f"{bucket!r} is not one of {', '.join(BUCKET_UNITS)}")
+        self._require_writer()
+        return await self.backend.message_volume(start, end, bucket)
+
     # -- retention ------------------------------------------------------------------
 
     def retention_cutoff(self, now: datetime | None = None) -> datetime | None:
@@ -305,3 +344,24 @@ class MessageAuditTrail:
         if cutoff is None:
             return 0
         return await self.backend.delete_older_than(cutoff)
+
+    async def count_past_retention(self) -> int:
+        """How many records ``apply_retention_policy()`` would delete now."""
+        cutoff = self.retention_cutoff()
+        self._require_writer()
+        return 0 if cutoff is None else await self.backend.count_older_than(cutoff)
+
+    async def apply_retention_policy_in_chunks(self, chunk_size: int = 10_000) -> AsyncIterator[int]:
+        """Apply the retention policy ``chunk_size`` rows per transaction, yielding each chunk's count.
+
+        For large deletions: each transaction is short (other writers are not
+        held up), memory stays flat, and the caller can report progress.
+        Stopping early leaves the remaining old records for the next run.
+        """
+        v.check_int("chunk_size", chunk_size, minimum=1)
+        cutoff = self.retention_cutoff()
+        self._require_writer()
+        if cutoff is None:
+            return
+        async for deleted in self.backend.delete_older_than_in_chunks(cutoff, chunk_size):
+            yield deleted

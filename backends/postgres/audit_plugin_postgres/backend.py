@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement, Float, cast, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.schema import audit_log
-from audit_plugin.sql import SQLBackend
+from audit_plugin.sql import SQLBackend, delivered_in_window
 
 _insert_ignoring_duplicates = pg_insert(audit_log).on_conflict_do_nothing(index_elements=["message_id"])
 
@@ -46,3 +48,16 @@ class PostgresBackend(SQLBackend):
 
     def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
         return func.extract("epoch", end - start)
+
+    def time_bucket(self, column: Any, unit: BucketUnit) -> ColumnElement[Any]:
+        return func.date_trunc(unit, column, "UTC")
+
+    async def delivery_percentiles(
+        self, start_time: datetime | None, end_time: datetime | None, percentiles: Sequence[float]
+    ) -> dict[float, float | None]:
+        # One pass with the native nearest-rank aggregate instead of a sort per percentile.
+        latency = cast(self.seconds_between(audit_log.c.timestamp, audit_log.c.delivered_at), Float)
+        columns = [func.percentile_disc(p / 100).within_group(latency) for p in percentiles]
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(*columns).where(*delivered_in_window(start_time, end_time)))).one()
+        return {p: None if value is None else float(value) for p, value in zip(percentiles, row, strict=True)}

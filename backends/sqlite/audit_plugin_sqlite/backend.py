@@ -5,15 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, event, func
+from sqlalchemy import ColumnElement, Integer, cast, event, func
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import StaticPool
 
+from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.schema import audit_log
 from audit_plugin.sql import SQLBackend
+
+_BUCKET_FORMATS: dict[str, str] = {
+    "minute": "%Y-%m-%d %H:%M:00",
+    "hour": "%Y-%m-%d %H:00:00",
+    "day": "%Y-%m-%d 00:00:00",
+}
+"""strftime patterns truncating the stored naive-UTC timestamp text to a bucket start."""
 
 BUSY_TIMEOUT_MS = 5000
 """How long a connection waits on another writer's lock before "database is locked"."""
@@ -52,7 +60,16 @@ class SQLiteBackend(SQLBackend):
         await conn.execute(_insert_ignoring_duplicates, list(rows))
 
     def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
-        return (func.julianday(end) - func.julianday(start)) * 86400.0
+        # SQLite's date functions keep milliseconds only; timestamps are stored as
+        # "YYYY-MM-DD HH:MM:SS.ffffff", so whole seconds and microseconds are taken apart.
+        whole = func.round(
+            (func.julianday(func.substr(end, 1, 19)) - func.julianday(func.substr(start, 1, 19))) * 86400
+        )
+        micros = cast(func.substr(end, 21, 6), Integer) - cast(func.substr(start, 21, 6), Integer)
+        return whole + micros / 1_000_000.0
+
+    def time_bucket(self, column: Any, unit: BucketUnit) -> ColumnElement[Any]:
+        return func.strftime(_BUCKET_FORMATS[unit], column)
 
 
 def _configure_connection(dbapi_connection: Any, _record: Any) -> None:

@@ -1,0 +1,44 @@
+"""The ``audit-plugin`` command line: look at an audit trail without writing SQL or Python.
+
+Every subcommand takes ``--database-url`` (or ``AUDIT_DATABASE_URL``, default
+``sqlite+aiosqlite:///audit.db``), prints tables on a terminal and
+``--json`` / ``--csv`` for machines. Failures are one line on stderr and a
+non-zero exit code (see :mod:`audit_plugin.cli.runner`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from audit_plugin.cli import conversation, demo, stats
+from audit_plugin.cli.runner import EXIT_USAGE, fail, report_bug
+
+app = typer.Typer(
+    name="audit-plugin",
+    help="Look at a multi-agent message audit trail: who told whom what, when, and what failed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("demo")(demo.demo)
+app.command("conversation")(conversation.conversation)
+app.command("stats")(stats.stats)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``audit-plugin`` script; exits with the subcommand's code."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(list(argv) if argv is not None else None, prog_name="audit-plugin", standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors: unknown option, bad value...
+        fail(exc.format_message(), getattr(exc, "exit_code", EXIT_USAGE))
+    except typer.Abort:
+        fail("aborted", 1)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        report_bug(exc)
+    sys.exit(code if isinstance(code, int) else 0)

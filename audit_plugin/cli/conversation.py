@@ -1,0 +1,145 @@
+"""``audit-plugin conversation ID``: a conversation as a reply tree.
+
+The tree comes from ``reply_to`` links (request → responses → follow-ups).
+A message whose ``reply_to`` is missing, or points outside the conversation,
+starts a new branch; branches and replies are in chronological order, so a
+conversation without any links reads as a plain timeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+from rich.tree import Tree
+
+from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl
+from audit_plugin.cli.output import (
+    OutputFormat,
+    TraceLinker,
+    console,
+    output_format,
+    payload_summary,
+    print_record_documents,
+    record_document,
+    seconds_text,
+    short_time,
+    status_text,
+    trace_linker,
+)
+from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
+from audit_plugin.records import AuditRecord
+from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
+
+
+@dataclass(slots=True, eq=False)
+class ThreadNode:
+    record: AuditRecord
+    replies: list[ThreadNode] = field(default_factory=list)
+
+
+def build_thread(records: Sequence[AuditRecord]) -> list[ThreadNode]:
+    """Roots of the reply tree of ``records`` (chronological), each with its replies.
+
+    A link that would close a cycle is ignored, so every record appears exactly once.
+    """
+    ordered = sorted(records, key=lambda record: (record.timestamp, record.message_id))
+    nodes = {record.message_id: ThreadNode(record) for record in ordered}
+    parent_of: dict[str, ThreadNode] = {}
+    roots: list[ThreadNode] = []
+    for node in nodes.values():
+        parent = nodes.get(node.record.reply_to or "")
+        ancestor = parent
+        while ancestor is not None and ancestor is not node:
+            ancestor = parent_of.get(ancestor.record.message_id)
+        if parent is None or ancestor is node:
+            roots.append(node)
+        else:
+            parent.replies.append(node)
+            parent_of[node.record.message_id] = parent
+    return roots
+
+
+def walk(roots: Sequence[ThreadNode]) -> Iterator[tuple[int, ThreadNode]]:
+    """Depth-first, pre-order ``(depth, node)``: the order the tree is printed in."""
+    stack = [(0, node) for node in reversed(roots)]
+    while stack:
+        depth, node = stack.pop()
+        yield depth, node
+        stack.extend((depth + 1, reply) for reply in reversed(node.replies))
+
+
+def node_label(record: AuditRecord, link: TraceLinker) -> Text:
+    label = Text()
+    label.append(f"{record.message_type.value} ", style="bold")
+    label.append(f"{record.from_agent} → {record.to_agent}  ")
+    label.append_text(status_text(record.status))
+    label.append(f"  {seconds_text(record.delivery_seconds)}", style="cyan")
+    if record.retry_count:
+        label.append(f"  retries {record.retry_count}", style="yellow")
+    label.append(f"\n{short_time(record.timestamp)[11:]}  {record.message_id[:8]}  ", style="dim")
+    label.append(payload_summary(record.payload, 50), style="italic")
+    if record.error_message:
+        label.append(f"\n{record.error_message}", style="red")
+    url = link(record)
+    if url:
+        label.append("\ntrace ", style="dim")
+        label.append(url, style=f"link {url}")
+    return label
+
+
+def thread_tree(title: str, roots: Sequence[ThreadNode], link: TraceLinker) -> Tree:
+    tree = Tree(Text(title, style="bold"), guide_style="dim")
+    stack = [(tree, node) for node in reversed(roots)]
+    while stack:
+        branch, node = stack.pop()
+        child = branch.add(node_label(node.record, link))
+        stack.extend((child, reply) for reply in reversed(node.replies))
+    return tree
+
+
+def thread_documents(roots: Sequence[ThreadNode], link: TraceLinker) -> list[dict[str, Any]]:
+    """The tree flattened in print order: each record document with its ``depth`` (0 = starts a branch)."""
+    return [{"depth": depth, **record_document(node.record, link(node.record))} for depth, node in walk(roots)]
+
+
+async def load_conversation(trail: MessageAuditTrail, conversation_id: str) -> tuple[str, list[AuditRecord]]:
+    """The records of a conversation given its correlation id, or the id of any message in it."""
+    records = await trail.get_conversation_history(conversation_id)
+    if records:
+        return conversation_id, records
+    message = await trail.get_message(conversation_id)
+    if message is None:
+        raise CliError(f"no conversation or message with id {conversation_id!r}", EXIT_EMPTY)
+    if message.correlation_id is None:
+        return conversation_id, [message]
+    return message.correlation_id, await trail.get_conversation_history(message.correlation_id)
+
+
+def print_thread(correlation_id: str, records: Sequence[AuditRecord], link: TraceLinker, fmt: OutputFormat) -> None:
+    roots = build_thread(records)
+    if fmt is OutputFormat.TABLE:
+        title = f"Conversation {correlation_id} — {len(records)} messages"
+        console.print(thread_tree(title, roots, link))
+    else:
+        print_record_documents(thread_documents(roots, link), fmt)
+
+
+def conversation(
+    conversation_id: Annotated[str, typer.Argument(help="Correlation id, or the id of any message in it.")],
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    as_json: AsJson = False,
+    as_csv: AsCsv = False,
+) -> None:
+    """Show a conversation as a reply tree, with status, latency and agents per message."""
+    fmt = output_format(as_json, as_csv)
+
+    async def show() -> None:
+        async with open_trail(database_url) as trail:
+            correlation_id, records = await load_conversation(trail, conversation_id)
+            print_thread(correlation_id, records, trace_linker(trail), fmt)
+
+    run(show())

@@ -1,0 +1,69 @@
+"""``audit-plugin demo``: run the scripted conversation, then show its thread and the statistics."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from audit_plugin.cli.conversation import build_thread, print_thread, thread_documents
+from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl
+from audit_plugin.cli.output import OutputFormat, console, output_format, print_json, trace_linker
+from audit_plugin.cli.runner import display_url, open_trail, run
+from audit_plugin.cli.stats import gather_report, report_document, statistics_renderables
+from audit_plugin.demo import run_demo
+from audit_plugin.trail import DEFAULT_DATABASE_URL
+
+
+def demo(
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    as_json: AsJson = False,
+    as_csv: AsCsv = False,
+) -> None:
+    """Run a short audited multi-agent conversation and show what the trail recorded.
+
+    A planner asks two workers, they reply, one handler fails once and is
+    retried, one message expires by TTL and one fails for good. Safe to run
+    again on the same database: each run is a new conversation.
+    """
+    fmt = output_format(as_json, as_csv)
+
+    async def show() -> None:
+        async with open_trail(database_url, create=True) as trail:
+            demo_run = await run_demo(trail)
+            records = await trail.get_conversation_history(demo_run.correlation_id)
+            report = await gather_report(trail, None, None, with_volume=False)
+            link = trace_linker(trail)
+        if fmt is OutputFormat.JSON:
+            print_json(
+                {
+                    "database_url": display_url(database_url),
+                    "correlation_id": demo_run.correlation_id,
+                    "conversation": thread_documents(build_thread(records), link),
+                    "statistics": report_document(report),
+                }
+            )
+            return
+        if fmt is OutputFormat.CSV:
+            print_thread(demo_run.correlation_id, records, link, fmt)
+            return
+        console.print(
+            Text.assemble(
+                ("Audited a multi-agent conversation into ", ""),
+                (display_url(database_url), "bold"),
+                "\n",
+            )
+        )
+        print_thread(demo_run.correlation_id, records, link, fmt)
+        console.print()
+        console.print(Text("Statistics of everything in this database", style="bold underline"))
+        for renderable in statistics_renderables(report):
+            console.print(renderable)
+        console.print(
+            Text.assemble(
+                ("\nNext: ", "bold"),
+                f"audit-plugin conversation {demo_run.correlation_id}   ",
+                "audit-plugin query --status FAILED   audit-plugin stats   audit-plugin tail",
+                style="dim",
+            )
+        )
+
+    run(show())

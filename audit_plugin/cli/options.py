@@ -1,0 +1,132 @@
+"""Options shared by the subcommands: database URL, output format, query filters, time ranges."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+
+from audit_plugin.messages import MessageStatus, MessageType
+from audit_plugin.records import MAX_QUERY_LIMIT, AuditQuery
+from audit_plugin.trail import DEFAULT_DATABASE_URL
+
+DATABASE_URL_ENV = "AUDIT_DATABASE_URL"
+
+DatabaseUrl = Annotated[
+    str,
+    typer.Option(
+        "--database-url",
+        envvar=DATABASE_URL_ENV,
+        help="sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db",
+        show_envvar=True,
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+AsCsv = Annotated[bool, typer.Option("--csv", help="CSV on stdout (header row first).")]
+Limit = Annotated[int, typer.Option("--limit", min=1, max=MAX_QUERY_LIMIT, help="Most records to show.")]
+Offset = Annotated[int, typer.Option("--offset", min=0, help="Records to skip (for paging).")]
+Since = Annotated[str | None, typer.Option("--since", help="Start: 2h, 30m, 3d, 1w ago, or an ISO date/time (UTC).")]
+Until = Annotated[str | None, typer.Option("--until", help="End: same forms as --since.")]
+
+__all__ = ["DEFAULT_DATABASE_URL", "Filters", "parse_time", "query_filters"]
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(option: str, text: str | None, now: datetime | None = None) -> datetime | None:
+    """``2h`` / ``90m`` / ``3d`` / ``1w`` (that long ago), ``now``, or ISO 8601 (naive = UTC)."""
+    if text is None:
+        return None
+    now = now or datetime.now(UTC)
+    if text.strip().lower() == "now":
+        return now
+    relative = _RELATIVE.match(text)
+    if relative:
+        amount, unit = relative.groups()
+        return now - timedelta(seconds=float(amount) * _UNIT_SECONDS[unit.lower()])
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a time: use 2h, 30m, 3d, 1w, now, or ISO like 2026-01-31 or 2026-01-31T12:00:00Z",
+            param_hint=f"'{option}'",
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The ``AuditQuery`` filters given on the command line (limit/offset aside)."""
+
+    from_agent: str | None = None
+    to_agent: str | None = None
+    message_type: MessageType | None = None
+    status: MessageStatus | None = None
+    correlation_id: str | None = None
+    trace_id: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    def query(self, *, limit: int = 100, offset: int = 0, since: datetime | None = None) -> AuditQuery:
+        """The ``AuditQuery``; ``since`` (if later) narrows ``--since``, as ``tail`` does while following."""
+        start = parse_time("--since", self.since)
+        if since is not None and (start is None or since > start):
+            start = since
+        return AuditQuery(
+            from_agent=self.from_agent,
+            to_agent=self.to_agent,
+            message_type=self.message_type,
+            status=self.status,
+            correlation_id=self.correlation_id,
+            trace_id=self.trace_id.lower() if self.trace_id else None,
+            start_time=start,
+            end_time=parse_time("--until", self.until),
+            limit=limit,
+            offset=offset,
+        )
+
+
+_KW = inspect.Parameter.KEYWORD_ONLY
+_FILTER_PARAMETERS = [
+    inspect.Parameter(name, _KW, default=None, annotation=annotation)
+    for name, annotation in (
+        ("from_agent", Annotated[str | None, typer.Option("--from", help="Sender agent.")]),
+        ("to_agent", Annotated[str | None, typer.Option("--to", help="Receiver agent.")]),
+        (
+            "message_type",
+            Annotated[MessageType | None, typer.Option("--type", case_sensitive=False, help="Message type.")],
+        ),
+        ("status", Annotated[MessageStatus | None, typer.Option("--status", case_sensitive=False, help="Status.")]),
+        ("correlation_id", Annotated[str | None, typer.Option("--correlation", help="Correlation (conversation) id.")]),
+        ("trace_id", Annotated[str | None, typer.Option("--trace", help="OpenTelemetry trace id (32 hex).")]),
+        ("since", Since),
+        ("until", Until),
+    )
+]
+
+
+def query_filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a Typer command every query filter option, passed to it as ``filters: Filters``.
+
+    ``query``, ``export`` and ``tail`` share the same filters; this keeps
+    their names, help and parsing in one place.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [parameter for parameter in signature.parameters.values() if parameter.name != "filters"]
+
+    @functools.wraps(command)
+    def with_filters(**options: Any) -> Any:
+        filters = Filters(**{parameter.name: options.pop(parameter.name) for parameter in _FILTER_PARAMETERS})
+        return command(filters=filters, **options)
+
+    parameters = own + _FILTER_PARAMETERS
+    with_filters.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    with_filters.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    return with_filters

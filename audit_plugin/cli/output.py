@@ -1,0 +1,239 @@
+"""How subcommands print: Rich tables on a terminal, ``--json`` or ``--csv`` for machines.
+
+The record document built here is also the export format (docs/cli.md,
+"Export format"): one flat JSON object per record, the same fields as CSV
+columns, so a SIEM maps the fields once for every subcommand.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from audit_plugin.cli.runner import EXIT_USAGE, fail
+from audit_plugin.messages import MessageStatus
+from audit_plugin.records import AuditRecord
+from audit_plugin.trail import MessageAuditTrail
+
+console = Console(highlight=False)
+"""Human output (stdout)."""
+
+err_console = Console(stderr=True, highlight=False)
+"""Progress bars and notes (stderr), so stdout stays clean for pipes."""
+
+STATUS_STYLES = {
+    MessageStatus.PENDING: "yellow",
+    MessageStatus.SENT: "cyan",
+    MessageStatus.DELIVERED: "green",
+    MessageStatus.FAILED: "bold red",
+    MessageStatus.EXPIRED: "magenta",
+}
+
+RECORD_FIELDS: tuple[str, ...] = (
+    "message_id",
+    "correlation_id",
+    "reply_to",
+    "from_agent",
+    "to_agent",
+    "message_type",
+    "priority",
+    "status",
+    "timestamp",
+    "delivered_at",
+    "delivery_seconds",
+    "ttl_seconds",
+    "retry_count",
+    "error_message",
+    "trace_id",
+    "span_id",
+    "trace_url",
+    "payload",
+)
+"""Fields of a record document, in CSV column order (the export format, version 1)."""
+
+TraceLinker = Callable[[AuditRecord], str | None]
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+def output_format(as_json: bool, as_csv: bool) -> OutputFormat:
+    if as_json and as_csv:
+        fail("--json and --csv are mutually exclusive; pick one", EXIT_USAGE)
+    return OutputFormat.JSON if as_json else OutputFormat.CSV if as_csv else OutputFormat.TABLE
+
+
+def trace_linker(trail: MessageAuditTrail) -> TraceLinker:
+    """How to turn a record into a link to its trace in a trace viewer, if one is configured.
+
+    HOOK(trace-url): ``MessageAuditTrail.trace_url(record)`` (configured by
+    ``trace_url_template=`` / ``AUDIT_TRACE_URL_TEMPLATE``) comes with the
+    tracing work; until a trail has it, records simply have no link.
+    """
+    trace_url = getattr(trail, "trace_url", None)
+    if callable(trace_url):
+        return trace_url
+    return lambda record: None
+
+
+# -- values ---------------------------------------------------------------------
+
+
+def iso_time(moment: datetime | None) -> str | None:
+    """ISO 8601 UTC with microseconds and a ``Z`` suffix (what SIEM timestamp parsers expect)."""
+    if moment is None:
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def short_time(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def seconds_text(seconds: float | None) -> str:
+    """A latency for people: ``4.2 ms``, ``1.30 s``, ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def status_text(status: MessageStatus | str) -> Text:
+    status = MessageStatus(status)
+    return Text(status.value, style=STATUS_STYLES.get(status, ""))
+
+
+def clip(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def payload_summary(payload: dict[str, Any], width: int = 50) -> str:
+    return clip(json.dumps(payload, ensure_ascii=False, separators=(", ", ": ")), width)
+
+
+# -- record documents (JSON and CSV) ------------------------------------------------------
+
+
+def record_document(record: AuditRecord, trace_url: str | None = None) -> dict[str, Any]:
+    """One record as a flat JSON-ready dict with :data:`RECORD_FIELDS`, in that order."""
+    return {
+        "message_id": record.message_id,
+        "correlation_id": record.correlation_id,
+        "reply_to": record.reply_to,
+        "from_agent": record.from_agent,
+        "to_agent": record.to_agent,
+        "message_type": record.message_type.value,
+        "priority": record.priority.value,
+        "status": record.status.value,
+        "timestamp": iso_time(record.timestamp),
+        "delivered_at": iso_time(record.delivered_at),
+        "delivery_seconds": record.delivery_seconds,
+        "ttl_seconds": record.ttl_seconds,
+        "retry_count": record.retry_count,
+        "error_message": record.error_message,
+        "trace_id": record.trace_id,
+        "span_id": record.span_id,
+        "trace_url": trace_url,
+        "payload": record.payload,
+    }
+
+
+def csv_value(value: Any) -> Any:
+    """CSV cell: nested values as compact JSON text, ``None`` as an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value
+
+
+def json_line(document: dict[str, Any]) -> str:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+
+def csv_writer(stream: IO[str] = sys.stdout) -> Any:
+    return csv.writer(stream, lineterminator="\n")
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
+def print_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    writer = csv_writer()
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([csv_value(value) for value in row])
+
+
+def print_record_documents(documents: list[dict[str, Any]], fmt: OutputFormat) -> None:
+    """Documents as a JSON array or CSV rows (header first; extra leading fields kept in order)."""
+    if fmt is OutputFormat.JSON:
+        print_json(documents)
+    else:
+        header = list(documents[0]) if documents else list(RECORD_FIELDS)
+        print_csv(header, ([document[name] for name in header] for document in documents))
+
+
+# -- tables -----------------------------------------------------------------------------
+
+
+def trace_cell(record: AuditRecord, link: TraceLinker) -> Text:
+    if not record.trace_id:
+        return Text("")
+    url = link(record)
+    return Text(record.trace_id[:8] + "…", style=f"link {url}" if url else "dim")
+
+
+def records_table(records: Sequence[AuditRecord], link: TraceLinker, title: str | None = None) -> Table:
+    """The standard table of records, newest or oldest first as given."""
+    table = Table(title=title, title_justify="left", expand=False)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("from → to", no_wrap=True)
+    table.add_column("type")
+    table.add_column("status")
+    table.add_column("latency", justify="right")
+    table.add_column("retries", justify="right")
+    table.add_column("correlation", overflow="fold")
+    table.add_column("message", overflow="fold")
+    table.add_column("error", overflow="fold")
+    table.add_column("trace", no_wrap=True)
+    for record in records:
+        table.add_row(
+            short_time(record.timestamp),
+            f"{record.from_agent} → {record.to_agent}",
+            record.message_type.value,
+            status_text(record.status),
+            seconds_text(record.delivery_seconds),
+            str(record.retry_count),
+            record.correlation_id or "",
+            record.message_id[:8],
+            clip(record.error_message, 40),
+            trace_cell(record, link),
+        )
+    return table
+
+
+def key_value_table(title: str, rows: Iterable[tuple[str, Any]], *, value_header: str = "") -> Table:
+    table = Table(title=title, title_justify="left", show_header=bool(value_header))
+    table.add_column("", style="bold")
+    table.add_column(value_header, justify="right")
+    for key, value in rows:
+        table.add_row(key, value if isinstance(value, Text) else str(value))
+    return table

@@ -1,0 +1,136 @@
+"""Running a subcommand: open the trail, run the coroutine, turn every failure into one line.
+
+Exit codes (documented in docs/cli.md): 0 success, 1 nothing matched, 2 bad
+input (option value, database URL), 3 database unreachable or failing,
+70 a bug in audit-plugin (set ``AUDIT_PLUGIN_DEBUG=1`` for the traceback),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from audit_plugin.exceptions import AuditError
+from audit_plugin.records import RetentionPolicy
+from audit_plugin.trail import MessageAuditTrail
+
+EXIT_EMPTY = 1
+EXIT_USAGE = 2
+EXIT_DATABASE = 3
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+CONNECT_TIMEOUT = 15.0
+"""Seconds to wait for the database to answer before giving up."""
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr, with an exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_DATABASE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(message: str, exit_code: int) -> NoReturn:
+    """Print ``audit-plugin: message`` on stderr as one line and exit."""
+    one_line = " ".join(str(message).split())
+    print(f"audit-plugin: {one_line}", file=sys.stderr, flush=True)
+    raise SystemExit(exit_code)
+
+
+def run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a subcommand's coroutine; any failure becomes one readable line and an exit code."""
+    try:
+        asyncio.run(coroutine)
+    except CliError as exc:
+        fail(str(exc), exc.exit_code)
+    except AuditError as exc:
+        # Input errors (also ValueError/TypeError) name the field; the rest are store failures.
+        fail(str(exc), EXIT_USAGE if isinstance(exc, ValueError | TypeError) else EXIT_DATABASE)
+    except SQLAlchemyError as exc:
+        fail(f"database error: {describe_database_error(exc)}", EXIT_DATABASE)
+    except (OSError, TimeoutError) as exc:
+        fail(f"cannot reach the database: {exc or type(exc).__name__}", EXIT_DATABASE)
+    except KeyboardInterrupt:
+        raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+def report_bug(exc: Exception) -> NoReturn:
+    """An error nobody anticipated: still one line, unless ``AUDIT_PLUGIN_DEBUG`` asks for the traceback."""
+    if os.environ.get("AUDIT_PLUGIN_DEBUG"):
+        raise exc
+    fail(
+        f"unexpected {type(exc).__name__}: {exc} (a bug; set AUDIT_PLUGIN_DEBUG=1 to see the traceback)",
+        EXIT_INTERNAL,
+    )
+
+
+def describe_database_error(exc: SQLAlchemyError) -> str:
+    """The driver's own message (first line), without SQLAlchemy's statement dump and links."""
+    original = getattr(exc, "orig", None)
+    text = str(original) if original is not None else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def display_url(database_url: str) -> str:
+    """The URL with any password masked, for messages."""
+    try:
+        return make_url(database_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return database_url
+
+
+def _missing_sqlite_file(database_url: str) -> Path | None:
+    try:
+        parsed = make_url(database_url)
+    except ArgumentError:
+        return None  # the trail reports the bad URL
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
+@asynccontextmanager
+async def open_trail(
+    database_url: str,
+    *,
+    create: bool = False,
+    retention_policy: RetentionPolicy = RetentionPolicy.DAYS_90,
+) -> AsyncIterator[MessageAuditTrail]:
+    """An initialised trail on ``database_url``, closed afterwards.
+
+    Read-only subcommands pass ``create=False``: a SQLite file that does not
+    exist is reported instead of silently created empty.
+    """
+    missing = None if create else _missing_sqlite_file(database_url)
+    if missing is not None:
+        raise CliError(
+            f"no audit database at {missing} (run `audit-plugin demo` to create one, or pass --database-url)",
+            EXIT_DATABASE,
+        )
+    trail = MessageAuditTrail(database_url, retention_policy=retention_policy)
+    try:
+        await asyncio.wait_for(trail.initialize(), CONNECT_TIMEOUT)
+    except TimeoutError:
+        await trail.close()
+        raise CliError(
+            f"cannot reach the database at {display_url(database_url)} within {CONNECT_TIMEOUT:g}s"
+        ) from None
+    except BaseException:
+        await trail.close()
+        raise
+    try:
+        yield trail
+    finally:
+        await trail.close()
