@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import typer
 
-from audit_plugin.cli import conversation, demo, stats
+from audit_plugin.cli import agent, conversation, demo, export, query, retention, stats, tail
 from audit_plugin.cli.runner import EXIT_USAGE, fail, report_bug
 
 app = typer.Typer(
@@ -23,9 +23,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("demo")(demo.demo)
-app.command("conversation")(conversation.conversation)
-app.command("stats")(stats.stats)
+for command in (
+    demo.demo,
+    query.query,
+    conversation.conversation,
+    agent.agent,
+    stats.stats,
+    retention.retention,
+    export.export,
+    tail.tail,
+):
+    app.command(command.__name__)(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -126,7 +126,7 @@ def query_filters(command: Callable[..., Any]) -> Callable[..., Any]:
         filters = Filters(**{parameter.name: options.pop(parameter.name) for parameter in _FILTER_PARAMETERS})
         return command(filters=filters, **options)
 
-    parameters = own + _FILTER_PARAMETERS
+    parameters = _FILTER_PARAMETERS + [parameter.replace(kind=_KW) for parameter in own]
     with_filters.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     with_filters.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
     return with_filters

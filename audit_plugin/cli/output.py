@@ -202,31 +202,38 @@ def trace_cell(record: AuditRecord, link: TraceLinker) -> Text:
 
 
 def records_table(records: Sequence[AuditRecord], link: TraceLinker, title: str | None = None) -> Table:
-    """The standard table of records, newest or oldest first as given."""
-    table = Table(title=title, title_justify="left", expand=False)
+    """The standard table of records, in the order given; error and trace columns only when needed.
+
+    Two lines per record keep it readable in an 80-column terminal.
+    """
+    with_errors = any(record.error_message for record in records)
+    with_traces = any(record.trace_id for record in records)
+    table = Table(title=title, title_justify="left")
     table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("from → to", no_wrap=True)
-    table.add_column("type")
-    table.add_column("status")
-    table.add_column("latency", justify="right")
-    table.add_column("retries", justify="right")
-    table.add_column("correlation", overflow="fold")
     table.add_column("message", overflow="fold")
-    table.add_column("error", overflow="fold")
-    table.add_column("trace", no_wrap=True)
+    table.add_column("status")
+    table.add_column("correlation / id", overflow="fold")
+    if with_errors:
+        table.add_column("error", overflow="fold", ratio=1)
+    if with_traces:
+        table.add_column("trace", no_wrap=True)
     for record in records:
-        table.add_row(
-            short_time(record.timestamp),
-            f"{record.from_agent} → {record.to_agent}",
-            record.message_type.value,
-            status_text(record.status),
-            seconds_text(record.delivery_seconds),
-            str(record.retry_count),
-            record.correlation_id or "",
-            record.message_id[:8],
-            clip(record.error_message, 40),
-            trace_cell(record, link),
-        )
+        when = short_time(record.timestamp)
+        status = status_text(record.status)
+        status.append(f"\n{seconds_text(record.delivery_seconds)}")
+        if record.retry_count:
+            status.append(f" {record.retry_count} retr{'y' if record.retry_count == 1 else 'ies'}", style="yellow")
+        cells: list[Any] = [
+            f"{when[:10]}\n{when[11:]}",
+            Text.assemble((record.message_type.value, "bold"), f"\n{record.from_agent} → {record.to_agent}"),
+            status,
+            Text.assemble(record.correlation_id or "-", (f"\n{record.message_id[:8]}", "dim")),
+        ]
+        if with_errors:
+            cells.append(record.error_message or "")
+        if with_traces:
+            cells.append(trace_cell(record, link))
+        table.add_row(*cells)
     return table
 
 

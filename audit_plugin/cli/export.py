@@ -1,0 +1,128 @@
+"""``audit-plugin export``: every record matching a query as JSON Lines or CSV, streamed.
+
+Records are read with ``trail.stream_messages`` (a server-side cursor, a
+thousand rows per round trip) and written one at a time, so memory stays flat
+however many millions of rows match. The format is specified in docs/cli.md
+("Export format") for SIEM ingestion.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import aclosing, nullcontext
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from audit_plugin.cli.options import AsCsv, DatabaseUrl, Filters, query_filters
+from audit_plugin.cli.output import (
+    RECORD_FIELDS,
+    OutputFormat,
+    csv_value,
+    csv_writer,
+    err_console,
+    json_line,
+    output_format,
+    record_document,
+    trace_linker,
+)
+from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
+from audit_plugin.records import AuditQuery
+from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
+
+PROGRESS_EVERY = 1000
+"""Records between progress-bar updates (updating per record would cost more than writing)."""
+
+
+class RecordWriter:
+    """Writes record documents to a text stream as JSON Lines or CSV (header first)."""
+
+    def __init__(self, stream: IO[str], fmt: OutputFormat, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self.csv = csv_writer(stream) if fmt is OutputFormat.CSV else None
+        if self.csv is not None:
+            self.write_header()
+
+    def write_header(self) -> None:
+        self._guarded(self.csv.writerow, RECORD_FIELDS)  # type: ignore[union-attr]
+
+    def write(self, document: dict[str, Any]) -> None:
+        if self.csv is not None:
+            self._guarded(self.csv.writerow, [csv_value(document[name]) for name in RECORD_FIELDS])
+        else:
+            self._guarded(self.stream.write, json_line(document) + "\n")
+
+    def _guarded(self, write: Any, value: Any) -> None:
+        try:
+            write(value)
+        except OSError as exc:  # disk full, closed pipe: the output's fault, not the database's
+            raise CliError(f"cannot write {self.name}: {exc.strerror or exc}", EXIT_USAGE) from None
+
+
+async def export_records(
+    trail: MessageAuditTrail, audit_query: AuditQuery, writer: RecordWriter, limit: int | None
+) -> int:
+    """Stream the matching records, oldest first, to ``writer``; return how many were written."""
+    total = await trail.count_messages(audit_query)
+    if limit is not None:
+        total = min(total, limit)
+    link = trace_linker(trail)
+    written = 0
+    with Progress(
+        TextColumn("exporting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not err_console.is_terminal,
+    ) as progress:
+        task = progress.add_task("export", total=total)
+        async with aclosing(trail.stream_messages(audit_query)) as records:  # type: ignore[type-var]
+            async for record in records:
+                if written == limit:
+                    break
+                writer.write(record_document(record, link(record)))
+                written += 1
+                if written % PROGRESS_EVERY == 0:
+                    progress.update(task, completed=written)
+        progress.update(task, completed=written)
+    return written
+
+
+@query_filters
+def export(
+    filters: Filters,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).", dir_okay=False)
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Stop after this many records.")] = None,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON Lines: one record object per line (default).")] = False,
+    as_csv: AsCsv = False,
+) -> None:
+    """Export every record matching the filters, oldest first, as JSON Lines (default) or CSV.
+
+    Streams with constant memory; a progress bar goes to stderr on a terminal.
+    """
+    fmt = output_format(as_json, as_csv)
+    fmt = OutputFormat.JSON if fmt is OutputFormat.TABLE else fmt
+
+    async def write() -> None:
+        audit_query = filters.query()
+        async with open_trail(database_url) as trail:
+            try:
+                target = output.open("w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
+            except OSError as exc:
+                raise CliError(f"cannot write {output}: {exc.strerror or exc}", EXIT_USAGE) from None
+            with target as stream:
+                writer = RecordWriter(stream, fmt, str(output or "stdout"))
+                written = await export_records(trail, audit_query, writer, limit)
+        if not written:
+            raise CliError("no records match", EXIT_EMPTY)
+        kind = "CSV" if fmt is OutputFormat.CSV else "JSON Lines"
+        err_console.print(f"exported {written:,} records" + (f" to {output}" if output else "") + f" ({kind})")
+
+    run(write())

@@ -1,0 +1,45 @@
+"""``audit-plugin query``: one page of records matching every filter given."""
+
+from __future__ import annotations
+
+from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl, Filters, Limit, Offset, query_filters
+from audit_plugin.cli.output import (
+    OutputFormat,
+    console,
+    output_format,
+    print_record_documents,
+    record_document,
+    records_table,
+    trace_linker,
+)
+from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
+from audit_plugin.trail import DEFAULT_DATABASE_URL
+
+
+@query_filters
+def query(
+    filters: Filters,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    as_json: AsJson = False,
+    as_csv: AsCsv = False,
+) -> None:
+    """Records matching every filter given, newest first (page with --limit/--offset)."""
+    fmt = output_format(as_json, as_csv)
+    audit_query = filters.query(limit=limit, offset=offset)
+
+    async def show() -> None:
+        async with open_trail(database_url) as trail:
+            records = await trail.query_messages(audit_query)
+            total = await trail.count_messages(audit_query) if records and fmt is OutputFormat.TABLE else 0
+            link = trace_linker(trail)
+        if not records:
+            raise CliError("no records match", EXIT_EMPTY)
+        if fmt is OutputFormat.TABLE:
+            shown = f"{offset + 1}-{offset + len(records)} of {total:,}"
+            console.print(records_table(records, link, title=f"Audit records {shown}, newest first"))
+        else:
+            print_record_documents([record_document(record, link(record)) for record in records], fmt)
+
+    run(show())

@@ -1,0 +1,102 @@
+"""``audit-plugin retention``: delete records past the retention policy, or preview what would go."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl
+from audit_plugin.cli.output import (
+    OutputFormat,
+    console,
+    err_console,
+    iso_time,
+    output_format,
+    print_csv,
+    print_json,
+)
+from audit_plugin.cli.runner import open_trail, run
+from audit_plugin.cli.stats import gather_report, statistics_renderables
+from audit_plugin.records import RetentionPolicy
+from audit_plugin.trail import DEFAULT_DATABASE_URL
+
+DEFAULT_CHUNK = 10_000
+
+
+class PolicyName(StrEnum):
+    DAYS_30 = "DAYS_30"
+    DAYS_90 = "DAYS_90"
+    DAYS_365 = "DAYS_365"
+    FOREVER = "FOREVER"
+
+
+def retention(
+    policy: Annotated[
+        PolicyName, typer.Option("--policy", case_sensitive=False, help="How long records are kept.")
+    ] = PolicyName.DAYS_90,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")] = False,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="Rows deleted per transaction.")
+    ] = DEFAULT_CHUNK,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    as_json: AsJson = False,
+    as_csv: AsCsv = False,
+) -> None:
+    """Apply a retention policy: delete records older than it allows (--dry-run to preview).
+
+    Deletes in chunks of --chunk-size rows, one short transaction each, with a
+    progress bar; stopping it midway leaves the rest for the next run.
+    """
+    fmt = output_format(as_json, as_csv)
+    retention_policy = RetentionPolicy[policy.value]
+
+    async def apply() -> None:
+        async with open_trail(database_url, retention_policy=retention_policy) as trail:
+            cutoff = trail.retention_cutoff()
+            due = await trail.count_past_retention()
+            deleted = 0
+            report = None
+            if dry_run and due and cutoff is not None and fmt is OutputFormat.TABLE:
+                # Timestamps have microsecond precision: "<= cutoff - 1 µs" is "< cutoff".
+                report = await gather_report(trail, None, cutoff - timedelta(microseconds=1), with_volume=False)
+            if not dry_run and due:
+                with Progress(
+                    TextColumn("deleting"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeRemainingColumn(),
+                    console=err_console,
+                    disable=not err_console.is_terminal,
+                ) as progress:
+                    task = progress.add_task("delete", total=due)
+                    async for chunk in trail.apply_retention_policy_in_chunks(chunk_size):
+                        deleted += chunk
+                        progress.update(task, completed=deleted)
+        outcome = {
+            "policy": policy.value,
+            "cutoff": iso_time(cutoff),
+            "dry_run": dry_run,
+            "records_past_retention": due,
+            "deleted": deleted,
+        }
+        if fmt is OutputFormat.JSON:
+            print_json(outcome)
+        elif fmt is OutputFormat.CSV:
+            print_csv(list(outcome), [list(outcome.values())])
+        elif cutoff is None:
+            console.print("Policy FOREVER keeps every record: nothing to delete.")
+        elif dry_run:
+            console.print(
+                f"Policy {policy.value}: {due:,} records older than {iso_time(cutoff)} would be deleted"
+                + (" (dry run, nothing deleted)." if due else ".")
+            )
+            for renderable in statistics_renderables(report) if report else []:
+                console.print(renderable)
+        else:
+            console.print(f"Policy {policy.value}: deleted {deleted:,} records older than {iso_time(cutoff)}.")
+
+    run(apply())
