@@ -1,4 +1,4 @@
-"""Helpers for the CLI tests: run ``audit-plugin`` as a subprocess, seed a database."""
+"""Helpers for the CLI tests: run ``audit-plugin`` as a subprocess, seed a database with a known sample."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from audit_plugin import Message, MessageAuditTrail, MessageStatus
+from audit_plugin import Message, MessageAuditTrail, MessageStatus, MessageType
 
 CLI = Path(sys.executable).with_name("audit-plugin")
 
@@ -51,13 +50,84 @@ class Outcome:
     retry_count: int | None = None
 
 
-def seed(database_url: str, messages: Sequence[Message], outcomes: Iterable[tuple[str, Outcome]] = ()) -> None:
-    """Store ``messages`` (PENDING) and then apply ``outcomes`` (message id, outcome)."""
+NOW = datetime.now(UTC).replace(microsecond=0)
+BASE = NOW - timedelta(hours=1)
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def sample_messages() -> tuple[list[Message], list[tuple[str, Outcome]]]:
+    """A small trail with every status, two conversations, a reply link, a trace id and an old record.
+
+    ``q1`` alice→bob QUERY (c1, delivered in 10 ms), ``r1`` bob→alice RESPONSE
+    replying to it (c1, 20 ms), ``cmd`` alice→carol COMMAND (c2, FAILED after 2
+    retries), ``ev`` carol→alice EVENT two days ago (c2, EXPIRED), ``old``
+    alice→bob NOTIFICATION 100 days ago (DELIVERED in 30 ms), ``p`` dave→bob
+    QUERY (c3, PENDING, with a trace id).
+    """
+    messages = [
+        Message("alice", "bob", MessageType.QUERY, {"q": 1}, message_id="q1", correlation_id="c1", timestamp=BASE),
+        Message(
+            "bob",
+            "alice",
+            MessageType.RESPONSE,
+            {"a": 1},
+            message_id="r1",
+            correlation_id="c1",
+            reply_to="q1",
+            timestamp=BASE + timedelta(seconds=1),
+        ),
+        Message(
+            "alice",
+            "carol",
+            MessageType.COMMAND,
+            {},
+            message_id="cmd",
+            correlation_id="c2",
+            timestamp=BASE + timedelta(seconds=2),
+        ),
+        Message(
+            "carol",
+            "alice",
+            MessageType.EVENT,
+            {},
+            message_id="ev",
+            correlation_id="c2",
+            timestamp=BASE - timedelta(days=2),
+        ),
+        Message("alice", "bob", MessageType.NOTIFICATION, {}, message_id="old", timestamp=NOW - timedelta(days=100)),
+        Message(
+            "dave",
+            "bob",
+            MessageType.QUERY,
+            {},
+            message_id="p",
+            correlation_id="c3",
+            timestamp=BASE + timedelta(seconds=3),
+        ),
+    ]
+    by_id = {message.message_id: message for message in messages}
+
+    def delivered(message_id: str, seconds: float) -> Outcome:
+        return Outcome(MessageStatus.DELIVERED, by_id[message_id].timestamp + timedelta(seconds=seconds))
+
+    outcomes = [
+        ("q1", delivered("q1", 0.010)),
+        ("r1", delivered("r1", 0.020)),
+        ("cmd", Outcome(MessageStatus.FAILED, error_message="handler raised RuntimeError: boom", retry_count=2)),
+        ("ev", Outcome(MessageStatus.EXPIRED, error_message="ttl of 1s elapsed before delivery")),
+        ("old", delivered("old", 0.030)),
+    ]
+    return messages, outcomes
+
+
+def seed_sample(database_url: str) -> None:
+    messages, outcomes = sample_messages()
+    traced = {"p": TRACE_ID}
 
     async def write() -> None:
         async with MessageAuditTrail(database_url) as trail:
             for message in messages:
-                await trail.enqueue_message(message)
+                await trail.log_message(message, trace_id=traced.get(message.message_id))
             for message_id, outcome in outcomes:
                 await trail.update_message_status(
                     message_id, outcome.status, outcome.delivered_at, outcome.error_message, outcome.retry_count

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import typer
 
 from audit_plugin.cli import agent, conversation, demo, export, query, retention, stats, tail
-from audit_plugin.cli.runner import EXIT_USAGE, fail, report_bug
+from audit_plugin.cli.runner import EXIT_USAGE, exit_on_error, fail
 
 app = typer.Typer(
     name="audit-plugin",
@@ -43,10 +43,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = command.main(list(argv) if argv is not None else None, prog_name="audit-plugin", standalone_mode=False)
     except typer.TyperException as exc:  # usage errors: unknown option, bad value...
         fail(exc.format_message(), getattr(exc, "exit_code", EXIT_USAGE))
-    except typer.Abort:
-        fail("aborted", 1)
     except SystemExit:
         raise
-    except Exception as exc:
-        report_bug(exc)
+    except BaseException as exc:  # every failure becomes one line, never a traceback
+        exit_on_error(exc)
     sys.exit(code if isinstance(code, int) else 0)

@@ -49,24 +49,23 @@ def fail(message: str, exit_code: int) -> NoReturn:
 
 
 def run(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run a subcommand's coroutine; any failure becomes one readable line and an exit code."""
-    try:
-        asyncio.run(coroutine)
-    except CliError as exc:
+    """Run a subcommand's coroutine; :func:`exit_on_error` turns what it raises into one line."""
+    asyncio.run(coroutine)
+
+
+def exit_on_error(exc: BaseException) -> NoReturn:
+    """Report any failure as one readable line on stderr and exit with its code (see module docs)."""
+    if isinstance(exc, CliError):
         fail(str(exc), exc.exit_code)
-    except AuditError as exc:
+    if isinstance(exc, AuditError):
         # Input errors (also ValueError/TypeError) name the field; the rest are store failures.
         fail(str(exc), EXIT_USAGE if isinstance(exc, ValueError | TypeError) else EXIT_DATABASE)
-    except SQLAlchemyError as exc:
+    if isinstance(exc, SQLAlchemyError):
         fail(f"database error: {describe_database_error(exc)}", EXIT_DATABASE)
-    except (OSError, TimeoutError) as exc:
+    if isinstance(exc, OSError | TimeoutError):
         fail(f"cannot reach the database: {exc or type(exc).__name__}", EXIT_DATABASE)
-    except KeyboardInterrupt:
-        raise SystemExit(EXIT_INTERRUPTED) from None
-
-
-def report_bug(exc: Exception) -> NoReturn:
-    """An error nobody anticipated: still one line, unless ``AUDIT_PLUGIN_DEBUG`` asks for the traceback."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise SystemExit(EXIT_INTERRUPTED)
     if os.environ.get("AUDIT_PLUGIN_DEBUG"):
         raise exc
     fail(
