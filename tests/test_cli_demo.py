@@ -6,10 +6,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from cli_support import CLI, assert_one_line_error, run_cli
-
 from audit_plugin import MessageAuditTrail, MessageStatus
 from audit_plugin.demo import MAX_RETRIES, run_demo
+from tests.cli_support import CLI, assert_one_line_error, run_cli
 
 
 async def test_scenario_records_every_lifecycle(trail: MessageAuditTrail) -> None:

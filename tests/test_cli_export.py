@@ -9,10 +9,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from cli_support import CLI, NOW, assert_one_line_error, cli_env, run_cli, seed_sample
-
 from audit_plugin import Message, MessageAuditTrail, MessageStatus, MessageType
 from audit_plugin.cli.output import RECORD_FIELDS
+from tests.cli_support import CLI, NOW, assert_one_line_error, cli_env, run_cli, seed_sample
 
 
 def test_export_json_lines_oldest_first(database_url: str) -> None:

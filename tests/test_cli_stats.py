@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from cli_support import assert_one_line_error, run_cli, seed_sample
+from tests.cli_support import assert_one_line_error, run_cli, seed_sample
 
 
 def test_stats_json_has_percentiles_and_volume(database_url: str) -> None:

@@ -76,16 +76,8 @@ def output_format(as_json: bool, as_csv: bool) -> OutputFormat:
 
 
 def trace_linker(trail: MessageAuditTrail) -> TraceLinker:
-    """How to turn a record into a link to its trace in a trace viewer, if one is configured.
-
-    HOOK(trace-url): ``MessageAuditTrail.trace_url(record)`` (configured by
-    ``trace_url_template=`` / ``AUDIT_TRACE_URL_TEMPLATE``) comes with the
-    tracing work; until a trail has it, records simply have no link.
-    """
-    trace_url = getattr(trail, "trace_url", None)
-    if callable(trace_url):
-        return trace_url
-    return lambda record: None
+    """Record → trace-viewer link, when a template is configured (``AUDIT_TRACE_URL_TEMPLATE``)."""
+    return trail.trace_url
 
 
 # -- values ---------------------------------------------------------------------

@@ -1,0 +1,83 @@
+"""Every example under examples/ runs as-is, as a subprocess, and leaves the records it promises."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus
+from tests.cli_support import cli_env
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, *args: str, cwd: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=cli_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def stored(database_url: str, query: AuditQuery | None = None) -> Counter[tuple[str, str, MessageStatus]]:
+    async def read() -> Counter[tuple[str, str, MessageStatus]]:
+        async with MessageAuditTrail(database_url) as trail:
+            records = await trail.query_messages(query or AuditQuery(limit=1000))
+            return Counter((record.from_agent, record.to_agent, record.status) for record in records)
+
+    return asyncio.run(read())
+
+
+def test_quickstart(tmp_path: Path) -> None:
+    out = run_example("quickstart.py", cwd=tmp_path)
+    assert "planner got {'answer': 42}" in out
+    assert "planner -> worker DELIVERED {'q': 'meaning?'}" in out
+    assert "worker -> planner DELIVERED {'answer': 42}" in out
+    assert stored(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") == {
+        ("planner", "worker", MessageStatus.DELIVERED): 1,
+        ("worker", "planner", MessageStatus.DELIVERED): 1,
+    }
+
+
+def test_custom_bus_through_the_hook_contract(database_url: str, tmp_path: Path) -> None:
+    out = run_example("custom_bus.py", database_url, cwd=tmp_path)
+    assert "shop got {'price': 9.5}" in out
+    assert stored(database_url) == {
+        ("shop", "pricing", MessageStatus.DELIVERED): 1,
+        ("shop", "pricing", MessageStatus.FAILED): 1,
+        ("pricing", "shop", MessageStatus.DELIVERED): 1,
+        ("shop", "billing", MessageStatus.FAILED): 1,
+    }
+    assert "LookupError(\"no price for SKU 'unknown'\")" in out and "no such queue" in out
+
+
+def test_swap_backend_runs_the_same_code_on_each_backend(database_url: str, backend_name: str, tmp_path: Path) -> None:
+    out = run_example("swap_backend.py", database_url, cwd=tmp_path)
+    assert f"backend: {'postgresql' if backend_name == 'postgres' else 'sqlite'}" in out
+    assert "3 delivered, 1 failed (no subscriber for agent 'nobody')" in out
+    assert stored(database_url) == {
+        ("client", "echo", MessageStatus.DELIVERED): 3,
+        ("client", "nobody", MessageStatus.FAILED): 1,
+    }
+
+
+def test_swap_backend_reads_the_url_from_the_environment(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'from_env.db'}"
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "swap_backend.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=cli_env(AUDIT_DATABASE_URL=url),
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "from_env.db").exists() and not (tmp_path / "swap_backend.db").exists()
