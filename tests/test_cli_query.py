@@ -141,3 +141,28 @@ def test_agent_traffic_and_numbers(database_url: str) -> None:
     rows = list(csv.DictReader(io.StringIO(run_cli("agent", "bob", "--csv", database_url=database_url).stdout)))
     assert {row["message_id"] for row in rows} == {"q1", "r1", "p"}
     assert_one_line_error(run_cli("agent", "zed", database_url=database_url), 1, "'zed'")
+
+
+def test_trace_links_when_a_template_is_configured(database_url: str) -> None:
+    seed_sample(database_url)
+    template = "http://jaeger.local:16686/trace/{trace_id}"
+    result = run_cli(
+        "query", "--json", "--trace", TRACE_ID, database_url=database_url, AUDIT_TRACE_URL_TEMPLATE=template
+    )
+    assert result.returncode == 0, result.stderr
+    [record] = json.loads(result.stdout)
+    assert record["trace_url"] == f"http://jaeger.local:16686/trace/{TRACE_ID}"
+    untraced = json.loads(run_cli("query", "--json", "--correlation", "c1", database_url=database_url).stdout)
+    assert {row["trace_url"] for row in untraced} == {None}
+
+    table = run_cli("query", "--correlation", "c3", database_url=database_url, AUDIT_TRACE_URL_TEMPLATE=template)
+    assert "trace" in table.stdout and f"{TRACE_ID[:8]}…" in table.stdout
+    tree = run_cli("conversation", "c3", database_url=database_url, AUDIT_TRACE_URL_TEMPLATE=template)
+    assert f"trace http://jaeger.local:16686/trace/{TRACE_ID}" in tree.stdout
+
+
+def test_usage_errors_without_a_subcommand_or_argument() -> None:
+    assert_one_line_error(run_cli("conversation"), 2, "Missing argument 'ID'")
+    assert_one_line_error(run_cli("frobnicate"), 2, "frobnicate")
+    bare = run_cli()
+    assert bare.returncode == 2 and "Usage: audit-plugin" in bare.stdout and bare.stderr == ""

@@ -41,10 +41,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(list(argv) if argv is not None else None, prog_name="audit-plugin", standalone_mode=False)
-    except typer.TyperException as exc:  # usage errors: unknown option, bad value...
-        fail(exc.format_message(), getattr(exc, "exit_code", EXIT_USAGE))
     except SystemExit:
         raise
     except BaseException as exc:  # every failure becomes one line, never a traceback
+        if _is_usage_error(exc):
+            message = exc.format_message()  # type: ignore[attr-defined]
+            if not message:  # e.g. no subcommand: the help was printed instead
+                raise SystemExit(getattr(exc, "exit_code", EXIT_USAGE)) from None
+            fail(message, getattr(exc, "exit_code", EXIT_USAGE))
         exit_on_error(exc)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Typer's (and Click's) own errors: unknown option, bad value, missing argument..."""
+    return callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)

@@ -87,7 +87,7 @@ def numbers_table(name: str, days: int, sent: Direction, received: Direction) ->
 
 
 def agent(
-    name: Annotated[str, typer.Argument(help="Agent id.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Agent id.", show_default=False)],
     days: Annotated[int, typer.Option("--days", min=0, help="How many days back.")] = 7,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="Recent messages to list.")] = 20,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,

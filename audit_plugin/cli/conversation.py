@@ -129,7 +129,9 @@ def print_thread(correlation_id: str, records: Sequence[AuditRecord], link: Trac
 
 
 def conversation(
-    conversation_id: Annotated[str, typer.Argument(help="Correlation id, or the id of any message in it.")],
+    conversation_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Correlation id, or the id of any message in it.", show_default=False)
+    ],
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: AsJson = False,
     as_csv: AsCsv = False,
