@@ -54,7 +54,6 @@ def demo(
         )
         print_thread(demo_run.correlation_id, records, link, fmt)
         console.print()
-        console.print(Text("Statistics of everything in this database", style="bold underline"))
         for renderable in statistics_renderables(report):
             console.print(renderable)
         console.print(

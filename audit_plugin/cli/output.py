@@ -229,10 +229,11 @@ def records_table(records: Sequence[AuditRecord], link: TraceLinker, title: str 
     return table
 
 
-def key_value_table(title: str, rows: Iterable[tuple[str, Any]], *, value_header: str = "") -> Table:
-    table = Table(title=title, title_justify="left", show_header=bool(value_header))
+def key_value_table(rows: Iterable[tuple[str, Any]]) -> Table:
+    """Two columns, name and value, no header."""
+    table = Table(show_header=False)
     table.add_column("", style="bold")
-    table.add_column(value_header, justify="right")
+    table.add_column("", justify="right")
     for key, value in rows:
         table.add_row(key, value if isinstance(value, Text) else str(value))
     return table

@@ -26,6 +26,7 @@ from audit_plugin.cli.output import (
     status_text,
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
+from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditStatistics
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
 
@@ -137,21 +138,23 @@ def bucket_label(moment: datetime, unit: str) -> str:
 
 
 def volume_chart(report: Report) -> RenderableType:
+    """Bars for the most recent buckets; a sparkline of the whole series above them when it is longer."""
     series = report.volume
     shown = series[-MAX_BARS:]
     top = max((count for _, count in shown), default=0) or 1
-    table = Table(title=f"Messages per {report.unit} (UTC)", title_justify="left", show_header=False, box=None)
+    table = Table(show_header=False, box=None)
     table.add_column("bucket", style="dim", no_wrap=True)
     table.add_column("count", justify="right")
     table.add_column("bar", no_wrap=True)
     for moment, count in shown:
         bar = "█" * round(BAR_WIDTH * count / top) if count else ""
-        table.add_row(bucket_label(moment, report.unit), str(count), Text(bar, style="cyan"))
-    parts: list[RenderableType] = [table]
+        table.add_row(bucket_label(moment, report.unit), f"{count:,}", Text(bar, style="cyan"))
+    parts: list[RenderableType] = [Text(f"Messages per {report.unit} (UTC)", style="italic")]
     if len(series) > len(shown):
         first, last = bucket_label(series[0][0], report.unit), bucket_label(series[-1][0], report.unit)
-        parts.insert(0, Text(f"{first} {sparkline([c for _, c in series])} {last}", style="cyan"))
-        parts.append(Text(f"(bars: the last {len(shown)} of {len(series)} {report.unit}s)", style="dim"))
+        parts.append(Text(f" {first} {sparkline([c for _, c in series])} {last}", style="cyan"))
+        parts.append(Text(f" the last {len(shown)} of {len(series)} {report.unit}s:", style="dim"))
+    parts.append(table)
     return Group(*parts)
 
 
@@ -162,10 +165,11 @@ def percentile_label(p: float) -> str:
 def statistics_renderables(report: Report) -> list[RenderableType]:
     """The statistics as tables (shared by ``stats`` and ``demo``)."""
     stats = report.statistics
+    delivered = stats.messages_by_status.get(MessageStatus.DELIVERED.value, 0)
     overview: list[tuple[str, Any]] = [
         ("messages", f"{stats.total_messages:,}"),
         ("error rate (FAILED)", f"{stats.error_rate:.1f} %"),
-        ("mean delivery latency", seconds_text(stats.avg_delivery_time if stats.total_messages else None)),
+        ("mean delivery latency", seconds_text(stats.avg_delivery_time if delivered else None)),
     ]
     overview += [
         (f"{percentile_label(p)} delivery latency", seconds_text(value)) for p, value in report.percentiles.items()
@@ -189,8 +193,16 @@ def statistics_renderables(report: Report) -> list[RenderableType]:
         by_type.add_row(message_type, f"{count:,}")
     side_by_side = Table.grid(padding=(0, 4))
     side_by_side.add_row(by_status, by_type)
-    window = f"{iso_time(report.start) or 'first record'} → {iso_time(report.end) or 'now'}"
-    renderables: list[RenderableType] = [key_value_table(f"Statistics ({window})", overview), side_by_side, agents]
+    if report.start is None and report.end is None:
+        window = "all records"
+    else:
+        window = f"{iso_time(report.start) or 'first record'} → {iso_time(report.end) or 'now'}"
+    renderables: list[RenderableType] = [
+        Text(f"Statistics: {window}", style="italic"),
+        key_value_table(overview),
+        side_by_side,
+        agents,
+    ]
     if report.volume:
         renderables.append(volume_chart(report))
     return renderables
