@@ -33,7 +33,7 @@ from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
 PERCENTILES = (50, 95, 99)
 MAX_BARS = 48
 """Most buckets drawn as bars; longer series are drawn as the most recent ones plus a sparkline."""
-SPARK_WIDTH = 96
+SPARK_WIDTH = 72
 SPARKS = "▁▂▃▄▅▆▇█"
 BAR_WIDTH = 40
 
@@ -183,9 +183,11 @@ def statistics_renderables(report: Report) -> list[RenderableType]:
     for header in ("sender", "sent", "receiver", "received"):
         agents.add_column(header, justify="right" if header in ("sent", "received") else "left")
     for index in range(max(len(stats.top_senders), len(stats.top_receivers))):
-        sender = stats.top_senders[index] if index < len(stats.top_senders) else ("", "")
-        receiver = stats.top_receivers[index] if index < len(stats.top_receivers) else ("", "")
-        agents.add_row(sender[0], str(sender[1]), receiver[0], str(receiver[1]))
+        cells: list[str] = []
+        for ranking in (stats.top_senders, stats.top_receivers):
+            agent, count = ranking[index] if index < len(ranking) else ("", None)
+            cells += [agent, "" if count is None else f"{count:,}"]
+        agents.add_row(*cells)
     by_type = Table(title="By type", title_justify="left")
     by_type.add_column("type")
     by_type.add_column("messages", justify="right")
