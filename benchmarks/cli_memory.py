@@ -119,11 +119,7 @@ class Database:
             self.url = f"sqlite+aiosqlite:///{self.directory / (name + '.db')}"
         else:
             assert self.server_url is not None
-            conn = await asyncpg.connect(make_url(self.server_url).set(drivername="postgresql").render_as_string(False))
-            try:
-                await conn.execute(f'CREATE DATABASE "{name}"')
-            finally:
-                await conn.close()
+            await self.admin(f'CREATE DATABASE "{name}"')
             self.url = make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
         return self.url
 
@@ -131,10 +127,14 @@ class Database:
         if self.backend == "sqlite":
             remove_sqlite_files(make_url(self.url).database or "")
             return
+        await self.admin(f'DROP DATABASE IF EXISTS "{make_url(self.url).database}" WITH (FORCE)')
+
+    async def admin(self, statement: str) -> None:
+        """Run ``statement`` on the server's maintenance database (CREATE/DROP DATABASE)."""
         assert self.server_url is not None
         conn = await asyncpg.connect(make_url(self.server_url).set(drivername="postgresql").render_as_string(False))
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{make_url(self.url).database}" WITH (FORCE)')
+            await conn.execute(statement)
         finally:
             await conn.close()
 

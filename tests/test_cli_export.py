@@ -116,8 +116,8 @@ def test_tail_table_and_csv(database_url: str) -> None:
 
     lines = follow(database_url, [], 2, new_event("t3"))
     assert len(lines) == 3
-    assert "alice → carol  COMMAND  FAILED" in lines[0] and "dave → bob  QUERY  PENDING" in lines[1]
-    assert "erin → bob  EVENT  PENDING" in lines[2] and "t3" in lines[2]
+    assert "COMMAND alice → carol  FAILED" in lines[0] and "QUERY dave → bob  PENDING" in lines[1]
+    assert "EVENT erin → bob  PENDING" in lines[2] and "t3" in lines[2]
 
     rows = list(csv.reader(follow(database_url, ["--csv"], 2, new_event("t4"))))
     assert rows[0] == list(RECORD_FIELDS)

@@ -25,9 +25,8 @@ from audit_plugin.cli.output import (
     payload_summary,
     print_record_documents,
     record_document,
-    seconds_text,
+    record_headline,
     short_time,
-    status_text,
     trace_linker,
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
@@ -73,13 +72,7 @@ def walk(roots: Sequence[ThreadNode]) -> Iterator[tuple[int, ThreadNode]]:
 
 
 def node_label(record: AuditRecord, link: TraceLinker) -> Text:
-    label = Text()
-    label.append(f"{record.message_type.value} ", style="bold")
-    label.append(f"{record.from_agent} → {record.to_agent}  ")
-    label.append_text(status_text(record.status))
-    label.append(f"  {seconds_text(record.delivery_seconds)}", style="cyan")
-    if record.retry_count:
-        label.append(f"  retries {record.retry_count}", style="yellow")
+    label = record_headline(record)
     label.append(f"\n{short_time(record.timestamp)[11:]}  {record.message_id[:8]}  ", style="dim")
     label.append(payload_summary(record.payload, 50), style="italic")
     if record.error_message:

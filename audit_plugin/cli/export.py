@@ -11,20 +11,17 @@ from __future__ import annotations
 import sys
 from contextlib import aclosing, nullcontext
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from audit_plugin.cli.options import AsCsv, DatabaseUrl, Filters, query_filters
 from audit_plugin.cli.output import (
-    RECORD_FIELDS,
     OutputFormat,
-    csv_value,
-    csv_writer,
+    RecordWriter,
     err_console,
-    json_line,
     output_format,
+    progress_bar,
     record_document,
     trace_linker,
 )
@@ -36,32 +33,6 @@ PROGRESS_EVERY = 1000
 """Records between progress-bar updates (updating per record would cost more than writing)."""
 
 
-class RecordWriter:
-    """Writes record documents to a text stream as JSON Lines or CSV (header first)."""
-
-    def __init__(self, stream: IO[str], fmt: OutputFormat, name: str) -> None:
-        self.stream = stream
-        self.name = name
-        self.csv = csv_writer(stream) if fmt is OutputFormat.CSV else None
-        if self.csv is not None:
-            self.write_header()
-
-    def write_header(self) -> None:
-        self._guarded(self.csv.writerow, RECORD_FIELDS)  # type: ignore[union-attr]
-
-    def write(self, document: dict[str, Any]) -> None:
-        if self.csv is not None:
-            self._guarded(self.csv.writerow, [csv_value(document[name]) for name in RECORD_FIELDS])
-        else:
-            self._guarded(self.stream.write, json_line(document) + "\n")
-
-    def _guarded(self, write: Any, value: Any) -> None:
-        try:
-            write(value)
-        except OSError as exc:  # disk full, closed pipe: the output's fault, not the database's
-            raise CliError(f"cannot write {self.name}: {exc.strerror or exc}", EXIT_USAGE) from None
-
-
 async def export_records(
     trail: MessageAuditTrail, audit_query: AuditQuery, writer: RecordWriter, limit: int | None
 ) -> int:
@@ -71,14 +42,7 @@ async def export_records(
         total = min(total, limit)
     link = trace_linker(trail)
     written = 0
-    with Progress(
-        TextColumn("exporting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=not err_console.is_terminal,
-    ) as progress:
+    with progress_bar("exporting") as progress:
         task = progress.add_task("export", total=total)
         async with aclosing(trail.stream_messages(audit_query)) as records:  # type: ignore[type-var]
             async for record in records:

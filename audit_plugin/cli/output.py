@@ -16,10 +16,11 @@ from enum import StrEnum
 from typing import IO, Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from audit_plugin.cli.runner import EXIT_USAGE, fail
+from audit_plugin.cli.runner import EXIT_USAGE, CliError, fail
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditRecord
 from audit_plugin.trail import MessageAuditTrail
@@ -183,6 +184,30 @@ def print_record_documents(documents: list[dict[str, Any]], fmt: OutputFormat) -
         print_csv(header, ([document[name] for name in header] for document in documents))
 
 
+def progress_bar(verb: str) -> Progress:
+    """A progress bar on stderr, shown only on a terminal (pipes and logs stay clean)."""
+    return Progress(
+        TextColumn(verb),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not err_console.is_terminal,
+    )
+
+
+def record_headline(record: AuditRecord) -> Text:
+    """``QUERY planner → worker-a  DELIVERED  2.3 ms  retries 1``: one record at a glance."""
+    line = Text()
+    line.append(f"{record.message_type.value} ", style="bold")
+    line.append(f"{record.from_agent} → {record.to_agent}  ")
+    line.append_text(status_text(record.status))
+    line.append(f"  {seconds_text(record.delivery_seconds)}", style="cyan")
+    if record.retry_count:
+        line.append(f"  retries {record.retry_count}", style="yellow")
+    return line
+
+
 # -- tables -----------------------------------------------------------------------------
 
 
@@ -237,3 +262,29 @@ def key_value_table(rows: Iterable[tuple[str, Any]]) -> Table:
     for key, value in rows:
         table.add_row(key, value if isinstance(value, Text) else str(value))
     return table
+
+
+class RecordWriter:
+    """Writes record documents to a text stream as JSON Lines or CSV (header first)."""
+
+    def __init__(self, stream: IO[str], fmt: OutputFormat, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self.csv = csv_writer(stream) if fmt is OutputFormat.CSV else None
+        if self.csv is not None:
+            self.write_header()
+
+    def write_header(self) -> None:
+        self._guarded(self.csv.writerow, RECORD_FIELDS)  # type: ignore[union-attr]
+
+    def write(self, document: dict[str, Any]) -> None:
+        if self.csv is not None:
+            self._guarded(self.csv.writerow, [csv_value(document[name]) for name in RECORD_FIELDS])
+        else:
+            self._guarded(self.stream.write, json_line(document) + "\n")
+
+    def _guarded(self, write: Any, value: Any) -> None:
+        try:
+            write(value)
+        except OSError as exc:  # disk full, closed pipe: the output's fault, not the database's
+            raise CliError(f"cannot write {self.name}: {exc.strerror or exc}", EXIT_USAGE) from None

@@ -7,17 +7,16 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
-    err_console,
     iso_time,
     output_format,
     print_csv,
     print_json,
+    progress_bar,
 )
 from audit_plugin.cli.runner import open_trail, run
 from audit_plugin.cli.stats import gather_report, statistics_renderables
@@ -64,14 +63,7 @@ def retention(
                 # Timestamps have microsecond precision: "<= cutoff - 1 µs" is "< cutoff".
                 report = await gather_report(trail, None, cutoff - timedelta(microseconds=1), with_volume=False)
             if not dry_run and due:
-                with Progress(
-                    TextColumn("deleting"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeRemainingColumn(),
-                    console=err_console,
-                    disable=not err_console.is_terminal,
-                ) as progress:
+                with progress_bar("deleting") as progress:
                     task = progress.add_task("delete", total=due)
                     async for chunk in trail.apply_retention_policy_in_chunks(chunk_size):
                         deleted += chunk

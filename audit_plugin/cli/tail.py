@@ -23,19 +23,15 @@ from rich.text import Text
 
 from audit_plugin.cli.options import AsCsv, DatabaseUrl, Filters, query_filters
 from audit_plugin.cli.output import (
-    RECORD_FIELDS,
     OutputFormat,
+    RecordWriter,
     TraceLinker,
     console,
-    csv_value,
-    csv_writer,
-    json_line,
     output_format,
     payload_summary,
     record_document,
-    seconds_text,
+    record_headline,
     short_time,
-    status_text,
     trace_linker,
 )
 from audit_plugin.cli.runner import open_trail, run
@@ -48,35 +44,25 @@ DEFAULT_LOOKBACK = 60.0
 
 
 class LinePrinter:
-    """One line per record event: a table-like line, a JSON object, or a CSV row."""
+    """One line per record event: a headline for people, a JSON object, or a CSV row."""
 
     def __init__(self, fmt: OutputFormat, link: TraceLinker) -> None:
-        self.fmt = fmt
         self.link = link
-        self.csv = csv_writer() if fmt is OutputFormat.CSV else None
-        if self.csv is not None:
-            self.csv.writerow(RECORD_FIELDS)
+        self.writer = None if fmt is OutputFormat.TABLE else RecordWriter(sys.stdout, fmt, "stdout")
+        sys.stdout.flush()
 
     def print(self, record: AuditRecord) -> None:
-        if self.fmt is OutputFormat.TABLE:
+        if self.writer is None:
             line = Text(f"{short_time(record.timestamp)}  ", style="dim")
-            line.append(f"{record.from_agent} → {record.to_agent}  {record.message_type.value}  ")
-            line.append_text(status_text(record.status))
-            line.append(f"  {seconds_text(record.delivery_seconds)}", style="cyan")
-            if record.retry_count:
-                line.append(f"  retries {record.retry_count}", style="yellow")
+            line.append_text(record_headline(record))
             line.append(f"  {record.correlation_id or '-'}  {record.message_id[:8]}  ", style="dim")
-            line.append(
-                record.error_message or payload_summary(record.payload, 40),
-                style="red" if record.error_message else "italic",
-            )
+            if record.error_message:
+                line.append(record.error_message, style="red")
+            else:
+                line.append(payload_summary(record.payload, 40), style="italic")
             console.print(line, no_wrap=True, overflow="ellipsis")
         else:
-            document = record_document(record, self.link(record))
-            if self.csv is not None:
-                self.csv.writerow([csv_value(document[name]) for name in RECORD_FIELDS])
-            else:
-                sys.stdout.write(json_line(document) + "\n")
+            self.writer.write(record_document(record, self.link(record)))
             sys.stdout.flush()
 
 
