@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from audit_plugin.cli.options import AsCsv, DatabaseUrl, Filters, query_filters
+from audit_plugin.cli.options import AsCsv, DatabaseUrl, query_filters
 from audit_plugin.cli.output import (
     OutputFormat,
     RecordWriter,
@@ -58,7 +58,7 @@ async def export_records(
 
 @query_filters
 def export(
-    filters: Filters,
+    filters: AuditQuery,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).", dir_okay=False)
     ] = None,
@@ -75,7 +75,6 @@ def export(
     fmt = OutputFormat.JSON if fmt is OutputFormat.TABLE else fmt
 
     async def write() -> None:
-        audit_query = filters.query()
         async with open_trail(database_url) as trail:
             try:
                 target = output.open("w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
@@ -83,7 +82,7 @@ def export(
                 raise CliError(f"cannot write {output}: {exc.strerror or exc}", EXIT_USAGE) from None
             with target as stream:
                 writer = RecordWriter(stream, fmt, str(output or "stdout"))
-                written = await export_records(trail, audit_query, writer, limit)
+                written = await export_records(trail, filters, writer, limit)
         if not written:
             raise CliError("no records match", EXIT_EMPTY)
         kind = "CSV" if fmt is OutputFormat.CSV else "JSON Lines"

@@ -6,7 +6,6 @@ import functools
 import inspect
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -14,7 +13,6 @@ import typer
 
 from audit_plugin.messages import MessageStatus, MessageType
 from audit_plugin.records import MAX_QUERY_LIMIT, AuditQuery
-from audit_plugin.trail import DEFAULT_DATABASE_URL
 
 DATABASE_URL_ENV = "AUDIT_DATABASE_URL"
 
@@ -33,8 +31,6 @@ Limit = Annotated[int, typer.Option("--limit", min=1, max=MAX_QUERY_LIMIT, help=
 Offset = Annotated[int, typer.Option("--offset", min=0, help="Records to skip (for paging).")]
 Since = Annotated[str | None, typer.Option("--since", help="Start: 2h, 30m, 3d, 1w ago, or an ISO date/time (UTC).")]
 Until = Annotated[str | None, typer.Option("--until", help="End: same forms as --since.")]
-
-__all__ = ["DEFAULT_DATABASE_URL", "Filters", "parse_time", "query_filters"]
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -61,38 +57,6 @@ def parse_time(option: str, text: str | None, now: datetime | None = None) -> da
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Filters:
-    """The ``AuditQuery`` filters given on the command line (limit/offset aside)."""
-
-    from_agent: str | None = None
-    to_agent: str | None = None
-    message_type: MessageType | None = None
-    status: MessageStatus | None = None
-    correlation_id: str | None = None
-    trace_id: str | None = None
-    since: str | None = None
-    until: str | None = None
-
-    def query(self, *, limit: int = 100, offset: int = 0, since: datetime | None = None) -> AuditQuery:
-        """The ``AuditQuery``; ``since`` (if later) narrows ``--since``, as ``tail`` does while following."""
-        start = parse_time("--since", self.since)
-        if since is not None and (start is None or since > start):
-            start = since
-        return AuditQuery(
-            from_agent=self.from_agent,
-            to_agent=self.to_agent,
-            message_type=self.message_type,
-            status=self.status,
-            correlation_id=self.correlation_id,
-            trace_id=self.trace_id.lower() if self.trace_id else None,
-            start_time=start,
-            end_time=parse_time("--until", self.until),
-            limit=limit,
-            offset=offset,
-        )
-
-
 _KW = inspect.Parameter.KEYWORD_ONLY
 _FILTER_PARAMETERS = [
     inspect.Parameter(name, _KW, default=None, annotation=annotation)
@@ -106,27 +70,38 @@ _FILTER_PARAMETERS = [
         ("status", Annotated[MessageStatus | None, typer.Option("--status", case_sensitive=False, help="Status.")]),
         ("correlation_id", Annotated[str | None, typer.Option("--correlation", help="Correlation (conversation) id.")]),
         ("trace_id", Annotated[str | None, typer.Option("--trace", help="OpenTelemetry trace id (32 hex).")]),
-        ("since", Since),
-        ("until", Until),
     )
+]
+_TIME_PARAMETERS = [
+    inspect.Parameter("since", _KW, default=None, annotation=Since),
+    inspect.Parameter("until", _KW, default=None, annotation=Until),
 ]
 
 
 def query_filters(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a Typer command every query filter option, passed to it as ``filters: Filters``.
+    """Give a Typer command every query filter option, passed to it as ``filters: AuditQuery``.
 
     ``query``, ``export`` and ``tail`` share the same filters; this keeps
-    their names, help and parsing in one place.
+    their names, help and parsing in one place. Relative times (``--since
+    2h``) are resolved once, when the command starts; the command sets
+    ``limit``/``offset`` with ``dataclasses.replace``.
     """
     signature = inspect.signature(command, eval_str=True)
     own = [parameter for parameter in signature.parameters.values() if parameter.name != "filters"]
 
     @functools.wraps(command)
     def with_filters(**options: Any) -> Any:
-        filters = Filters(**{parameter.name: options.pop(parameter.name) for parameter in _FILTER_PARAMETERS})
+        given = {parameter.name: options.pop(parameter.name) for parameter in _FILTER_PARAMETERS}
+        trace_id = given.pop("trace_id")
+        filters = AuditQuery(
+            **given,
+            trace_id=trace_id.lower() if trace_id else None,
+            start_time=parse_time("--since", options.pop("since")),
+            end_time=parse_time("--until", options.pop("until")),
+        )
         return command(filters=filters, **options)
 
-    parameters = _FILTER_PARAMETERS + [parameter.replace(kind=_KW) for parameter in own]
+    parameters = [*_FILTER_PARAMETERS, *_TIME_PARAMETERS, *(parameter.replace(kind=_KW) for parameter in own)]
     with_filters.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     with_filters.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
     return with_filters

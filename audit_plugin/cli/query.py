@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl, Filters, Limit, Offset, query_filters
+from dataclasses import replace
+
+from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl, Limit, Offset, query_filters
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
@@ -13,12 +15,13 @@ from audit_plugin.cli.output import (
     trace_linker,
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
+from audit_plugin.records import AuditQuery
 from audit_plugin.trail import DEFAULT_DATABASE_URL
 
 
 @query_filters
 def query(
-    filters: Filters,
+    filters: AuditQuery,
     limit: Limit = 100,
     offset: Offset = 0,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
@@ -27,7 +30,7 @@ def query(
 ) -> None:
     """Records matching every filter given, newest first (page with --limit/--offset)."""
     fmt = output_format(as_json, as_csv)
-    audit_query = filters.query(limit=limit, offset=offset)
+    audit_query = replace(filters, limit=limit, offset=offset)
 
     async def show() -> None:
         async with open_trail(database_url) as trail:

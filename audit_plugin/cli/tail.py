@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from audit_plugin.cli.options import AsCsv, DatabaseUrl, Filters, query_filters
+from audit_plugin.cli.options import AsCsv, DatabaseUrl, query_filters
 from audit_plugin.cli.output import (
     OutputFormat,
     RecordWriter,
@@ -36,7 +37,7 @@ from audit_plugin.cli.output import (
 )
 from audit_plugin.cli.runner import open_trail, run
 from audit_plugin.messages import MessageStatus
-from audit_plugin.records import AuditRecord
+from audit_plugin.records import AuditQuery, AuditRecord
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
 
 DEFAULT_LOOKBACK = 60.0
@@ -66,9 +67,15 @@ class LinePrinter:
             sys.stdout.flush()
 
 
+def narrowed(filters: AuditQuery, window_start: datetime) -> AuditQuery:
+    """``filters`` limited to records created since ``window_start`` (or ``--since``, if later)."""
+    start = filters.start_time
+    return replace(filters, start_time=window_start if start is None or window_start > start else start)
+
+
 async def follow(
     trail: MessageAuditTrail,
-    filters: Filters,
+    filters: AuditQuery,
     printer: LinePrinter,
     *,
     backlog: int,
@@ -83,7 +90,7 @@ async def follow(
         """Records in the look-back window that are new or changed since last seen."""
         window_start = datetime.now(UTC) - timedelta(seconds=lookback)
         fresh = []
-        async for record in trail.stream_messages(filters.query(since=window_start)):
+        async for record in trail.stream_messages(narrowed(filters, window_start)):
             known = seen.get(record.message_id)
             seen[record.message_id] = (record.status, record.timestamp)
             if known is None or known[0] is not record.status:
@@ -93,7 +100,7 @@ async def follow(
         return fresh
 
     await poll()  # what is already there is history: only the backlog of it is shown
-    for record in reversed(await trail.query_messages(filters.query(limit=backlog))) if backlog else []:
+    for record in reversed(await trail.query_messages(replace(filters, limit=backlog))) if backlog else []:
         printer.print(record)
         seen[record.message_id] = (record.status, record.timestamp)
     printed = 0
@@ -108,7 +115,7 @@ async def follow(
 
 @query_filters
 def tail(
-    filters: Filters,
+    filters: AuditQuery,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Recent records to print first.")] = 10,
     interval: Annotated[float, typer.Option("--interval", min=0.05, help="Seconds between polls.")] = 1.0,
     lookback: Annotated[
