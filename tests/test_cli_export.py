@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
+import os
+import pty
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -122,3 +125,30 @@ def test_tail_table_and_csv(database_url: str) -> None:
     rows = list(csv.reader(follow(database_url, ["--csv"], 2, new_event("t4"))))
     assert rows[0] == list(RECORD_FIELDS)
     assert [row[0] for row in rows[1:]] == ["p", "t3", "t4"]
+
+
+def run_on_terminal(*args: str, database_url: str) -> str:
+    """Run ``audit-plugin ARGS`` with stderr on a pseudo-terminal; return what the terminal showed."""
+    controller, terminal = pty.openpty()
+    try:
+        command = [str(CLI), *args, "--database-url", database_url]
+        result = subprocess.run(
+            command, stdout=subprocess.DEVNULL, stderr=terminal, env=cli_env(TERM="xterm"), timeout=60
+        )
+    finally:
+        os.close(terminal)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once everything written has been read
+        while chunk := os.read(controller, 65536):
+            shown += chunk
+    os.close(controller)
+    assert result.returncode == 0, shown
+    return shown.decode()
+
+
+def test_progress_bars_on_a_terminal(database_url: str, tmp_path: Path) -> None:
+    seed_sample(database_url)
+    exported = run_on_terminal("export", "-o", str(tmp_path / "all.jsonl"), database_url=database_url)
+    assert "exporting" in exported and "6/6" in exported and "exported 6 records" in exported
+    deleted = run_on_terminal("retention", "--policy", "DAYS_30", "--chunk-size", "1", database_url=database_url)
+    assert "deleting" in deleted and "1/1" in deleted
