@@ -152,3 +152,13 @@ def test_progress_bars_on_a_terminal(database_url: str, tmp_path: Path) -> None:
     assert "exporting" in exported and "6/6" in exported and "exported 6 records" in exported
     deleted = run_on_terminal("retention", "--policy", "DAYS_30", "--chunk-size", "1", database_url=database_url)
     assert "deleting" in deleted and "1/1" in deleted
+
+
+def test_export_into_a_pipe_closed_early_ends_quietly(database_url: str) -> None:
+    seed_sample(database_url)
+    command = [str(CLI), "export", "--database-url", database_url]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env()) as export:
+        assert export.stdout is not None and export.stderr is not None
+        export.stdout.close()  # like `export | head -0`
+        stderr = export.stderr.read().decode()
+    assert export.returncode == 1 and stderr == ""

@@ -286,5 +286,7 @@ class RecordWriter:
     def _guarded(self, write: Any, value: Any) -> None:
         try:
             write(value)
-        except OSError as exc:  # disk full, closed pipe: the output's fault, not the database's
+        except BrokenPipeError:
+            raise  # the reader went away (export | head): Typer ends the command quietly
+        except OSError as exc:  # disk full, unwritable file: the output's fault, not the database's
             raise CliError(f"cannot write {self.name}: {exc.strerror or exc}", EXIT_USAGE) from None

@@ -3,7 +3,8 @@
 Exit codes (documented in docs/cli.md): 0 success, 1 nothing matched, 2 bad
 input (option value, database URL), 3 database unreachable or failing,
 70 a bug in audit-plugin (set ``AUDIT_PLUGIN_DEBUG=1`` for the traceback),
-130 interrupted.
+130 interrupted. When the reader of stdout goes away (``export | head``) the
+command ends quietly with 1, as every Click program does.
 """
 
 from __future__ import annotations
