@@ -2,7 +2,9 @@
 
 A database-specific backend subclasses :class:`SQLBackend` and supplies only
 what differs: engine options, the idempotent bulk insert, and the SQL
-expression for "seconds between two timestamps".
+expressions for "seconds between two timestamps" and "start of the hour (day,
+minute) of a timestamp"; it may override any query with a faster native one
+(PostgreSQL computes latency percentiles with ``percentile_disc``).
 """
 
 from __future__ import annotations
