@@ -15,7 +15,10 @@ A store outage never breaks ``send()``. In ``"commit"`` mode the plugin waits
 up to ``commit_timeout`` seconds for the commit, then lets the message go on,
 counting it in ``commit_timeouts`` and logging a warning: the record stays
 queued and is written when the store returns (the writer retries with
-backoff). A message the trail *cannot* record (payload not JSON, a NUL
+backoff). Under the ``"block"`` overflow policy a sender waits for queue
+space at most ``commit_timeout`` seconds too (both modes); a record that
+still finds no space is dropped, counted in ``trail.writer_stats.dropped``
+and logged, and the message goes on. A message the trail *cannot* record (payload not JSON, a NUL
 character) is refused: ``send()`` raises the typed validation error before
 anything is delivered.
 
@@ -54,8 +57,9 @@ class AuditPlugin:
 
     :param trail: an initialised :class:`MessageAuditTrail`.
     :param durability: ``"commit"`` or ``"buffered"`` (see module docs).
-    :param commit_timeout: seconds ``send()`` waits for a commit in
-        ``"commit"`` mode before going on without it (``None``: wait forever).
+    :param commit_timeout: seconds ``send()`` waits on the store (for a commit
+        in ``"commit"`` mode, for queue space under ``"block"``) before going
+        on without it (``None``: wait forever).
     :param tracer_provider: OpenTelemetry tracer provider for the PRODUCER
         spans (the global one by default; pass
         ``opentelemetry.trace.NoOpTracerProvider()`` to trace nothing).
@@ -86,6 +90,7 @@ class AuditPlugin:
         self.meter_provider = meter_provider
         self.commit_timeouts = 0
         """Messages that went on without their commit because the store was too slow."""
+        self._timing_out = False
         self._tracer = SendTracer(tracer_provider, record_payload=trace_payload)
         self._in_flight: dict[str, Span] = {}
         self._send_metrics = SendMetrics(get_meter(meter_provider))
@@ -110,7 +115,9 @@ class AuditPlugin:
         if span is not None:
             self._in_flight[message.message_id] = span
         if future is None:  # queue full under "block": wait for space (back-pressure)
-            enqueued = self.trail.enqueue_message(message, trace_id=trace_id, span_id=span_id)
+            enqueued = self.trail.enqueue_message(
+                message, trace_id=trace_id, span_id=span_id, timeout=self.commit_timeout
+            )
             return self._put_and_wait(enqueued, message)
         return self._settle(future, message)
 
@@ -125,7 +132,7 @@ class AuditPlugin:
         )
         future = self.trail.enqueue_status_nowait(update)
         if future is None:
-            return self._put_and_wait(self.trail.enqueue_status(update), message)
+            return self._put_and_wait(self.trail.enqueue_status(update, timeout=self.commit_timeout), message)
         return self._settle(future, message)
 
     def _settle(self, future: asyncio.Future[Any], message: Message) -> Any:
@@ -135,7 +142,10 @@ class AuditPlugin:
         return None
 
     async def _put_and_wait(self, enqueued: Any, message: Message) -> None:
-        future = await enqueued
+        try:
+            future = await enqueued
+        except AuditError:
+            return  # no space in time: counted in trail.writer_stats.dropped and logged by the writer
         if self.durability == "commit":
             await self._wait_for_commit(future, message)
         else:
@@ -143,15 +153,24 @@ class AuditPlugin:
 
     async def _wait_for_commit(self, future: asyncio.Future[Any], message: Message) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.commit_timeout)
+            # On timeout the future is cancelled: only this waiter gives up, the writer still writes the record.
+            async with asyncio.timeout(self.commit_timeout):
+                await future
+            if self._timing_out:
+                self._timing_out = False
+                log.warning(
+                    "audit commits are back within %ss (%d timed out so far)", self.commit_timeout, self.commit_timeouts
+                )
         except TimeoutError:
             self.commit_timeouts += 1
-            future.add_done_callback(_consume_outcome)
-            log.warning(
-                "audit commit of message %s took over %ss; delivery goes on, the record stays queued",
-                message.message_id,
-                self.commit_timeout,
-            )
+            if not self._timing_out:  # one warning per episode, not one per message
+                self._timing_out = True
+                log.warning(
+                    "audit commit of message %s took over %ss; messages go on without waiting for their "
+                    "commits (records stay queued and are written when the store recovers)",
+                    message.message_id,
+                    self.commit_timeout,
+                )
         except AuditError:
             pass  # dropped or refused: counted in trail.writer_stats and logged by the writer
 

@@ -91,6 +91,36 @@ _update_status = (
 )
 
 
+def first_per_message_id(rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """``rows`` without repeated message ids, keeping the first (the stored row always wins)."""
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["message_id"], row)
+    return rows if len(unique) == len(rows) else list(unique.values())
+
+
+def merge_updates(updates: Sequence[StatusUpdate]) -> list[StatusUpdate]:
+    """One update per message with the effect of applying ``updates`` in order.
+
+    A later update sets the status; its ``None`` fields keep what earlier
+    ones set (as they keep the stored value). Bulk ``UPDATE ... FROM`` needs
+    this: it applies at most one source row per target row.
+    """
+    merged: dict[str, StatusUpdate] = {}
+    for later in updates:
+        earlier = merged.get(later.message_id)
+        if earlier is not None:
+            later = StatusUpdate(
+                message_id=later.message_id,
+                status=later.status,
+                delivered_at=later.delivered_at if later.delivered_at is not None else earlier.delivered_at,
+                error_message=later.error_message if later.error_message is not None else earlier.error_message,
+                retry_count=later.retry_count if later.retry_count is not None else earlier.retry_count,
+            )
+        merged[later.message_id] = later
+    return list(merged.values())
+
+
 class SQLBackend:
     """Base for SQLAlchemy-backed stores (async engine, Core statements)."""
 
@@ -141,25 +171,29 @@ class SQLBackend:
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
         async with self.engine.begin() as conn:
             if rows:
-                await self.insert_rows(conn, rows)
+                await self.insert_rows(conn, first_per_message_id(rows))
             if not updates:
                 return set()
-            wanted = list({u.message_id for u in updates})
-            existing = set((await conn.execute(select(c.message_id).where(c.message_id.in_(wanted)))).scalars())
-            params = [
-                {
-                    "u_message_id": u.message_id,
-                    "u_status": u.status.value,
-                    "u_delivered_at": u.delivered_at,
-                    "u_error_message": u.error_message,
-                    "u_retry_count": u.retry_count,
-                }
-                for u in updates
-                if u.message_id in existing
-            ]
-            if params:
-                await conn.execute(_update_status, params)
-            return existing
+            return await self.apply_updates(conn, merge_updates(updates))
+
+    async def apply_updates(self, conn: AsyncConnection, updates: Sequence[StatusUpdate]) -> set[str]:
+        """Apply ``updates`` (at most one per message) and return the ids that exist."""
+        wanted = [u.message_id for u in updates]
+        existing = set((await conn.execute(select(c.message_id).where(c.message_id.in_(wanted)))).scalars())
+        params = [
+            {
+                "u_message_id": u.message_id,
+                "u_status": u.status.value,
+                "u_delivered_at": u.delivered_at,
+                "u_error_message": u.error_message,
+                "u_retry_count": u.retry_count,
+            }
+            for u in updates
+            if u.message_id in existing
+        ]
+        if params:
+            await conn.execute(_update_status, params)
+        return existing
 
     async def query(self, query: AuditQuery, *, oldest_first: bool = False) -> list[AuditRecord]:
         stmt = ordered(select(audit_log).where(*query_filters(query)), oldest_first=oldest_first)

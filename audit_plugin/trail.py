@@ -46,6 +46,8 @@ class MessageAuditTrail:
         installed backend extension serves.
     :param retention_policy: how long ``apply_retention_policy()`` keeps records.
     :param batch_size: most operations written per transaction.
+    :param batch_interval: seconds the writer lingers for a batch to fill
+        (default 0: write as soon as the previous transaction ends).
     :param max_queue: most operations waiting for the writer.
     :param overflow: what a full queue does: ``"block"`` (wait for space),
         ``"drop_newest"`` or ``"drop_oldest"`` (drop and count).
@@ -65,6 +67,7 @@ class MessageAuditTrail:
         retention_policy: RetentionPolicy = RetentionPolicy.DAYS_90,
         *,
         batch_size: int = 1000,
+        batch_interval: float = 0.0,
         max_queue: int = 100_000,
         overflow: OverflowPolicy = "block",
         plugin_manager: pluggy.PluginManager | None = None,
@@ -82,6 +85,7 @@ class MessageAuditTrail:
         self._batch_listeners: list[Callable[[int, float], None]] = []
         self._writer_options: dict[str, Any] = {
             "batch_size": batch_size,
+            "batch_interval": batch_interval,
             "max_queue": max_queue,
             "overflow": overflow,
             "on_batch": self._batch_committed,
@@ -130,6 +134,11 @@ class MessageAuditTrail:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+    @property
+    def writer(self) -> AuditWriter:
+        """The group-commit writer (its ``stats``; retry delays can be tuned on it)."""
+        return self._require_writer()
 
     @property
     def writer_stats(self) -> WriterStats:
@@ -183,10 +192,15 @@ class MessageAuditTrail:
         status: MessageStatus = MessageStatus.PENDING,
         trace_id: str | None = None,
         span_id: str | None = None,
+        timeout: float | None = None,
     ) -> asyncio.Future[Any]:
-        """Validate and queue ``message``; return a future resolved at commit."""
+        """Validate and queue ``message``; return a future resolved at commit.
+
+        Under the ``"block"`` policy this waits for space in the queue, at
+        most ``timeout`` seconds (then the record is dropped and counted).
+        """
         row = record_row(message, status=status, trace_id=trace_id, span_id=span_id)
-        return await self._require_writer().put(row=row)
+        return await self._require_writer().put(row=row, timeout=timeout)
 
     def enqueue_message_nowait(
         self, message: Message, *, trace_id: str | None = None, span_id: str | None = None
@@ -222,9 +236,9 @@ class MessageAuditTrail:
             return None
         return writer.submit(update=update)
 
-    async def enqueue_status(self, update: StatusUpdate) -> asyncio.Future[Any]:
-        """Queue a validated status update, waiting for space; future resolves at commit."""
-        return await self._require_writer().put(update=update)
+    async def enqueue_status(self, update: StatusUpdate, *, timeout: float | None = None) -> asyncio.Future[Any]:
+        """Queue a validated status update, waiting for space (at most ``timeout`` s); resolves at commit."""
+        return await self._require_writer().put(update=update, timeout=timeout)
 
     # -- reading --------------------------------------------------------------------
 

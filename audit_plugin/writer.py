@@ -21,7 +21,15 @@ Failure handling, so that nothing is lost silently:
   space: back-pressure), ``"drop_newest"`` or ``"drop_oldest"``. Every drop is
   counted in ``stats.dropped``, its future fails with
   :class:`~audit_plugin.exceptions.RecordDroppedError`, and one warning is
-  logged per overflow episode.
+  logged per overflow episode;
+* ``stop()`` (``trail.close()``) drains the queue; if its timeout runs out
+  first, what is left is counted in ``stats.abandoned``, logged as an error,
+  and each waiting caller gets :class:`~audit_plugin.exceptions.AuditTimeoutError`.
+
+Batches form by themselves: the writer takes everything queued (up to
+``batch_size``) as soon as the previous transaction ends. ``batch_interval``
+(default 0) makes it linger that long before taking a batch smaller than
+``batch_size``, trading latency for fewer, larger transactions.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -44,6 +52,7 @@ from audit_plugin.exceptions import (
     AuditTimeoutError,
     InvalidFieldError,
     RecordDroppedError,
+    TrailStateError,
 )
 from audit_plugin.records import StatusUpdate
 
@@ -67,6 +76,8 @@ class WriterStats:
     """Operations the store refused for good (each logged with its error)."""
     retries: int = 0
     """Batch attempts that failed with a transient error and were retried."""
+    abandoned: int = 0
+    """Operations still unwritten when the writer was stopped (a ``close()`` that timed out)."""
     last_batch_seconds: float = 0.0
     """Duration of the last committed transaction."""
     queue_depth: int = 0
@@ -75,22 +86,37 @@ class WriterStats:
     """False while the writer is retrying a failing store."""
 
 
-@dataclass(slots=True)
 class _Op:
-    row: dict[str, Any] | None = None
-    update: StatusUpdate | None = None
-    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    """One queued operation: a row to insert, a status update, or (neither) a flush barrier."""
+
+    __slots__ = ("future", "row", "update")
+
+    def __init__(
+        self, future: asyncio.Future[Any], row: dict[str, Any] | None = None, update: StatusUpdate | None = None
+    ) -> None:
+        self.future = future
+        self.row = row
+        self.update = update
 
     @property
     def is_barrier(self) -> bool:
         return self.row is None and self.update is None
 
 
+TRANSIENT_SQLSTATE_PREFIXES = ("08", "40001", "40P01", "53", "55P03", "57")
+"""SQLSTATEs worth retrying: connection exceptions, serialization failure, deadlock,
+insufficient resources (disk full, out of memory, too many connections), lock not
+available, operator intervention (server shutting down or starting up, query cancelled)."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for errors that retrying the same batch later can cure."""
-    if isinstance(exc, OperationalError | InterfaceError | ConnectionError | OSError | asyncio.TimeoutError):
+    if isinstance(exc, OperationalError | InterfaceError | OSError):  # OSError covers ConnectionError, TimeoutError
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(TRANSIENT_SQLSTATE_PREFIXES)
 
 
 class AuditWriter:
@@ -101,6 +127,7 @@ class AuditWriter:
         backend: AuditBackend,
         *,
         batch_size: int = 1000,
+        batch_interval: float = 0.0,
         max_queue: int = 100_000,
         overflow: OverflowPolicy = "block",
         retry_initial_delay: float = 0.05,
@@ -109,12 +136,15 @@ class AuditWriter:
     ) -> None:
         if batch_size < 1:
             raise InvalidFieldError("batch_size", "must be >= 1")
+        if batch_interval < 0:
+            raise InvalidFieldError("batch_interval", "must be >= 0 seconds")
         if max_queue < 1:
             raise InvalidFieldError("max_queue", "must be >= 1")
         if overflow not in OVERFLOW_POLICIES:
             raise InvalidFieldError("overflow", f"{overflow!r} is not one of {', '.join(OVERFLOW_POLICIES)}")
         self.backend = backend
         self.batch_size = batch_size
+        self.batch_interval = batch_interval
         self.max_queue = max_queue
         self.overflow: OverflowPolicy = overflow
         self.retry_initial_delay = retry_initial_delay
@@ -126,13 +156,18 @@ class AuditWriter:
         self._space = asyncio.Event()
         self._space.set()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight: list[_Op] = []
         self._overflowing = False
+        self._stopped = False
 
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
+            self._loop = asyncio.get_running_loop()
+            self._stopped = False
+            self._task = self._loop.create_task(self._run(), name="audit-writer")
 
     @property
     def running(self) -> bool:
@@ -140,7 +175,7 @@ class AuditWriter:
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued before this call is committed (or failed for good)."""
-        barrier = _Op()
+        barrier = _Op(self._new_future())
         self._queue.append(barrier)
         self._work.set()
         try:
@@ -151,16 +186,42 @@ class AuditWriter:
             ) from None
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Flush, then end the writer task."""
+        """Flush, then end the writer task.
+
+        If the flush times out, whatever is still unwritten is abandoned:
+        counted in ``stats.abandoned``, logged as an error, and every waiting
+        caller gets :class:`~audit_plugin.exceptions.AuditTimeoutError`
+        (the flush's own error is raised).
+        """
         if self._task is None:
             return
         try:
             await self.flush(timeout)
         finally:
+            self._stopped = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            self._abandon_unwritten()
+            self._space.set()  # wake callers blocked on a full queue; they see the writer stopped
+
+    def _abandon_unwritten(self) -> None:
+        left = [op for op in (*self._in_flight, *self._queue) if not op.future.done()]
+        self._in_flight = []
+        self._queue.clear()
+        self.stats.queue_depth = 0
+        real = [op for op in left if not op.is_barrier]
+        if real:
+            self.stats.abandoned += len(real)
+            log.error("audit writer stopped with %d operations unwritten (store unavailable)", len(real))
+        for op in left:
+            op.future.set_exception(AuditTimeoutError("audit writer stopped before the store accepted this operation"))
+            op.future.exception()
+
+    def _new_future(self) -> asyncio.Future[Any]:
+        loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+        return loop.create_future()
 
     # -- submitting -----------------------------------------------------------------
 
@@ -170,7 +231,9 @@ class AuditWriter:
         With the ``"block"`` policy and a full queue this raises
         :class:`asyncio.QueueFull`; use :meth:`put` to wait for space instead.
         """
-        op = _Op(row=row, update=update)
+        if self._stopped:
+            raise TrailStateError("the audit writer is stopped; the trail is closed")
+        op = _Op(self._new_future(), row, update)
         if len(self._queue) >= self.max_queue:
             self._overflow(op)
         else:
@@ -178,13 +241,30 @@ class AuditWriter:
         return op.future
 
     async def put(
-        self, *, row: dict[str, Any] | None = None, update: StatusUpdate | None = None
+        self,
+        *,
+        row: dict[str, Any] | None = None,
+        update: StatusUpdate | None = None,
+        timeout: float | None = None,
     ) -> asyncio.Future[Any]:
-        """Queue an operation, waiting for space under the ``"block"`` policy."""
-        while self.overflow == "block" and len(self._queue) >= self.max_queue:
-            self._note_overflow()
-            self._space.clear()
-            await self._space.wait()
+        """Queue an operation, waiting for space under the ``"block"`` policy.
+
+        With ``timeout``, an operation that finds no space in time is dropped:
+        counted in ``stats.dropped`` and refused with
+        :class:`~audit_plugin.exceptions.RecordDroppedError`.
+        """
+        if self.overflow == "block" and len(self._queue) >= self.max_queue:
+            try:
+                async with asyncio.timeout(timeout):
+                    while len(self._queue) >= self.max_queue and not self._stopped:
+                        self._note_overflow()
+                        self._space.clear()
+                        await self._space.wait()
+            except TimeoutError:
+                self.stats.dropped += 1
+                raise RecordDroppedError(
+                    f"audit queue full ({self.max_queue}) for {timeout}s; policy block with a timeout"
+                ) from None
         return self.submit(row=row, update=update)
 
     def is_full(self) -> bool:
@@ -230,7 +310,9 @@ class AuditWriter:
                 self._work.clear()
                 await self._work.wait()
                 continue
-            batch = self._take_batch()
+            if self.batch_interval and len(self._queue) < self.batch_size:
+                await asyncio.sleep(self.batch_interval)  # linger: let a small batch grow
+            batch = self._in_flight = self._take_batch()
             try:
                 await self._write(batch)
             except asyncio.CancelledError:
@@ -240,6 +322,8 @@ class AuditWriter:
                 for op in batch:
                     if not op.future.done():
                         op.future.set_exception(AuditStoreError(f"audit writer failed: {_describe(exc)}"))
+                        op.future.exception()
+            self._in_flight = []
 
     def _take_batch(self) -> list[_Op]:
         batch: list[_Op] = []
@@ -308,8 +392,9 @@ class AuditWriter:
             for op in real:
                 self.stats.failed += 1
                 log.error("audit store refused %s: %s", _op_label(op), _describe(exc))
-                op.future.set_exception(AuditStoreError(f"store refused {_op_label(op)}: {_describe(exc)}"))
-                op.future.exception()
+                if not op.future.done():
+                    op.future.set_exception(AuditStoreError(f"store refused {_op_label(op)}: {_describe(exc)}"))
+                    op.future.exception()
             for op in batch:
                 if op.is_barrier and not op.future.done():
                     op.future.set_result(True)

@@ -1,4 +1,16 @@
-"""PostgreSQL specifics: asyncpg driver, jsonb payloads, idempotent bulk insert."""
+"""PostgreSQL specifics: asyncpg driver, jsonb payloads, COPY bulk writes.
+
+Batches go straight through the asyncpg connection under the SQLAlchemy
+pool (see ``benchmarks/`` for the measurements behind the choice):
+
+* inserts: binary ``COPY`` into the table. If a row is already stored (a
+  batch retried after its commit acknowledgement was lost) the table's
+  primary key refuses it and nothing is written; the batch is then written
+  again by ``COPY`` into a temporary staging table and
+  ``INSERT ... SELECT ... ON CONFLICT (message_id) DO NOTHING``. Either way
+  each ``message_id`` is stored once;
+* status updates: one ``UPDATE ... FROM unnest(...)`` per batch.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +18,45 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import ColumnElement, Float, cast, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import InvalidFieldError
-from audit_plugin.schema import audit_log
-from audit_plugin.sql import SQLBackend, delivered_in_window
+from audit_plugin.records import StatusUpdate
+from audit_plugin.schema import TABLE_NAME, audit_log
+from audit_plugin.sql import SQLBackend, delivered_in_window, first_per_message_id, merge_updates
 
-_insert_ignoring_duplicates = pg_insert(audit_log).on_conflict_do_nothing(index_elements=["message_id"])
+COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
+STAGING_TABLE = "audit_plugin_staging"
+
+_CREATE_STAGING = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} (LIKE {TABLE_NAME} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_INSERT_FROM_STAGING = (
+    f"INSERT INTO {TABLE_NAME} ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {STAGING_TABLE} "
+    "ON CONFLICT (message_id) DO NOTHING"
+)
+_UPDATE_FROM_ARRAYS = f"""
+UPDATE {TABLE_NAME} AS t SET
+    status = u.status,
+    delivered_at = COALESCE(u.delivered_at, t.delivered_at),
+    error_message = COALESCE(u.error_message, t.error_message),
+    retry_count = COALESCE(u.retry_count, t.retry_count)
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int4[])
+    AS u(message_id, status, delivered_at, error_message, retry_count)
+WHERE t.message_id = u.message_id
+RETURNING t.message_id
+"""
+
+CONNECTION_ERRORS = (
+    asyncpg.InterfaceError,  # e.g. ConnectionDoesNotExistError: the socket closed under us
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin shutdown, crash, cannot connect now
+    OSError,
+)
+"""asyncpg errors meaning the connection is gone or the server is going away: retry on a new connection."""
 
 
 def _with_async_driver(url: str) -> str:
@@ -43,9 +83,6 @@ class PostgresBackend(SQLBackend):
         # Connections die when the server restarts; check each one out alive.
         return {"pool_pre_ping": True}
 
-    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        await conn.execute(_insert_ignoring_duplicates, list(rows))
-
     def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
         return func.extract("epoch", end - start)
 
@@ -61,3 +98,41 @@ class PostgresBackend(SQLBackend):
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(*columns).where(*delivered_in_window(start_time, end_time)))).one()
         return {p: None if value is None else float(value) for p, value in zip(percentiles, row, strict=True)}
+
+    async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
+        records = [tuple(row[name] for name in COLUMNS) for row in first_per_message_id(rows)]
+        merged = merge_updates(updates)
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            try:
+                try:
+                    return await _write(driver, records, merged, skip_stored=False)
+                except asyncpg.UniqueViolationError:
+                    return await _write(driver, records, merged, skip_stored=True)
+            except CONNECTION_ERRORS as exc:
+                await conn.invalidate()
+                raise ConnectionError(f"PostgreSQL connection lost: {type(exc).__name__}: {exc}") from exc
+
+
+async def _write(
+    driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate], *, skip_stored: bool
+) -> set[str]:
+    """Write one batch in one transaction on the asyncpg connection ``driver``."""
+    async with driver.transaction():
+        if records and skip_stored:
+            await driver.execute(_CREATE_STAGING)
+            await driver.copy_records_to_table(STAGING_TABLE, records=records, columns=COLUMNS)
+            await driver.execute(_INSERT_FROM_STAGING)
+        elif records:
+            await driver.copy_records_to_table(TABLE_NAME, records=records, columns=COLUMNS)
+        if not updates:
+            return set()
+        found = await driver.fetch(
+            _UPDATE_FROM_ARRAYS,
+            [u.message_id for u in updates],
+            [u.status.value for u in updates],
+            [u.delivered_at for u in updates],
+            [u.error_message for u in updates],
+            [u.retry_count for u in updates],
+        )
+        return {row[0] for row in found}

@@ -1,0 +1,88 @@
+"""The backends' batch writes: idempotent by message_id on every path, status updates in bulk."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from audit_plugin import Message, MessageAuditTrail, MessageStatus, MessageType
+from audit_plugin.records import StatusUpdate, record_row
+from audit_plugin.schema import audit_log
+
+
+def _rows(count: int, prefix: str = "m") -> list[dict]:
+    return [
+        record_row(Message("alice", "bob", MessageType.EVENT, {"n": n}, message_id=f"{prefix}-{n}"))
+        for n in range(count)
+    ]
+
+
+async def _stored(trail: MessageAuditTrail) -> dict[str, int]:
+    """message_id -> number of rows holding it."""
+    async with trail.backend.engine.connect() as conn:  # type: ignore[attr-defined]
+        stmt = select(audit_log.c.message_id, func.count()).group_by(audit_log.c.message_id)
+        return {message_id: n for message_id, n in (await conn.execute(stmt)).all()}
+
+
+async def test_duplicates_inside_one_batch_are_stored_once_keeping_the_first(trail: MessageAuditTrail) -> None:
+    first = record_row(Message("alice", "bob", MessageType.EVENT, {"v": "first"}, message_id="dup"))
+    second = record_row(Message("carol", "dave", MessageType.EVENT, {"v": "second"}, message_id="dup"))
+    await trail.backend.write_batch([first, *_rows(3), second], [])
+    assert await _stored(trail) == {"dup": 1, "m-0": 1, "m-1": 1, "m-2": 1}
+    record = await trail.get_message("dup")
+    assert record is not None
+    assert (record.from_agent, record.payload) == ("alice", {"v": "first"})
+
+
+async def test_a_retried_batch_after_a_lost_commit_creates_no_duplicates(trail: MessageAuditTrail) -> None:
+    """The second write holds rows already stored (as when a commit acknowledgement is lost)."""
+    committed = _rows(50)
+    await trail.backend.write_batch(committed, [])
+    changed = {**committed[0], "from_agent": "mallory"}
+    await trail.backend.write_batch([changed, *committed[1:], *_rows(20, prefix="new")], [])
+    stored = await _stored(trail)
+    assert len(stored) == 70
+    assert set(stored.values()) == {1}
+    record = await trail.get_message("m-0")
+    assert record is not None and record.from_agent == "alice"  # the stored row wins
+
+
+async def test_status_updates_apply_in_order_and_report_unknown_ids(trail: MessageAuditTrail) -> None:
+    await trail.backend.write_batch(_rows(3), [])
+    delivered_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    updates = [
+        StatusUpdate("m-0", MessageStatus.SENT, retry_count=1),
+        StatusUpdate("m-0", MessageStatus.DELIVERED, delivered_at=delivered_at),
+        StatusUpdate("m-1", MessageStatus.FAILED, error_message="boom", retry_count=2),
+        StatusUpdate("nope", MessageStatus.DELIVERED),
+    ]
+    found = await trail.backend.write_batch([], updates)
+    assert found == {"m-0", "m-1"}
+    m0, m1, m2 = [await trail.get_message(f"m-{n}") for n in range(3)]
+    assert m0 is not None and (m0.status, m0.delivered_at, m0.retry_count) == (
+        MessageStatus.DELIVERED,
+        delivered_at,
+        1,
+    )
+    assert m1 is not None and (m1.status, m1.error_message, m1.retry_count) == (MessageStatus.FAILED, "boom", 2)
+    assert m2 is not None and m2.status is MessageStatus.PENDING
+    assert await trail.get_message("nope") is None
+
+
+async def test_insert_and_update_of_the_same_message_in_one_batch(trail: MessageAuditTrail) -> None:
+    [row] = _rows(1)
+    found = await trail.backend.write_batch([row], [StatusUpdate("m-0", MessageStatus.DELIVERED)])
+    assert found == {"m-0"}
+    record = await trail.get_message("m-0")
+    assert record is not None and record.status is MessageStatus.DELIVERED
+
+
+async def test_many_concurrent_callers_share_few_commits(trail: MessageAuditTrail) -> None:
+    messages = [Message("alice", "bob", MessageType.EVENT, {"n": n}) for n in range(500)]
+    await asyncio.gather(*(trail.log_message(m) for m in messages))
+    stats = trail.writer_stats
+    assert stats.written == 500
+    assert stats.batches < 50  # group commit: callers waiting together share transactions
+    assert len(await _stored(trail)) == 500

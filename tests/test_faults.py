@@ -1,0 +1,300 @@
+"""Faults in the real stores, and a full queue: nothing is lost or duplicated without being counted.
+
+PostgreSQL: the writer's server connections are killed with
+``pg_terminate_backend`` (only connections to this test's own database) again
+and again during a stream. SQLite: another connection holds the write lock
+for longer than the busy timeout. Queue full: the drop counter accounts for
+every record that is not stored, exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+import audit_plugin_sqlite.backend as sqlite_backend
+from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageStatus, MessageType
+from audit_plugin.exceptions import AuditTimeoutError, RecordDroppedError
+from audit_plugin.schema import TABLE_NAME, audit_log
+
+SENDERS = 32
+
+
+@pytest.fixture(autouse=True)
+def short_sqlite_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock held by another connection outlasts SQLite's busy timeout quickly (the test stays short)."""
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_MS", 100)
+
+
+def _message(n: int) -> Message:
+    return Message(f"agent-{n % 8}", "sink", MessageType.EVENT, {"n": n, "text": "x" * 100})
+
+
+async def _stored_ids(trail: MessageAuditTrail) -> list[str]:
+    """Every stored message_id, duplicates included (read past the trail, straight from the table)."""
+    async with trail.backend.engine.connect() as conn:  # type: ignore[attr-defined]
+        return list((await conn.execute(select(audit_log.c.message_id))).scalars())
+
+
+async def _statuses(trail: MessageAuditTrail) -> dict[str, int]:
+    async with trail.backend.engine.connect() as conn:  # type: ignore[attr-defined]
+        stmt = select(audit_log.c.status, func.count()).group_by(audit_log.c.status)
+        return dict((await conn.execute(stmt)).all())
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _send_all(bus: MessageBus, messages: list[Message]) -> list[MessageStatus]:
+    """Send ``messages`` from ``SENDERS`` concurrent senders; every send() must return a receipt."""
+    pending = iter(messages)
+    outcomes: list[MessageStatus] = []
+
+    async def sender() -> None:
+        for message in pending:
+            outcomes.append((await bus.send(message)).status)
+
+    await asyncio.gather(*(sender() for _ in range(SENDERS)))
+    return outcomes
+
+
+def _audited_bus(trail: MessageAuditTrail, **plugin_options: object) -> tuple[MessageBus, AuditPlugin]:
+    bus = MessageBus()
+    plugin = AuditPlugin(trail, **plugin_options)  # type: ignore[arg-type]
+    bus.register(plugin)
+
+    async def sink(message: Message) -> None:
+        await asyncio.sleep(0)
+
+    bus.subscribe("sink", sink)
+    return bus, plugin
+
+
+# -- PostgreSQL: connections killed mid-stream -------------------------------------------------
+
+
+async def _terminate_writer_connections(database_url: str, stop: asyncio.Event, interval: float) -> int:
+    """Kill every other connection to this test's database until ``stop``; return how many were killed."""
+    database = make_url(database_url).database
+    killer = await asyncpg.connect(_asyncpg_dsn(database_url))
+    killed = 0
+    try:
+        while not stop.is_set():
+            killed += await killer.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        await killer.close()
+    return killed
+
+
+@pytest.mark.parametrize("durability", ["commit", "buffered"])
+async def test_postgres_connections_killed_mid_stream_lose_and_duplicate_nothing(
+    database_url: str, backend_name: str, durability: str
+) -> None:
+    if backend_name != "postgres":
+        pytest.skip("pg_terminate_backend is PostgreSQL's")
+    async with MessageAuditTrail(database_url, batch_size=200) as trail:
+        trail.writer.retry_initial_delay = 0.01  # keep the test short: retry soon after each kill
+        bus, _plugin = _audited_bus(trail, durability=durability, commit_timeout=None)
+        messages = [_message(n) for n in range(4000)]
+        stop = asyncio.Event()
+        killer = asyncio.create_task(_terminate_writer_connections(database_url, stop, interval=0.03))
+        try:
+            outcomes = await _send_all(bus, messages)
+            await trail.flush()  # still under fire: the writer keeps retrying until everything is in
+        finally:
+            stop.set()
+            killed = await killer
+        await trail.flush()
+        stored = await _stored_ids(trail)
+        statuses = await _statuses(trail)
+        stats = trail.writer_stats
+    assert killed >= 3, "the stream ended before the faults started; make it longer"
+    assert outcomes == [MessageStatus.DELIVERED] * len(messages)
+    assert len(stored) == len(set(stored))  # zero duplicates
+    assert set(stored) == {m.message_id for m in messages}  # stored == produced, exactly
+    assert statuses == {"DELIVERED": len(messages)}  # the status updates survived the kills too
+    assert stats.dropped == stats.failed == 0
+
+
+# -- SQLite: the database locked by another connection ------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _store_held(database_url: str) -> AsyncIterator[None]:
+    """Hold the audit table's write lock from another connection for the duration of the block."""
+    parsed = make_url(database_url)
+    if parsed.get_backend_name() == "sqlite":
+        holder = sqlite3.connect(parsed.database, isolation_level=None, check_same_thread=False)
+        try:
+            # In a thread: the writer may be mid-transaction and needs the event loop to finish it.
+            await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
+            yield
+            holder.execute("COMMIT")
+        finally:
+            holder.close()
+        return
+    holder = await asyncpg.connect(_asyncpg_dsn(database_url))
+    try:
+        async with holder.transaction():
+            await holder.execute(f"LOCK TABLE {TABLE_NAME} IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        await holder.close()
+
+
+async def test_sqlite_locked_longer_than_busy_timeout_loses_nothing(database_url: str, backend_name: str) -> None:
+    if backend_name != "sqlite":
+        pytest.skip("SQLite locking")
+    async with MessageAuditTrail(database_url, batch_size=200) as trail:
+        trail.writer.retry_initial_delay = 0.01
+        bus, _plugin = _audited_bus(trail, durability="buffered")
+        before = [_message(n) for n in range(1000)]
+        during = [_message(n) for n in range(1000, 2000)]
+        after = [_message(n) for n in range(2000, 3000)]
+        await _send_all(bus, before)
+        async with _store_held(database_url):
+            await _send_all(bus, during)
+            await asyncio.sleep(0.5)  # 5x the busy timeout: the writer sees "database is locked"
+            assert not trail.writer_stats.store_available
+        await _send_all(bus, after)
+        await trail.flush()
+        stored = await _stored_ids(trail)
+        statuses = await _statuses(trail)
+        stats = trail.writer_stats
+    produced = before + during + after
+    assert stats.retries > 0
+    assert stats.store_available
+    assert len(stored) == len(set(stored)) == len(produced)
+    assert set(stored) == {m.message_id for m in produced}
+    assert statuses == {"DELIVERED": len(produced)}
+
+
+# -- commit mode with the store unavailable -----------------------------------------------------
+
+
+async def test_commit_mode_goes_on_after_commit_timeout_and_writes_the_record_later(database_url: str) -> None:
+    async with MessageAuditTrail(database_url) as trail:
+        trail.writer.retry_initial_delay = 0.01
+        trail.writer.retry_max_delay = 0.05
+        bus, plugin = _audited_bus(trail, durability="commit", commit_timeout=0.2)
+        message = _message(1)
+        async with _store_held(database_url):
+            receipt = await asyncio.wait_for(bus.send(message), 5)
+            assert receipt.status is MessageStatus.DELIVERED  # send() went on without the commit
+            assert plugin.commit_timeouts == 2  # the PENDING record and the DELIVERED update
+            assert await _stored_ids_from_outside(database_url) == []
+        await trail.flush()
+        record = await trail.get_message(message.message_id)
+    assert record is not None
+    assert record.status is MessageStatus.DELIVERED
+
+
+async def _stored_ids_from_outside(database_url: str) -> list[str]:
+    """Read the table from a fresh connection (readers are not blocked by the held write lock)."""
+    parsed = make_url(database_url)
+    if parsed.get_backend_name() == "sqlite":
+        with contextlib.closing(sqlite3.connect(parsed.database)) as reader:
+            return [row[0] for row in reader.execute(f"SELECT message_id FROM {TABLE_NAME}")]
+    return []  # PostgreSQL: ACCESS EXCLUSIVE blocks readers too; the commit_timeouts count says enough
+
+
+async def test_close_with_timeout_abandons_and_reports_what_the_store_never_took(database_url: str) -> None:
+    trail = MessageAuditTrail(database_url)
+    await trail.initialize()
+    writer = trail.writer
+    async with _store_held(database_url):
+        waiters = [asyncio.create_task(trail.log_message(_message(n))) for n in range(10)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(AuditTimeoutError):
+            await trail.close(timeout=0.3)
+    outcomes = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(outcome, AuditTimeoutError) for outcome in outcomes)
+    assert writer.stats.abandoned == 10
+
+
+# -- queue full --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overflow", ["drop_newest", "drop_oldest"])
+async def test_full_queue_drops_exactly_what_the_counter_says(database_url: str, overflow: str) -> None:
+    async with MessageAuditTrail(database_url, batch_size=50, max_queue=100, overflow=overflow) as trail:  # type: ignore[arg-type]
+        produced: list[Message] = []
+
+        async def producer(first: int) -> None:
+            for n in range(first, first + 250):
+                message = _message(n)
+                produced.append(message)
+                future = trail.enqueue_message_nowait(message)
+                assert future is not None
+                future.add_done_callback(lambda f: f.cancelled() or f.exception())
+                if n % 25 == 0:
+                    await asyncio.sleep(0)  # let the writer run now and then: drops and commits interleave
+
+        await asyncio.gather(*(producer(k * 1000) for k in range(8)))
+        await trail.flush()
+        stored = await _stored_ids(trail)
+        stats = trail.writer_stats
+    assert stats.dropped > 0
+    assert len(produced) - len(stored) == stats.dropped
+    assert len(stored) == len(set(stored))
+    assert set(stored) <= {m.message_id for m in produced}
+
+
+async def test_drop_newest_keeps_the_first_and_drop_oldest_the_last(database_url: str) -> None:
+    for overflow, expected in (("drop_newest", range(0, 10)), ("drop_oldest", range(90, 100))):
+        trail = MessageAuditTrail(database_url, max_queue=10, overflow=overflow)  # type: ignore[arg-type]
+        async with trail:
+            async with trail.backend.engine.begin() as conn:  # type: ignore[attr-defined]
+                await conn.execute(audit_log.delete())
+            messages = [_message(n) for n in range(100)]
+            futures = [trail.enqueue_message_nowait(m) for m in messages]  # no await: the writer cannot run
+            await trail.flush()
+            assert sorted(await _stored_ids(trail)) == sorted(messages[n].message_id for n in expected)
+            assert trail.writer_stats.dropped == 90
+            dropped = [f for f in futures if f is not None and f.exception() is not None]
+            assert len(dropped) == 90
+            assert all(isinstance(f.exception(), RecordDroppedError) for f in dropped)
+
+
+async def test_block_policy_back_pressures_senders_and_drops_nothing(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="audit_plugin.writer")
+    async with MessageAuditTrail(database_url, batch_size=20, max_queue=50, overflow="block") as trail:
+        bus, _plugin = _audited_bus(trail, durability="buffered")
+        deepest = 0
+
+        async def watch() -> None:
+            nonlocal deepest
+            while True:
+                deepest = max(deepest, trail.writer_stats.queue_depth)
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(watch())
+        messages = [_message(n) for n in range(2000)]
+        try:
+            await _send_all(bus, messages)
+        finally:
+            watcher.cancel()
+        await trail.flush()
+        stored = await _stored_ids(trail)
+        stats = trail.writer_stats
+    assert stats.dropped == 0
+    assert sorted(stored) == sorted(m.message_id for m in messages)
+    assert deepest <= 50  # the queue never grew past its bound: senders waited instead
+    assert any("audit queue full" in r.getMessage() and "'block'" in r.getMessage() for r in caplog.records)
