@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -121,6 +122,62 @@ def merge_updates(updates: Sequence[StatusUpdate]) -> list[StatusUpdate]:
     return list(merged.values())
 
 
+def with_update(row: dict[str, Any], update: StatusUpdate) -> dict[str, Any]:
+    """``row`` as it is after ``update`` (``None`` fields of the update keep the row's value)."""
+    return {
+        **row,
+        "status": update.status.value,
+        "delivered_at": update.delivered_at if update.delivered_at is not None else row["delivered_at"],
+        "error_message": update.error_message if update.error_message is not None else row["error_message"],
+        "retry_count": update.retry_count if update.retry_count is not None else row["retry_count"],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class FoldedBatch:
+    """A batch ready to write: status updates of messages inserted in the same batch are folded into their rows.
+
+    In ``"buffered"`` mode a message's PENDING record and its DELIVERED update
+    usually land in the same batch; writing the final row once is far cheaper
+    than an insert and an ``UPDATE`` (on PostgreSQL a status update rewrites
+    the row and every index). If a row turns out to be stored already (so its
+    insert is skipped), the folded updates must still be applied:
+    ``all_updates`` holds them.
+    """
+
+    rows: Sequence[dict[str, Any]]
+    """Rows to insert, distinct by ``message_id`` (first wins), folded updates applied."""
+    folded: list[StatusUpdate]
+    """Updates folded into ``rows``."""
+    rest: list[StatusUpdate]
+    """Updates of messages not inserted in this batch, at most one per message."""
+
+    @classmethod
+    def of(cls, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> FoldedBatch:
+        rows = first_per_message_id(rows)
+        pending = {u.message_id: u for u in merge_updates(updates)}
+        if not rows or not pending:
+            return cls(rows, [], list(pending.values()))
+        folded: list[StatusUpdate] = []
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            update = pending.pop(row["message_id"], None)
+            if update is None:
+                out.append(row)
+            else:
+                out.append(with_update(row, update))
+                folded.append(update)
+        return cls(out, folded, list(pending.values()))
+
+    @property
+    def folded_ids(self) -> set[str]:
+        return {u.message_id for u in self.folded}
+
+    @property
+    def all_updates(self) -> list[StatusUpdate]:
+        return [*self.folded, *self.rest]
+
+
 class SQLBackend:
     """Base for SQLAlchemy-backed stores (async engine, Core statements)."""
 
@@ -142,8 +199,12 @@ class SQLBackend:
         """Extra ``create_async_engine`` options for this database."""
         return {}
 
-    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert ``rows``, skipping any whose ``message_id`` is already stored."""
+    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> bool:
+        """Insert ``rows`` (distinct ids), skipping any whose ``message_id`` is already stored.
+
+        Returns ``True`` when every row was new; ``False`` when some were
+        skipped (the caller then applies the folded status updates itself).
+        """
         raise NotImplementedError
 
     def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
@@ -169,12 +230,12 @@ class SQLBackend:
             raise AuditStoreError(f"cannot open the audit store at {where}: {reason}") from exc
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
+        batch = FoldedBatch.of(rows, updates)
         async with self.engine.begin() as conn:
-            if rows:
-                await self.insert_rows(conn, first_per_message_id(rows))
-            if not updates:
-                return set()
-            return await self.apply_updates(conn, merge_updates(updates))
+            all_new = await self.insert_rows(conn, batch.rows) if batch.rows else True
+            pending = batch.rest if all_new else batch.all_updates
+            found = await self.apply_updates(conn, pending) if pending else set()
+            return found | batch.folded_ids
 
     async def apply_updates(self, conn: AsyncConnection, updates: Sequence[StatusUpdate]) -> set[str]:
         """Apply ``updates`` (at most one per message) and return the ids that exist."""

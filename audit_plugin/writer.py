@@ -109,11 +109,17 @@ insufficient resources (disk full, out of memory, too many connections), lock no
 available, operator intervention (server shutting down or starting up, query cancelled)."""
 
 
+PEP249_TRANSIENT = ("OperationalError", "InterfaceError")
+"""DB-API (PEP 249) exception names for failures of the database or the connection, not of the data."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for errors that retrying the same batch later can cure."""
     if isinstance(exc, OperationalError | InterfaceError | OSError):  # OSError covers ConnectionError, TimeoutError
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if any(cls.__name__ in PEP249_TRANSIENT for cls in type(exc).__mro__):  # a driver's own, unwrapped by SQLAlchemy
         return True
     sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
     return isinstance(sqlstate, str) and sqlstate.startswith(TRANSIENT_SQLSTATE_PREFIXES)

@@ -86,3 +86,20 @@ async def test_many_concurrent_callers_share_few_commits(trail: MessageAuditTrai
     assert stats.written == 500
     assert stats.batches < 50  # group commit: callers waiting together share transactions
     assert len(await _stored(trail)) == 500
+
+
+async def test_an_update_folded_into_a_row_already_stored_still_reaches_the_stored_row(
+    trail: MessageAuditTrail,
+) -> None:
+    """A status update travelling with its own (duplicate) insert is applied even though the insert is skipped."""
+    [stored] = _rows(1)
+    await trail.backend.write_batch([stored], [])
+    again = {**stored, "from_agent": "mallory"}
+    fresh = _rows(2, prefix="fresh")
+    updates = [StatusUpdate("m-0", MessageStatus.DELIVERED), StatusUpdate("fresh-1", MessageStatus.FAILED)]
+    found = await trail.backend.write_batch([again, *fresh], updates)
+    assert found == {"m-0", "fresh-1"}
+    m0, fresh0, fresh1 = [await trail.get_message(i) for i in ("m-0", "fresh-0", "fresh-1")]
+    assert m0 is not None and (m0.from_agent, m0.status) == ("alice", MessageStatus.DELIVERED)
+    assert fresh0 is not None and fresh0.status is MessageStatus.PENDING
+    assert fresh1 is not None and fresh1.status is MessageStatus.FAILED

@@ -109,6 +109,7 @@ async def test_postgres_connections_killed_mid_stream_lose_and_duplicate_nothing
         pytest.skip("pg_terminate_backend is PostgreSQL's")
     async with MessageAuditTrail(database_url, batch_size=200) as trail:
         trail.writer.retry_initial_delay = 0.01  # keep the test short: retry soon after each kill
+        trail.writer.retry_max_delay = 0.2
         bus, _plugin = _audited_bus(trail, durability=durability, commit_timeout=None)
         messages = [_message(n) for n in range(4000)]
         stop = asyncio.Event()

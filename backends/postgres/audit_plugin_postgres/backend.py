@@ -9,7 +9,9 @@ pool (see ``benchmarks/`` for the measurements behind the choice):
   again by ``COPY`` into a temporary staging table and
   ``INSERT ... SELECT ... ON CONFLICT (message_id) DO NOTHING``. Either way
   each ``message_id`` is stored once;
-* status updates: one ``UPDATE ... FROM unnest(...)`` per batch.
+* status updates: folded into the inserted row when the message is in the
+  same batch (see :class:`~audit_plugin.sql.FoldedBatch`), otherwise one
+  ``UPDATE ... FROM unnest(...)`` per batch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
-from audit_plugin.sql import SQLBackend, delivered_in_window, first_per_message_id, merge_updates
+from audit_plugin.sql import FoldedBatch, SQLBackend, delivered_in_window
 
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
 STAGING_TABLE = "audit_plugin_staging"
@@ -100,24 +102,29 @@ class PostgresBackend(SQLBackend):
         return {p: None if value is None else float(value) for p, value in zip(percentiles, row, strict=True)}
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
-        records = [tuple(row[name] for name in COLUMNS) for row in first_per_message_id(rows)]
-        merged = merge_updates(updates)
+        batch = FoldedBatch.of(rows, updates)
+        records = [tuple(row[name] for name in COLUMNS) for row in batch.rows]
         async with self.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             try:
                 try:
-                    return await _write(driver, records, merged, skip_stored=False)
+                    found = await _write(driver, records, batch.rest, skip_stored=False)
                 except asyncpg.UniqueViolationError:
-                    return await _write(driver, records, merged, skip_stored=True)
+                    found = await _write(driver, records, batch.all_updates, skip_stored=True)
             except CONNECTION_ERRORS as exc:
                 await conn.invalidate()
                 raise ConnectionError(f"PostgreSQL connection lost: {type(exc).__name__}: {exc}") from exc
+        return found | batch.folded_ids
 
 
 async def _write(
     driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate], *, skip_stored: bool
 ) -> set[str]:
-    """Write one batch in one transaction on the asyncpg connection ``driver``."""
+    """Write one batch in one transaction on the asyncpg connection ``driver``; return the updated ids.
+
+    ``skip_stored=False``: plain ``COPY`` into the table, which fails on a
+    stored ``message_id``; ``True``: through the staging table, skipping them.
+    """
     async with driver.transaction():
         if records and skip_stored:
             await driver.execute(_CREATE_STAGING)

@@ -1,0 +1,71 @@
+"""Peak memory of a bus pushing many messages, audited or not; run in a subprocess per measurement.
+
+``python -m benchmarks.memory COUNT MODE`` with MODE ``none`` (bare bus),
+``buffered`` or ``commit`` prints one JSON line: peak resident set size
+(``ru_maxrss``, the whole process) and, for audited runs, the writer's
+counters. Messages are made on the fly, so the input list is not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageType
+from benchmarks.common import PAYLOAD_TEXT
+
+SENDERS = 64
+
+
+async def main(count: int, mode: str) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="audit-mem-") as folder:
+        bus = MessageBus()
+        trail = None
+        if mode != "none":
+            trail = MessageAuditTrail(f"sqlite+aiosqlite:///{Path(folder) / 'audit.db'}")
+            await trail.initialize()
+            bus.register(AuditPlugin(trail, durability=mode))  # type: ignore[arg-type]
+
+        async def handler(message: Message) -> None:
+            return None
+
+        for n in range(16):
+            bus.subscribe(f"agent-{n}", handler)
+        numbers = iter(range(count))
+        deepest = 0
+
+        async def sender() -> None:
+            nonlocal deepest
+            for n in numbers:
+                await bus.send(
+                    Message(
+                        f"agent-{n % 16}",
+                        f"agent-{(n + 1) % 16}",
+                        MessageType.COMMAND,
+                        {"task": "summarise", "n": n, "text": PAYLOAD_TEXT},
+                    )
+                )
+                if trail is not None and n % 1000 == 0:
+                    deepest = max(deepest, trail.writer_stats.queue_depth)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(SENDERS)))
+        result: dict[str, object] = {"mode": mode, "messages": count}
+        if trail is not None:
+            await trail.flush()
+            result["written"] = trail.writer_stats.written
+            result["dropped"] = trail.writer_stats.dropped
+            result["deepest_queue_sampled"] = deepest
+            await trail.close()
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(int(sys.argv[1]), sys.argv[2]))))

@@ -1,0 +1,144 @@
+"""Writing the same messages three ways: the trail's writer, the raw driver (the store's own limit), the seed's way.
+
+* ``writer``: ``MessageAuditTrail`` fed as fast as one producer can (records
+  built and validated, queued, written by the group-commit writer), timed
+  until ``flush()`` returns (everything committed).
+* ``raw``: the database's own limit for the same messages: asyncpg
+  ``copy_records_to_table`` / stdlib ``sqlite3`` ``executemany`` (WAL,
+  ``synchronous=NORMAL``), ``batch_size`` rows per transaction, rows made
+  with the bare minimum (a tuple and ``json.dumps``), no validation.
+* ``seed``: the original story's way, an SQLAlchemy ORM ``AsyncSession``
+  with one ``add()`` and one ``commit()`` per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from audit_plugin import Message, MessageAuditLog, MessageAuditTrail
+from audit_plugin.schema import TABLE_NAME, audit_log
+from benchmarks.common import Store
+
+COLUMNS = [column.name for column in audit_log.columns]
+BATCH_SIZE = 1000
+
+
+async def prepare(store: Store) -> None:
+    """Create the schema (the trail's own DDL: same table and indexes for every path) on an empty table."""
+    trail = MessageAuditTrail(store.url)
+    await trail.initialize()
+    async with trail.backend.engine.begin() as conn:  # type: ignore[attr-defined]
+        await conn.execute(text(f"DELETE FROM {TABLE_NAME}"))
+    await trail.close()
+
+
+async def count_rows(store: Store) -> int:
+    trail = MessageAuditTrail(store.url)
+    await trail.initialize()
+    try:
+        async with trail.backend.engine.connect() as conn:  # type: ignore[attr-defined]
+            return int((await conn.execute(text(f"SELECT count(*) FROM {TABLE_NAME}"))).scalar_one())
+    finally:
+        await trail.close()
+
+
+async def write_with_writer(store: Store, messages: list[Message]) -> None:
+    trail = MessageAuditTrail(store.url, batch_size=BATCH_SIZE)
+    await trail.initialize()
+    try:
+        for start in range(0, len(messages), BATCH_SIZE):
+            for message in messages[start : start + BATCH_SIZE]:
+                if trail.enqueue_message_nowait(message) is None:
+                    await trail.enqueue_message(message)
+            await asyncio.sleep(0)  # let the writer commit while the producer goes on
+        await trail.flush()
+    finally:
+        await trail.close()
+
+
+def _raw_row(message: Message, timestamp: Any) -> tuple[Any, ...]:
+    return (
+        message.message_id,
+        message.from_agent,
+        message.to_agent,
+        message.message_type.value,
+        message.priority.value,
+        "PENDING",
+        message.correlation_id,
+        message.reply_to,
+        json.dumps(message.payload),
+        timestamp,
+        None,
+        message.ttl_seconds,
+        0,
+        None,
+        None,
+        None,
+    )
+
+
+async def write_raw(store: Store, messages: list[Message]) -> None:
+    if store.kind == "sqlite":
+        _write_raw_sqlite(store, messages)
+        return
+    conn = await asyncpg.connect(store.dsn)
+    try:
+        for start in range(0, len(messages), BATCH_SIZE):
+            records = [_raw_row(m, m.timestamp) for m in messages[start : start + BATCH_SIZE]]
+            await conn.copy_records_to_table(TABLE_NAME, records=records, columns=COLUMNS)
+    finally:
+        await conn.close()
+
+
+def _write_raw_sqlite(store: Store, messages: list[Message]) -> None:
+    conn = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        insert = f"INSERT INTO {TABLE_NAME} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        for start in range(0, len(messages), BATCH_SIZE):
+            rows = [
+                _raw_row(m, m.timestamp.replace(tzinfo=None).isoformat(sep=" "))
+                for m in messages[start : start + BATCH_SIZE]
+            ]
+            conn.execute("BEGIN")
+            conn.executemany(insert, rows)
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+async def write_seed_way(store: Store, messages: list[Message]) -> None:
+    engine = create_async_engine(store.url)
+    try:
+        async with AsyncSession(engine) as session:
+            for m in messages:
+                session.add(
+                    MessageAuditLog(
+                        message_id=m.message_id,
+                        from_agent=m.from_agent,
+                        to_agent=m.to_agent,
+                        message_type=m.message_type.value,
+                        priority=m.priority.value,
+                        status="PENDING",
+                        correlation_id=m.correlation_id,
+                        reply_to=m.reply_to,
+                        payload_json=m.payload,
+                        timestamp=m.timestamp,
+                        ttl_seconds=m.ttl_seconds,
+                        retry_count=0,
+                    )
+                )
+                await session.commit()
+    finally:
+        await engine.dispose()
+
+
+PATHS = {"writer": write_with_writer, "raw": write_raw, "seed": write_seed_way}
