@@ -9,6 +9,7 @@ minute) of a timestamp"; it may override any query with a faster native one
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -192,6 +193,7 @@ class SQLBackend:
             **engine_options,
         }
         self.engine: AsyncEngine = create_async_engine(url, **options)
+        self._write_connection: AsyncConnection | None = None
 
     # -- what subclasses provide -------------------------------------------------
 
@@ -231,11 +233,29 @@ class SQLBackend:
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
         batch = FoldedBatch.of(rows, updates)
-        async with self.engine.begin() as conn:
+        async with self.writing() as conn, conn.begin():
             all_new = await self.insert_rows(conn, batch.rows) if batch.rows else True
             pending = batch.rest if all_new else batch.all_updates
             found = await self.apply_updates(conn, pending) if pending else set()
             return found | batch.folded_ids
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """The connection the writer uses, kept between batches (one writer task per trail).
+
+        Keeping it saves a pool checkout, a liveness ping and a reset per
+        batch. If a batch fails the connection is closed (a broken one is
+        never reused: the retry starts on a fresh one).
+        """
+        if self._write_connection is None:
+            self._write_connection = await self.engine.connect()
+        try:
+            yield self._write_connection
+        except BaseException:
+            connection, self._write_connection = self._write_connection, None
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
 
     async def apply_updates(self, conn: AsyncConnection, updates: Sequence[StatusUpdate]) -> set[str]:
         """Apply ``updates`` (at most one per message) and return the ids that exist."""
@@ -382,6 +402,10 @@ class SQLBackend:
             return [(_as_utc(start), int(n)) for start, n in (await conn.execute(stmt)).all()]
 
     async def close(self) -> None:
+        if self._write_connection is not None:
+            connection, self._write_connection = self._write_connection, None
+            with contextlib.suppress(Exception):
+                await connection.close()
         await self.engine.dispose()
 
 

@@ -5,11 +5,23 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select
 
+import audit_plugin_postgres.backend as postgres_backend
 from audit_plugin import Message, MessageAuditTrail, MessageStatus, MessageType
 from audit_plugin.records import StatusUpdate, record_row
 from audit_plugin.schema import audit_log
+
+
+@pytest.fixture(autouse=True, params=["one-statement", "copy"])
+def postgres_write_path(request: pytest.FixtureRequest, backend_name: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """PostgreSQL writes small batches in one statement and large ones with COPY: test both on every batch."""
+    if request.param == "copy":
+        if backend_name != "postgres":
+            pytest.skip("PostgreSQL has two write paths; SQLite one")
+        monkeypatch.setattr(postgres_backend, "ONE_STATEMENT_MAX", 0)
+    return request.param
 
 
 def _rows(count: int, prefix: str = "m") -> list[dict]:

@@ -3,13 +3,17 @@
 Batches go straight through the asyncpg connection under the SQLAlchemy
 pool (see ``benchmarks/`` for the measurements behind the choice):
 
-* inserts: binary ``COPY`` into the table. If a row is already stored (a
+* small batches (the common case under ``"commit"`` durability, where each
+  batch is what arrived during the previous commit): one statement,
+  ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`` and the
+  status ``UPDATE`` as data-modifying CTEs: one round trip;
+* large batches, inserts: binary ``COPY`` into the table. If a row is already stored (a
   batch retried after its commit acknowledgement was lost) the table's
   primary key refuses it and nothing is written; the batch is then written
   again by ``COPY`` into a temporary staging table and
   ``INSERT ... SELECT ... ON CONFLICT (message_id) DO NOTHING``. Either way
   each ``message_id`` is stored once;
-* status updates: folded into the inserted row when the message is in the
+* large batches, status updates: folded into the inserted row when the message is in the
   same batch (see :class:`~audit_plugin.sql.FoldedBatch`), otherwise one
   ``UPDATE ... FROM unnest(...)`` per batch.
 """
@@ -51,6 +55,32 @@ FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int4[])
 WHERE t.message_id = u.message_id
 RETURNING t.message_id
 """
+
+_SQL_TYPES = {"payload_json": "jsonb", "timestamp": "timestamptz", "delivered_at": "timestamptz"}
+_SQL_TYPES |= {"ttl_seconds": "int4", "retry_count": "int4"}
+_UNNEST_ROWS = ", ".join(f"${n}::{_SQL_TYPES.get(name, 'text')}[]" for n, name in enumerate(COLUMNS, start=1))
+_U = len(COLUMNS)
+_INSERT_AND_UPDATE = f"""
+WITH inserted AS (
+    INSERT INTO {TABLE_NAME} ({", ".join(COLUMNS)}) SELECT * FROM unnest({_UNNEST_ROWS})
+    ON CONFLICT (message_id) DO NOTHING
+), updated AS (
+    UPDATE {TABLE_NAME} AS t SET
+        status = u.status,
+        delivered_at = COALESCE(u.delivered_at, t.delivered_at),
+        error_message = COALESCE(u.error_message, t.error_message),
+        retry_count = COALESCE(u.retry_count, t.retry_count)
+    FROM unnest(${_U + 1}::text[], ${_U + 2}::text[], ${_U + 3}::timestamptz[], ${_U + 4}::text[], ${_U + 5}::int4[])
+        AS u(message_id, status, delivered_at, error_message, retry_count)
+    WHERE t.message_id = u.message_id
+    RETURNING t.message_id
+)
+SELECT message_id FROM updated
+"""
+
+ONE_STATEMENT_MAX = 256
+"""Batches up to this many operations go in one ``INSERT ... unnest`` + ``UPDATE`` statement (one round
+trip); larger ones by ``COPY`` in a transaction (more round trips, less work per row)."""
 
 CONNECTION_ERRORS = (
     asyncpg.InterfaceError,  # e.g. ConnectionDoesNotExistError: the socket closed under us
@@ -104,23 +134,50 @@ class PostgresBackend(SQLBackend):
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
         batch = FoldedBatch.of(rows, updates)
         records = [tuple(row[name] for name in COLUMNS) for row in batch.rows]
-        async with self.engine.connect() as conn:
+        async with self.writing() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             try:
-                try:
-                    found = await _write(driver, records, batch.rest, skip_stored=False)
-                except asyncpg.UniqueViolationError:
-                    found = await _write(driver, records, batch.all_updates, skip_stored=True)
+                if len(records) + len(batch.rest) <= ONE_STATEMENT_MAX:
+                    found = await _write_in_one_statement(driver, records, batch.all_updates)
+                else:
+                    try:
+                        found = await _write_with_copy(driver, records, batch.rest, skip_stored=False)
+                    except asyncpg.UniqueViolationError:
+                        found = await _write_with_copy(driver, records, batch.all_updates, skip_stored=True)
             except CONNECTION_ERRORS as exc:
                 await conn.invalidate()
                 raise ConnectionError(f"PostgreSQL connection lost: {type(exc).__name__}: {exc}") from exc
         return found | batch.folded_ids
 
 
-async def _write(
+def _update_arrays(updates: list[StatusUpdate]) -> list[list[Any]]:
+    return [
+        [u.message_id for u in updates],
+        [u.status.value for u in updates],
+        [u.delivered_at for u in updates],
+        [u.error_message for u in updates],
+        [u.retry_count for u in updates],
+    ]
+
+
+async def _write_in_one_statement(
+    driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate]
+) -> set[str]:
+    """Insert and update in one statement (one round trip, its own transaction); return the updated ids.
+
+    The ``UPDATE`` sees the table as it was before the statement, so of the
+    folded updates it touches only rows whose insert was skipped as already
+    stored: exactly the ones that still need it.
+    """
+    row_arrays = [[record[index] for record in records] for index in range(len(COLUMNS))]
+    found = await driver.fetch(_INSERT_AND_UPDATE, *row_arrays, *_update_arrays(updates))
+    return {row[0] for row in found}
+
+
+async def _write_with_copy(
     driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate], *, skip_stored: bool
 ) -> set[str]:
-    """Write one batch in one transaction on the asyncpg connection ``driver``; return the updated ids.
+    """Write one batch in one transaction with ``COPY``; return the updated ids.
 
     ``skip_stored=False``: plain ``COPY`` into the table, which fails on a
     stored ``message_id``; ``True``: through the staging table, skipping them.
@@ -134,12 +191,5 @@ async def _write(
             await driver.copy_records_to_table(TABLE_NAME, records=records, columns=COLUMNS)
         if not updates:
             return set()
-        found = await driver.fetch(
-            _UPDATE_FROM_ARRAYS,
-            [u.message_id for u in updates],
-            [u.status.value for u in updates],
-            [u.delivered_at for u in updates],
-            [u.error_message for u in updates],
-            [u.retry_count for u in updates],
-        )
+        found = await driver.fetch(_UPDATE_FROM_ARRAYS, *_update_arrays(updates))
         return {row[0] for row in found}
