@@ -35,7 +35,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from audit_plugin.exceptions import AuditError, InvalidFieldError
+from audit_plugin.deadlines import Deadlines
+from audit_plugin.exceptions import AuditError, AuditTimeoutError, InvalidFieldError
 from audit_plugin.hookspecs import hookimpl
 from audit_plugin.messages import DeliveryReceipt, Message
 from audit_plugin.metrics import PipelineMetrics, SendMetrics, get_meter
@@ -91,6 +92,11 @@ class AuditPlugin:
         self.commit_timeouts = 0
         """Messages that went on without their commit because the store was too slow."""
         self._timing_out = False
+        self._deadlines = (
+            Deadlines(commit_timeout, lambda: AuditTimeoutError(f"audit commit took over {commit_timeout}s"))
+            if commit_timeout is not None
+            else None
+        )
         self._tracer = SendTracer(tracer_provider, record_payload=trace_payload)
         self._in_flight: dict[str, Span] = {}
         self._send_metrics = SendMetrics(get_meter(meter_provider))
@@ -152,16 +158,17 @@ class AuditPlugin:
             future.add_done_callback(_consume_outcome)
 
     async def _wait_for_commit(self, future: asyncio.Future[Any], message: Message) -> None:
+        if self._deadlines is not None:
+            # On timeout the future fails: only this waiter gives up, the writer still writes the record.
+            self._deadlines.watch(future)
         try:
-            # On timeout the future is cancelled: only this waiter gives up, the writer still writes the record.
-            async with asyncio.timeout(self.commit_timeout):
-                await future
+            await future
             if self._timing_out:
                 self._timing_out = False
                 log.warning(
                     "audit commits are back within %ss (%d timed out so far)", self.commit_timeout, self.commit_timeouts
                 )
-        except TimeoutError:
+        except AuditTimeoutError:
             self.commit_timeouts += 1
             if not self._timing_out:  # one warning per episode, not one per message
                 self._timing_out = True

@@ -112,6 +112,10 @@ def check_hex_id(field: str, value: object, length: int, *, optional: bool = Tru
     return lowered
 
 
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+"""Strict compact JSON; made once (``json.dumps`` with options builds a new encoder on every call)."""
+
+
 def encode_payload(payload: object, field: str = "payload") -> str:
     """Serialise a payload to strict JSON text, or raise naming ``field``.
 
@@ -122,7 +126,7 @@ def encode_payload(payload: object, field: str = "payload") -> str:
     if not isinstance(payload, dict):
         raise FieldTypeError(field, "dict", payload)
     try:
-        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _encode_json(payload)
     except RecursionError:
         raise PayloadNotSerializableError(field, "is nested too deeply to serialise") from None
     except (TypeError, ValueError) as exc:
