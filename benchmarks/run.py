@@ -58,12 +58,16 @@ async def store_section(store: Store, args: argparse.Namespace) -> list[Row]:
             stored = await stores.count_rows(store)
             assert stored == len(batch), f"{path}: stored {stored} of {len(batch)}"
             rates[path].append(len(batch) / seconds)
-    raw, writer, seed = (median(rates[k]) for k in ("raw", "writer", "seed"))
     name = store.kind
     return [
         (f"{name}: raw driver ({RAW_PATH[name]}, 1k rows/tx)", _rate(rates["raw"]), "", ""),
-        (f"{name}: trail writer", _rate(rates["writer"]), f"{writer / raw:.2f} of raw", ">= 0.7"),
-        (f"{name}: seed way (ORM, commit per message)", _rate(rates["seed"]), f"writer {writer / seed:.0f}x", ">= 30x"),
+        (f"{name}: trail writer", _rate(rates["writer"]), _ratio(rates["writer"], rates["raw"], "of raw"), ">= 0.7"),
+        (
+            f"{name}: seed way (ORM, commit per message)",
+            _rate(rates["seed"]),
+            _ratio(rates["writer"], rates["seed"], "x: writer / seed", digits=0),
+            ">= 30x",
+        ),
     ]
 
 
@@ -83,20 +87,19 @@ async def bus_section(store: Store, args: argparse.Namespace) -> list[Row]:
             if mode != "none":
                 assert run.dropped == 0 and run.commit_timeouts == 0
                 assert await stores.count_rows(store) == len(messages)
-    bare = median(rates["none"])
     name = store.kind
     return [
         (f"{name}: bus, no plugin, 64 senders", _rate(rates["none"]), "", ""),
         (
             f"{name}: bus + audit, buffered",
             _rate(rates["buffered"]),
-            f"{median(rates['buffered']) / bare:.2f} of bare",
+            _ratio(rates["buffered"], rates["none"], "of bare"),
             ">= 0.5",
         ),
         (
             f"{name}: bus + audit, commit",
             _rate(rates["commit"]),
-            f"{median(rates['commit']) / bare:.2f} of bare",
+            _ratio(rates["commit"], rates["none"], "of bare"),
             ">= 0.25",
         ),
         (
@@ -106,6 +109,13 @@ async def bus_section(store: Store, args: argparse.Namespace) -> list[Row]:
             "",
         ),
     ]
+
+
+def _ratio(numerators: list[float], denominators: list[float], label: str, digits: int = 2) -> str:
+    """Median of the per-repetition ratios (each pair measured back to back), with half their spread."""
+    ratios = [n / d for n, d in zip(numerators, denominators, strict=True)]
+    noise = f" ±{spread(ratios) / 2:.0%}" if len(ratios) > 1 else ""
+    return f"{median(ratios):.{digits}f}{noise} {label}"
 
 
 def _rate(values: list[float]) -> str:
@@ -179,7 +189,7 @@ async def main(args: argparse.Namespace) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--seed-messages", type=int, default=2_000)
     parser.add_argument("--bus-messages", type=int, default=20_000)

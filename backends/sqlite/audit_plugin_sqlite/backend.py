@@ -1,8 +1,9 @@
 """SQLite specifics: aiosqlite driver, WAL journal, idempotent executemany insert.
 
 A batch's rows go in with one ``executemany`` of
-``INSERT ... ON CONFLICT (message_id) DO NOTHING`` on the driver connection,
-inside the SQLAlchemy transaction (the Core statement's per-row parameter
+``INSERT ... ON CONFLICT (message_id) DO NOTHING`` and its status updates
+with one ``UPDATE ... FROM (VALUES ...) RETURNING`` on the driver connection,
+inside the SQLAlchemy transaction (the Core statements' per-row parameter
 processing cost about as much as SQLite's own work; see ``benchmarks/``).
 """
 
@@ -19,6 +20,7 @@ from sqlalchemy.pool import StaticPool
 
 from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import InvalidFieldError
+from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
 from audit_plugin.sql import SQLBackend
 
@@ -38,6 +40,17 @@ _INSERT_IGNORING_DUPLICATES = (
     "ON CONFLICT (message_id) DO NOTHING"
 )
 _DATETIME_COLUMNS = ("timestamp", "delivered_at")
+UPDATES_PER_STATEMENT = 1000
+"""Status updates per ``UPDATE ... FROM (VALUES ...)`` statement (5 parameters each; SQLite allows 32,766)."""
+
+
+def _update_from_values(count: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * count)
+    return (
+        f"UPDATE {TABLE_NAME} AS t SET status = u.column2, delivered_at = COALESCE(u.column3, t.delivered_at), "
+        "error_message = COALESCE(u.column4, t.error_message), retry_count = COALESCE(u.column5, t.retry_count) "
+        f"FROM (VALUES {values}) AS u WHERE t.message_id = u.column1 RETURNING message_id"
+    )
 
 
 def _with_async_driver(url: str) -> str:
@@ -71,6 +84,25 @@ class SQLiteBackend(SQLBackend):
         driver = (await conn.get_raw_connection()).driver_connection
         cursor = await driver.executemany(_INSERT_IGNORING_DUPLICATES, [_sqlite_values(row) for row in rows])
         return cursor.rowcount == len(rows)
+
+    async def apply_updates(self, conn: AsyncConnection, updates: Sequence[StatusUpdate]) -> set[str]:
+        driver = (await conn.get_raw_connection()).driver_connection
+        found: set[str] = set()
+        for start in range(0, len(updates), UPDATES_PER_STATEMENT):
+            chunk = updates[start : start + UPDATES_PER_STATEMENT]
+            parameters = [
+                value
+                for u in chunk
+                for value in (
+                    u.message_id,
+                    u.status.value,
+                    _utc_text(u.delivered_at) if u.delivered_at is not None else None,
+                    u.error_message,
+                    u.retry_count,
+                )
+            ]
+            found.update(row[0] for row in await driver.execute_fetchall(_update_from_values(len(chunk)), parameters))
+        return found
 
     def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
         # SQLite's date functions keep milliseconds only; timestamps are stored as
