@@ -20,6 +20,7 @@ pool (see ``benchmarks/`` for the measurements behind the choice):
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,8 @@ from audit_plugin.schema import TABLE_NAME, audit_log
 from audit_plugin.sql import FoldedBatch, SQLBackend, delivered_in_window
 
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
+_as_record = operator.itemgetter(*COLUMNS)
+"""A row dict as a tuple in column order (in C: this runs once per stored message)."""
 STAGING_TABLE = "audit_plugin_staging"
 
 _CREATE_STAGING = (
@@ -133,7 +136,7 @@ class PostgresBackend(SQLBackend):
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
         batch = FoldedBatch.of(rows, updates)
-        records = [tuple(row[name] for name in COLUMNS) for row in batch.rows]
+        records = list(map(_as_record, batch.rows))
         async with self.writing() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             try:

@@ -9,6 +9,7 @@ processing cost about as much as SQLite's own work; see ``benchmarks/``).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +40,8 @@ _INSERT_IGNORING_DUPLICATES = (
     f"INSERT INTO {TABLE_NAME} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
     "ON CONFLICT (message_id) DO NOTHING"
 )
-_DATETIME_COLUMNS = ("timestamp", "delivered_at")
+_DATETIME_INDEXES = (COLUMNS.index("timestamp"), COLUMNS.index("delivered_at"))
+_in_column_order = operator.itemgetter(*COLUMNS)
 UPDATES_PER_STATEMENT = 1000
 """Status updates per ``UPDATE ... FROM (VALUES ...)`` statement (5 parameters each; SQLite allows 32,766)."""
 
@@ -117,14 +119,14 @@ class SQLiteBackend(SQLBackend):
         return func.strftime(_BUCKET_FORMATS[unit], column)
 
 
-def _sqlite_values(row: dict[str, Any]) -> tuple[Any, ...]:
+def _sqlite_values(row: dict[str, Any]) -> list[Any]:
     """The row as SQLite parameters, datetimes in the text form :class:`UTCDateTime` stores."""
-    values = dict(row)
-    for name in _DATETIME_COLUMNS:
-        moment = values[name]
+    values = list(_in_column_order(row))
+    for index in _DATETIME_INDEXES:
+        moment = values[index]
         if moment is not None:
-            values[name] = _utc_text(moment)
-    return tuple(values[name] for name in COLUMNS)
+            values[index] = _utc_text(moment)
+    return values
 
 
 def _utc_text(moment: datetime) -> str:
