@@ -115,3 +115,14 @@ async def test_an_update_folded_into_a_row_already_stored_still_reaches_the_stor
     assert m0 is not None and (m0.from_agent, m0.status) == ("alice", MessageStatus.DELIVERED)
     assert fresh0 is not None and fresh0.status is MessageStatus.PENDING
     assert fresh1 is not None and fresh1.status is MessageStatus.FAILED
+
+
+async def test_sqlite_writes_in_wal_with_synchronous_normal(trail: MessageAuditTrail, backend_name: str) -> None:
+    if backend_name != "sqlite":
+        pytest.skip("SQLite journal settings")
+    await trail.log_message(Message("alice", "bob", MessageType.EVENT, {}))
+    async with trail.backend.writing() as conn:  # type: ignore[attr-defined]
+        driver = (await conn.get_raw_connection()).driver_connection
+        [(journal_mode,)] = await driver.execute_fetchall("PRAGMA journal_mode")
+        [(synchronous,)] = await driver.execute_fetchall("PRAGMA synchronous")
+    assert (journal_mode, synchronous) == ("wal", 1)  # 1 = NORMAL
