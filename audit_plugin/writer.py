@@ -166,6 +166,7 @@ class AuditWriter:
         self._in_flight: list[_Op] = []
         self._overflowing = False
         self._stopped = False
+        self._blocked = 0
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -259,7 +260,8 @@ class AuditWriter:
         counted in ``stats.dropped`` and refused with
         :class:`~audit_plugin.exceptions.RecordDroppedError`.
         """
-        if self.overflow == "block" and len(self._queue) >= self.max_queue:
+        if self.overflow == "block" and self.is_full():
+            self._blocked += 1
             try:
                 async with asyncio.timeout(timeout):
                     while len(self._queue) >= self.max_queue and not self._stopped:
@@ -271,10 +273,17 @@ class AuditWriter:
                 raise RecordDroppedError(
                     f"audit queue full ({self.max_queue}) for {timeout}s; policy block with a timeout"
                 ) from None
+            finally:
+                self._blocked -= 1
         return self.submit(row=row, update=update)
 
     def is_full(self) -> bool:
-        return len(self._queue) >= self.max_queue
+        """True when a new operation must wait (``"block"``): the queue is full or others already wait.
+
+        Counting the waiters keeps the wait fair: space freed by a commit goes
+        to the callers already waiting, not to whoever arrives next.
+        """
+        return len(self._queue) >= self.max_queue or self._blocked > 0
 
     def _enqueue(self, op: _Op) -> None:
         self._queue.append(op)
