@@ -244,8 +244,9 @@ class SQLBackend:
         """The connection the writer uses, kept between batches (one writer task per trail).
 
         Keeping it saves a pool checkout, a liveness ping and a reset per
-        batch. If a batch fails the connection is closed (a broken one is
-        never reused: the retry starts on a fresh one).
+        batch. If a batch fails the connection is discarded, not returned to
+        the pool: one cut off mid-operation may be left in a state no later
+        statement can use, so the retry starts on a fresh one.
         """
         if self._write_connection is None:
             self._write_connection = await self.engine.connect()
@@ -253,6 +254,8 @@ class SQLBackend:
             yield self._write_connection
         except BaseException:
             connection, self._write_connection = self._write_connection, None
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
             with contextlib.suppress(Exception):
                 await connection.close()
             raise

@@ -82,20 +82,23 @@ def _audited_bus(trail: MessageAuditTrail, **plugin_options: object) -> tuple[Me
 # -- PostgreSQL: connections killed mid-stream -------------------------------------------------
 
 
-async def _terminate_writer_connections(database_url: str, stop: asyncio.Event, interval: float) -> int:
-    """Kill every other connection to this test's database until ``stop``; return how many were killed."""
+async def _terminate_writer_connections(database_url: str, stop: asyncio.Event, rounds: int, interval: float) -> int:
+    """Every ``interval`` s, ``rounds`` times (or until ``stop``), kill every other connection to this test's
+    database; return how many were killed."""
     database = make_url(database_url).database
     killer = await asyncpg.connect(_asyncpg_dsn(database_url))
     killed = 0
     try:
-        while not stop.is_set():
+        for _ in range(rounds):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                break
             killed += await killer.fetchval(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE datname = $1 AND pid <> pg_backend_pid()",
                 database,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
     finally:
         await killer.close()
     return killed
@@ -113,7 +116,7 @@ async def test_postgres_connections_killed_mid_stream_lose_and_duplicate_nothing
         bus, _plugin = _audited_bus(trail, durability=durability, commit_timeout=None)
         messages = [_message(n) for n in range(4000)]
         stop = asyncio.Event()
-        killer = asyncio.create_task(_terminate_writer_connections(database_url, stop, interval=0.03))
+        killer = asyncio.create_task(_terminate_writer_connections(database_url, stop, rounds=12, interval=0.05))
         try:
             outcomes = await _send_all(bus, messages)
             await trail.flush()  # still under fire: the writer keeps retrying until everything is in
@@ -125,9 +128,10 @@ async def test_postgres_connections_killed_mid_stream_lose_and_duplicate_nothing
         statuses = await _statuses(trail)
         stats = trail.writer_stats
     assert killed >= 3, "the stream ended before the faults started; make it longer"
+    assert stats.retries >= 1  # the kills hit the writer: it failed, held its batch, and retried
     assert outcomes == [MessageStatus.DELIVERED] * len(messages)
     assert len(stored) == len(set(stored))  # zero duplicates
-    assert set(stored) == {m.message_id for m in messages}  # stored == produced, exactly
+    assert set(stored) == {m.message_id for m in messages}, stats  # stored == produced, exactly
     assert statuses == {"DELIVERED": len(messages)}  # the status updates survived the kills too
     assert stats.dropped == stats.failed == 0
 

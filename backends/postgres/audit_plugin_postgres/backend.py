@@ -89,6 +89,7 @@ CONNECTION_ERRORS = (
     asyncpg.InterfaceError,  # e.g. ConnectionDoesNotExistError: the socket closed under us
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08
     asyncpg.exceptions.OperatorInterventionError,  # class 57: admin shutdown, crash, cannot connect now
+    asyncpg.exceptions.InternalClientError,  # protocol state broken by an operation cut off mid-way
     OSError,
 )
 """asyncpg errors meaning the connection is gone or the server is going away: retry on a new connection."""
