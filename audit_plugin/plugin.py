@@ -144,8 +144,7 @@ class AuditPlugin:
     def _settle(self, future: asyncio.Future[Any], message: Message) -> Any:
         if self.durability == "commit":
             return self._wait_for_commit(future, message)
-        future.add_done_callback(_consume_outcome)
-        return None
+        return None  # buffered: nobody waits; the writer counts, logs and retrieves every failure itself
 
     async def _put_and_wait(self, enqueued: Any, message: Message) -> None:
         try:
@@ -154,8 +153,6 @@ class AuditPlugin:
             return  # no space in time: counted in trail.writer_stats.dropped and logged by the writer
         if self.durability == "commit":
             await self._wait_for_commit(future, message)
-        else:
-            future.add_done_callback(_consume_outcome)
 
     async def _wait_for_commit(self, future: asyncio.Future[Any], message: Message) -> None:
         if self._deadlines is not None:
@@ -180,9 +177,3 @@ class AuditPlugin:
                 )
         except AuditError:
             pass  # dropped or refused: counted in trail.writer_stats and logged by the writer
-
-
-def _consume_outcome(future: asyncio.Future[Any]) -> None:
-    """Retrieve a background write's outcome; failures are already counted and logged by the writer."""
-    if not future.cancelled():
-        future.exception()
