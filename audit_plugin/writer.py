@@ -159,14 +159,15 @@ class AuditWriter:
         self._on_batch = on_batch
         self._queue: deque[_Op] = deque()
         self._work = asyncio.Event()
-        self._space = asyncio.Event()
-        self._space.set()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: list[_Op] = []
         self._overflowing = False
         self._stopped = False
-        self._blocked = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        """Callers waiting for queue space under ``"block"``, first come first served."""
+        self._granted = 0
+        """Queue slots handed to waiters that have not used them yet."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -211,7 +212,7 @@ class AuditWriter:
                 await self._task
             self._task = None
             self._abandon_unwritten()
-            self._space.set()  # wake callers blocked on a full queue; they see the writer stopped
+            self._refuse_waiters()
 
     def _abandon_unwritten(self) -> None:
         left = [op for op in (*self._in_flight, *self._queue) if not op.future.done()]
@@ -260,30 +261,54 @@ class AuditWriter:
         counted in ``stats.dropped`` and refused with
         :class:`~audit_plugin.exceptions.RecordDroppedError`.
         """
-        if self.overflow == "block" and self.is_full():
-            self._blocked += 1
+        if self.overflow == "block" and self.is_full() and not self._stopped:
+            self._note_overflow()
+            waiter: asyncio.Future[None] = self._new_future()
+            self._waiters.append(waiter)
             try:
                 async with asyncio.timeout(timeout):
-                    while len(self._queue) >= self.max_queue and not self._stopped:
-                        self._note_overflow()
-                        self._space.clear()
-                        await self._space.wait()
-            except TimeoutError:
-                self.stats.dropped += 1
-                raise RecordDroppedError(
-                    f"audit queue full ({self.max_queue}) for {timeout}s; policy block with a timeout"
-                ) from None
-            finally:
-                self._blocked -= 1
+                    await waiter
+            except BaseException as exc:
+                self._forget(waiter)
+                if isinstance(exc, TimeoutError):
+                    self.stats.dropped += 1
+                    raise RecordDroppedError(
+                        f"audit queue full ({self.max_queue}) for {timeout}s; policy block with a timeout"
+                    ) from None
+                raise
+            self._granted -= 1  # the slot granted to this caller is used right now
         return self.submit(row=row, update=update)
 
     def is_full(self) -> bool:
-        """True when a new operation must wait (``"block"``): the queue is full or others already wait.
+        """True when a new operation must wait (``"block"``): no free slot, or others already wait.
 
-        Counting the waiters keeps the wait fair: space freed by a commit goes
-        to the callers already waiting, not to whoever arrives next.
+        Space freed by a commit is granted to the waiting callers in arrival
+        order and reserved for them, so a caller that never yields cannot take
+        it first and starve them.
         """
-        return len(self._queue) >= self.max_queue or self._blocked > 0
+        return len(self._queue) + self._granted >= self.max_queue or bool(self._waiters)
+
+    def _grant_space(self) -> None:
+        while self._waiters and len(self._queue) + self._granted < self.max_queue:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._granted += 1
+
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        """A waiter gave up (timeout, cancelled, writer stopped): release its slot or its place in line."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            self._granted -= 1  # granted just as it gave up: pass the slot on
+            self._grant_space()
+        else:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def _refuse_waiters(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(TrailStateError("the audit writer stopped; the trail is closed"))
 
     def _enqueue(self, op: _Op) -> None:
         self._queue.append(op)
@@ -350,7 +375,7 @@ class AuditWriter:
                 real += 1
         self.stats.queue_depth = len(self._queue)
         if len(self._queue) < self.max_queue:
-            self._space.set()
+            self._grant_space()
             if self._overflowing and len(self._queue) <= self.max_queue // 2:
                 self._overflowing = False
                 log.info("audit queue drained below half; %d operations dropped so far", self.stats.dropped)

@@ -280,7 +280,15 @@ async def test_block_policy_back_pressures_senders_and_drops_nothing(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="audit_plugin.writer")
     async with MessageAuditTrail(database_url, batch_size=20, max_queue=50, overflow="block") as trail:
-        bus, _plugin = _audited_bus(trail, durability="buffered")
+        # Handlers that never yield make each send() run to completion without yielding: a sender that gets
+        # space keeps it unless waiting senders are served first; starved senders would hit the 0.5 s bound.
+        bus = MessageBus()
+        bus.register(AuditPlugin(trail, durability="buffered", commit_timeout=0.5))
+
+        async def sink(message: Message) -> None:
+            return None
+
+        bus.subscribe("sink", sink)
         deepest = 0
 
         async def watch() -> None:
@@ -290,7 +298,7 @@ async def test_block_policy_back_pressures_senders_and_drops_nothing(
                 await asyncio.sleep(0)
 
         watcher = asyncio.create_task(watch())
-        messages = [_message(n) for n in range(2000)]
+        messages = [_message(n) for n in range(6000)]
         try:
             await _send_all(bus, messages)
         finally:
