@@ -215,11 +215,13 @@ async def test_one_series_per_trail_however_many_plugins(
         MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'first.db'}") as first,
         MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'second.db'}", max_queue=10) as second,
     ):
+        buses = []  # keep the plugins alive: a collected plugin is no longer watched
         for trail, plugins in ((first, 2), (second, 1)):
             for _ in range(plugins):
                 bus = audited_bus(trail, meter_provider)
                 bus.subscribe("b", noop)
                 await bus.send(Message("a", "b", MessageType.EVENT))
+                buses.append(bus)
         points = collect(reader)
         limits = {point.attributes["db.namespace"]: point.value for point in points["audit_plugin.writer.queue.limit"]}
         assert limits == {str(tmp_path / "first.db"): 100_000, str(tmp_path / "second.db"): 10}
