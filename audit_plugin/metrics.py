@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
@@ -64,7 +64,6 @@ from audit_plugin.tracing import (
 )
 
 if TYPE_CHECKING:
-    from audit_plugin.plugin import AuditPlugin
     from audit_plugin.trail import MessageAuditTrail
     from audit_plugin.writer import WriterStats
 
@@ -95,6 +94,20 @@ _WRITER_INSTRUMENTS: tuple[tuple[str, str, Callable[[WriterStats], float], str, 
         lambda s: s.dropped,
         "{operation}",
         "Audit operations dropped because the queue was full (overflow policy). Lost records.",
+    ),
+    (
+        "audit_plugin.writer.abandoned",
+        "counter",
+        lambda s: s.abandoned,
+        "{operation}",
+        "Audit operations still unwritten when a close() timed out. Lost records.",
+    ),
+    (
+        "audit_plugin.commit.timeouts",
+        "counter",
+        lambda s: s.commit_timeouts,
+        "{message}",
+        "Messages sent without waiting for their audit commit because the store was too slow.",
     ),
     (
         "audit_plugin.writer.retries",
@@ -179,7 +192,6 @@ class _WatchedTrail:
     trail: weakref.ref[MessageAuditTrail]
     attributes: dict[str, str]
     queue_limit: int
-    plugins: weakref.WeakSet[AuditPlugin] = field(default_factory=weakref.WeakSet)
 
 
 class PipelineMetrics:
@@ -189,7 +201,7 @@ class PipelineMetrics:
     per meter, so there is one ``PipelineMetrics`` per meter provider
     (:meth:`for_provider`) and its callbacks report every trail watched
     with it, one series per trail (``db.system.name``, ``db.namespace``).
-    Trails and plugins are held weakly: a closed or discarded trail simply
+    Trails are held weakly: a closed or discarded trail simply
     stops reporting.
     """
 
@@ -214,12 +226,6 @@ class PipelineMetrics:
             [lambda options: [Observation(w.queue_limit, w.attributes) for _, w in self._live()]],
             unit="{operation}",
             description="Capacity of the audit queue; at the limit the overflow policy applies.",
-        )
-        meter.create_observable_counter(
-            "audit_plugin.commit.timeouts",
-            [self._observe_commit_timeouts],
-            unit="{message}",
-            description="Messages sent without waiting for their audit commit because the store was too slow.",
         )
         self.batch_duration = meter.create_histogram(
             "audit_plugin.writer.batch.duration",
@@ -247,8 +253,8 @@ class PipelineMetrics:
             pipeline = _PIPELINE_METRICS[meter_provider] = cls(get_meter(meter_provider))
         return pipeline
 
-    def watch(self, trail: MessageAuditTrail, plugin: AuditPlugin | None = None) -> None:
-        """Report ``trail``'s writer (and ``plugin``'s ``commit_timeouts``) from now on."""
+    def watch(self, trail: MessageAuditTrail) -> None:
+        """Report ``trail``'s writer from now on (once per trail, however many plugins use it)."""
         key = id(trail)
         watched = self._watched.get(key)
         if watched is None or watched.trail() is not trail:
@@ -262,8 +268,6 @@ class PipelineMetrics:
                 self.batch_size.record(count, attributes)
 
             trail.add_batch_listener(on_batch)
-        if plugin is not None:
-            watched.plugins.add(plugin)
 
     def _live(self) -> list[tuple[WriterStats, _WatchedTrail]]:
         """Stats of every watched trail that is open (called on the metric reader's thread)."""
@@ -273,13 +277,6 @@ class PipelineMetrics:
             if stats is not None:
                 live.append((stats, watched))
         return live
-
-    def _observe_commit_timeouts(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(sum(plugin.commit_timeouts for plugin in list(watched.plugins)), watched.attributes)
-            for _, watched in self._live()
-            if len(watched.plugins)
-        ]
 
 
 _PIPELINE_METRICS: weakref.WeakKeyDictionary[metrics.MeterProvider, PipelineMetrics] = weakref.WeakKeyDictionary()

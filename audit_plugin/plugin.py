@@ -32,11 +32,12 @@ before sending ends its span at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 from audit_plugin.deadlines import Deadlines
-from audit_plugin.exceptions import AuditError, AuditTimeoutError, InvalidFieldError
+from audit_plugin.exceptions import AuditError, AuditTimeoutError, InvalidFieldError, TrailStateError
 from audit_plugin.hookspecs import hookimpl
 from audit_plugin.messages import DeliveryReceipt, Message
 from audit_plugin.metrics import PipelineMetrics, SendMetrics, get_meter
@@ -100,7 +101,7 @@ class AuditPlugin:
         self._tracer = SendTracer(tracer_provider, record_payload=trace_payload)
         self._in_flight: dict[str, Span] = {}
         self._send_metrics = SendMetrics(get_meter(meter_provider))
-        PipelineMetrics.for_provider(meter_provider).watch(trail, self)
+        PipelineMetrics.for_provider(meter_provider).watch(trail)
 
     @property
     def spans_in_flight(self) -> int:
@@ -167,6 +168,8 @@ class AuditPlugin:
                 )
         except AuditTimeoutError:
             self.commit_timeouts += 1
+            with contextlib.suppress(TrailStateError):  # the trail's count outlives this plugin
+                self.trail.writer.stats.commit_timeouts += 1
             if not self._timing_out:  # one warning per episode, not one per message
                 self._timing_out = True
                 log.warning(

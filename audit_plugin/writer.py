@@ -78,6 +78,8 @@ class WriterStats:
     """Batch attempts that failed with a transient error and were retried."""
     abandoned: int = 0
     """Operations still unwritten when the writer was stopped (a ``close()`` that timed out)."""
+    commit_timeouts: int = 0
+    """Messages an ``AuditPlugin`` let go on without their commit because the store was too slow."""
     last_batch_seconds: float = 0.0
     """Duration of the last committed transaction."""
     queue_depth: int = 0

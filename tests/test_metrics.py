@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -165,10 +166,13 @@ async def test_store_outage_shows_in_metrics_then_recovers(
         assert value(points, "audit_plugin.writer.queue.depth") == 1  # the outcome waits behind the record
         assert value(points, "audit_plugin.writer.written") == 0
 
+        del bus
+        gc.collect()  # a discarded bus and plugin: the trail's counters must not go backwards
         await trail.backend.initialize()  # the table is back
         await trail.flush(timeout=30)
         points = collect(reader)
         assert value(points, "audit_plugin.writer.store.available") == 1
+        assert value(points, "audit_plugin.commit.timeouts") == 2
         assert value(points, "audit_plugin.writer.written") == 2
         assert value(points, "audit_plugin.writer.dropped") + value(points, "audit_plugin.writer.failed") == 0
         record = await trail.get_message(message.message_id)
@@ -215,13 +219,11 @@ async def test_one_series_per_trail_however_many_plugins(
         MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'first.db'}") as first,
         MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'second.db'}", max_queue=10) as second,
     ):
-        buses = []  # keep the plugins alive: a collected plugin is no longer watched
         for trail, plugins in ((first, 2), (second, 1)):
             for _ in range(plugins):
                 bus = audited_bus(trail, meter_provider)
                 bus.subscribe("b", noop)
                 await bus.send(Message("a", "b", MessageType.EVENT))
-                buses.append(bus)
         points = collect(reader)
         limits = {point.attributes["db.namespace"]: point.value for point in points["audit_plugin.writer.queue.limit"]}
         assert limits == {str(tmp_path / "first.db"): 100_000, str(tmp_path / "second.db"): 10}
