@@ -71,3 +71,28 @@ class RecordDroppedError(AuditError):
 
 class AuditTimeoutError(AuditError, TimeoutError):
     """Waiting for the store (a commit, a flush, a close) took longer than allowed."""
+
+
+class PayloadTooDeepError(PayloadNotSerializableError):
+    """The payload nests dicts/lists deeper than the configured limit (or contains a reference cycle)."""
+
+    def __init__(self, field: str, max_depth: int) -> None:
+        self.max_depth = max_depth
+        super().__init__(field, f"is nested deeper than {max_depth} levels (or contains a reference cycle)")
+
+
+class PayloadTooLargeError(InvalidFieldError):
+    """The serialised payload is larger than the configured cap and the policy is ``"reject"``."""
+
+    def __init__(self, field: str, size: int, max_bytes: int) -> None:
+        self.size = size
+        self.max_bytes = max_bytes
+        super().__init__(field, f"is {size} bytes of JSON, over the {max_bytes}-byte limit")
+
+
+class EncryptionError(AuditError):
+    """Payload encryption is misconfigured or a key could not be used (wrong master key, missing provider)."""
+
+
+class ChainError(AuditError):
+    """The hash chain cannot be used as asked (unknown chain, checkpoint of another chain, bad signature)."""

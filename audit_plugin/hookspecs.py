@@ -10,9 +10,9 @@ Two families of hooks share this module:
   synchronous; returning an awaitable is how an implementation makes the bus
   wait (for example until the record is committed) without blocking the
   event loop.
-* **Extension hooks** (``audit_create_backend``): implemented by backend
-  distributions and other extensions, found through the ``audit_plugin``
-  entry-point group.
+* **Extension hooks** (``audit_create_backend``, ``audit_redact``):
+  implemented by backend distributions and other extensions, found through
+  the ``audit_plugin`` entry-point group and called by the trail.
 
 Hook names start with ``audit_``; call them with keyword arguments only.
 """
@@ -69,6 +69,40 @@ def audit_post_delivery(message: Message, receipt: DeliveryReceipt) -> Awaitable
     raises a ``BaseException``), the reference bus still calls this hook with
     a FAILED receipt, so no record stays PENDING and no span stays open, but
     does not await the results: the interruption propagates at once.
+    """
+
+
+@hookspec
+def audit_retry(message: Message, attempt: int, error: BaseException) -> Awaitable[Any] | None:
+    """Called by the bus when delivering ``message`` failed and it is about to try again.
+
+    :param message: the message being retried.
+    :param attempt: the number of the retry about to start (1 for the first
+        retry), so the final receipt's ``retry_count`` equals the last
+        ``attempt`` seen.
+    :param error: what the failed attempt raised.
+    :return: ``None``, or an awaitable the bus awaits before retrying. The
+        audit plugin appends a lifecycle event (status PENDING, the retry
+        count, the error) so ``trail.get_message_history()`` shows each retry.
+    """
+
+
+@hookspec
+def audit_redact(message: Message, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Called by the trail for each message it records, before the payload is serialised.
+
+    Implementations run one after another, each receiving the payload the
+    previous one returned (pluggy's call order: last registered first,
+    ``tryfirst``/``trylast`` respected); the trail's built-in field-name
+    redactor runs after all of them. Redaction happens at capture time, so
+    the original values never reach the queue, the store or the hash chain.
+
+    :param message: the message being recorded (read it; do not modify it).
+    :param payload: the payload as redacted so far; never modify it in place
+        (it may be the caller's own dict).
+    :return: a new payload dict to record instead, or ``None`` to leave the
+        payload as it is. Raising refuses the message (the bus's ``send()``
+        raises before delivery).
     """
 
 

@@ -95,11 +95,14 @@ def record_row(
     status: MessageStatus = MessageStatus.PENDING,
     trace_id: str | None = None,
     span_id: str | None = None,
+    payload_json: str | None = None,
 ) -> dict[str, Any]:
     """The ``message_audit_log`` row for ``message``, validated and ready to insert.
 
     Raises a typed error naming the field if anything cannot be stored; this
     runs before the record is queued, so nothing bad ever reaches the writer.
+    ``payload_json`` is the payload text to store when the caller has already
+    prepared it (redacted, capped, encrypted: see :mod:`audit_plugin.capture`).
     """
     if not isinstance(message, Message):
         raise v.FieldTypeError("message", "audit_plugin.Message", message)
@@ -112,7 +115,7 @@ def record_row(
         "status": status.value,
         "correlation_id": message.correlation_id,
         "reply_to": message.reply_to,
-        "payload_json": v.encode_payload(message.payload),
+        "payload_json": payload_json if payload_json is not None else v.encode_payload(message.payload),
         "timestamp": message.timestamp,
         "delivered_at": None,
         "ttl_seconds": message.ttl_seconds,

@@ -19,6 +19,7 @@ import pluggy
 
 from audit_plugin import validation as v
 from audit_plugin.backend import BUCKET_UNITS, AuditBackend, BucketUnit
+from audit_plugin.capture import PayloadCapture, PayloadPolicy
 from audit_plugin.exceptions import InvalidFieldError, TrailStateError
 from audit_plugin.messages import Message, MessageStatus
 from audit_plugin.records import (
@@ -29,7 +30,7 @@ from audit_plugin.records import (
     StatusUpdate,
     record_row,
 )
-from audit_plugin.registry import create_backend
+from audit_plugin.registry import create_backend, extension_manager
 from audit_plugin.tracing import TRACE_URL_ENV, check_trace_url_template, trace_url
 from audit_plugin.writer import AuditWriter, OverflowPolicy, WriterStats
 
@@ -51,11 +52,13 @@ class MessageAuditTrail:
     :param max_queue: most operations waiting for the writer.
     :param overflow: what a full queue does: ``"block"`` (wait for space),
         ``"drop_newest"`` or ``"drop_oldest"`` (drop and count).
-    :param plugin_manager: where to look for backends; defaults to the
-        installed ``audit_plugin`` entry points.
+    :param plugin_manager: where to look for backends and ``audit_redact``
+        rules; defaults to the installed ``audit_plugin`` entry points.
     :param trace_url_template: trace-viewer link for :meth:`trace_url`, e.g.
         ``http://localhost:16686/trace/{trace_id}``; read from the environment
         variable ``AUDIT_TRACE_URL_TEMPLATE`` when not given.
+    :param payload_policy: size cap, depth limit and redacted field names
+        (see :class:`~audit_plugin.capture.PayloadPolicy`; defaults apply).
 
     Use as ``async with MessageAuditTrail(...) as trail:`` or call
     ``initialize()`` and ``close()`` yourself.
@@ -72,12 +75,17 @@ class MessageAuditTrail:
         overflow: OverflowPolicy = "block",
         plugin_manager: pluggy.PluginManager | None = None,
         trace_url_template: str | None = None,
+        payload_policy: PayloadPolicy | None = None,
     ) -> None:
         if not isinstance(retention_policy, RetentionPolicy):
             raise v.FieldTypeError("retention_policy", "RetentionPolicy", retention_policy)
+        if payload_policy is not None and not isinstance(payload_policy, PayloadPolicy):
+            raise v.FieldTypeError("payload_policy", "PayloadPolicy", payload_policy)
         self.database_url = database_url
         self.retention_policy = retention_policy
-        self.backend: AuditBackend = create_backend(database_url, plugin_manager)
+        self.plugin_manager = plugin_manager or extension_manager()
+        self.backend: AuditBackend = create_backend(database_url, self.plugin_manager)
+        self.capture = PayloadCapture(self.plugin_manager, payload_policy or PayloadPolicy())
         self.trace_url_template = check_trace_url_template(
             trace_url_template if trace_url_template is not None else os.environ.get(TRACE_URL_ENV) or None,
             "trace_url_template" if trace_url_template is not None else TRACE_URL_ENV,
@@ -199,18 +207,23 @@ class MessageAuditTrail:
         Under the ``"block"`` policy this waits for space in the queue, at
         most ``timeout`` seconds (then the record is dropped and counted).
         """
-        row = record_row(message, status=status, trace_id=trace_id, span_id=span_id)
+        row = self._record_row(message, status=status, trace_id=trace_id, span_id=span_id)
         return await self._require_writer().put(row=row, timeout=timeout)
 
     def enqueue_message_nowait(
         self, message: Message, *, trace_id: str | None = None, span_id: str | None = None
     ) -> asyncio.Future[Any] | None:
         """Validate and queue ``message`` without waiting; ``None`` if the queue is full and blocking."""
-        row = record_row(message, trace_id=trace_id, span_id=span_id)
+        row = self._record_row(message, trace_id=trace_id, span_id=span_id)
         writer = self._require_writer()
         if writer.overflow == "block" and writer.is_full():
             return None
         return writer.submit(row=row)
+
+    def _record_row(self, message: Message, **fields: Any) -> dict[str, Any]:
+        if not isinstance(message, Message):
+            raise v.FieldTypeError("message", "audit_plugin.Message", message)
+        return record_row(message, payload_json=self.capture.encode(message), **fields)
 
     async def update_message_status(
         self,

@@ -15,12 +15,18 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
 
-from audit_plugin.exceptions import FieldTypeError, InvalidFieldError, PayloadNotSerializableError
+from audit_plugin.exceptions import FieldTypeError, InvalidFieldError, PayloadNotSerializableError, PayloadTooDeepError
 
 E = TypeVar("E", bound=Enum)
 
 MAX_TEXT_LENGTH = 1024
 """Longest agent id, correlation id or message id accepted (characters)."""
+
+DEFAULT_MAX_DEPTH = 64
+"""How deeply dicts and lists may nest in a payload by default."""
+
+MAX_DEPTH_LIMIT = 500
+"""The largest ``max_depth`` accepted: deeper structures would come near Python's recursion limit in ``json``."""
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -116,19 +122,40 @@ _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow
 """Strict compact JSON; made once (``json.dumps`` with options builds a new encoder on every call)."""
 
 
-def encode_payload(payload: object, field: str = "payload") -> str:
+def check_depth(payload: object, max_depth: int = DEFAULT_MAX_DEPTH, field: str = "payload") -> None:
+    """Raise :class:`PayloadTooDeepError` if dicts/lists in ``payload`` nest deeper than ``max_depth``.
+
+    Iterative, so it never hits Python's recursion limit, and it terminates
+    on reference cycles (a cycle is infinitely deep).
+    """
+    stack: list[tuple[object, int]] = [(payload, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            raise PayloadTooDeepError(field, max_depth)
+        if isinstance(item, dict):
+            stack.extend((value, depth + 1) for value in item.values() if isinstance(value, dict | list | tuple))
+        elif isinstance(item, list | tuple):
+            stack.extend((value, depth + 1) for value in item if isinstance(value, dict | list | tuple))
+
+
+def encode_payload(
+    payload: object, field: str = "payload", *, max_depth: int = DEFAULT_MAX_DEPTH, depth_checked: bool = False
+) -> str:
     """Serialise a payload to strict JSON text, or raise naming ``field``.
 
     Rejects what JSON cannot represent faithfully or PostgreSQL ``jsonb``
     cannot store: non-dict payloads, sets/bytes/objects, NaN and Infinity,
-    circular references, NUL characters and lone surrogates.
+    nesting deeper than ``max_depth`` (and reference cycles), NUL characters
+    and lone surrogates. ``depth_checked=True`` skips the depth walk for a
+    caller that has just done it.
     """
     if not isinstance(payload, dict):
         raise FieldTypeError(field, "dict", payload)
+    if not depth_checked:
+        check_depth(payload, max_depth, field)
     try:
         text = _encode_json(payload)
-    except RecursionError:
-        raise PayloadNotSerializableError(field, "is nested too deeply to serialise") from None
     except (TypeError, ValueError) as exc:
         raise PayloadNotSerializableError(field, f"is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _contains_nul(payload):
