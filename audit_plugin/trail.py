@@ -19,9 +19,11 @@ import pluggy
 
 from audit_plugin import validation as v
 from audit_plugin.backend import BUCKET_UNITS, AuditBackend, BucketUnit
-from audit_plugin.capture import PayloadCapture, PayloadPolicy
+from audit_plugin.capture import PayloadPolicy
+from audit_plugin.crypto import KeyProvider, SubjectResolver
 from audit_plugin.exceptions import InvalidFieldError, TrailStateError
 from audit_plugin.messages import Message, MessageStatus
+from audit_plugin.privacy import PayloadProtection
 from audit_plugin.records import (
     AuditQuery,
     AuditRecord,
@@ -59,6 +61,10 @@ class MessageAuditTrail:
         variable ``AUDIT_TRACE_URL_TEMPLATE`` when not given.
     :param payload_policy: size cap, depth limit and redacted field names
         (see :class:`~audit_plugin.capture.PayloadPolicy`; defaults apply).
+    :param key_provider: encrypt payloads at rest (AES-GCM, one data key per
+        subject, wrapped by this provider's master key); reads decrypt them.
+    :param subject_of: the data subject of a message, for encryption and
+        :meth:`erase_subject` (default: header ``audit-subject``, else ``from_agent``).
 
     Use as ``async with MessageAuditTrail(...) as trail:`` or call
     ``initialize()`` and ``close()`` yourself.
@@ -76,16 +82,16 @@ class MessageAuditTrail:
         plugin_manager: pluggy.PluginManager | None = None,
         trace_url_template: str | None = None,
         payload_policy: PayloadPolicy | None = None,
+        key_provider: KeyProvider | None = None,
+        subject_of: SubjectResolver | None = None,
     ) -> None:
         if not isinstance(retention_policy, RetentionPolicy):
             raise v.FieldTypeError("retention_policy", "RetentionPolicy", retention_policy)
-        if payload_policy is not None and not isinstance(payload_policy, PayloadPolicy):
-            raise v.FieldTypeError("payload_policy", "PayloadPolicy", payload_policy)
         self.database_url = database_url
         self.retention_policy = retention_policy
         self.plugin_manager = plugin_manager or extension_manager()
         self.backend: AuditBackend = create_backend(database_url, self.plugin_manager)
-        self.capture = PayloadCapture(self.plugin_manager, payload_policy or PayloadPolicy())
+        self.protection = PayloadProtection(self.plugin_manager, self.backend, payload_policy, key_provider, subject_of)
         self.trace_url_template = check_trace_url_template(
             trace_url_template if trace_url_template is not None else os.environ.get(TRACE_URL_ENV) or None,
             "trace_url_template" if trace_url_template is not None else TRACE_URL_ENV,
@@ -207,23 +213,30 @@ class MessageAuditTrail:
         Under the ``"block"`` policy this waits for space in the queue, at
         most ``timeout`` seconds (then the record is dropped and counted).
         """
+        self._require_writer()
+        await self.protection.prepare(message)
         row = self._record_row(message, status=status, trace_id=trace_id, span_id=span_id)
         return await self._require_writer().put(row=row, timeout=timeout)
 
     def enqueue_message_nowait(
         self, message: Message, *, trace_id: str | None = None, span_id: str | None = None
     ) -> asyncio.Future[Any] | None:
-        """Validate and queue ``message`` without waiting; ``None`` if the queue is full and blocking."""
-        row = self._record_row(message, trace_id=trace_id, span_id=span_id)
+        """Validate and queue ``message`` without waiting.
+
+        Returns ``None`` when that would need waiting: the queue is full under
+        the ``"block"`` policy, or the message's data subject has no data key
+        loaded yet (encryption). Use :meth:`enqueue_message` then.
+        """
         writer = self._require_writer()
-        if writer.overflow == "block" and writer.is_full():
+        if (writer.overflow == "block" and writer.is_full()) or not self.protection.ready(message):
             return None
+        row = self._record_row(message, trace_id=trace_id, span_id=span_id)
         return writer.submit(row=row)
 
     def _record_row(self, message: Message, **fields: Any) -> dict[str, Any]:
         if not isinstance(message, Message):
             raise v.FieldTypeError("message", "audit_plugin.Message", message)
-        return record_row(message, payload_json=self.capture.encode(message), **fields)
+        return record_row(message, payload_json=self.protection.encode(message), **fields)
 
     async def update_message_status(
         self,
@@ -261,31 +274,33 @@ class MessageAuditTrail:
         if not isinstance(query, AuditQuery):
             raise v.FieldTypeError("query", "AuditQuery", query)
         self._require_writer()
-        return await self.backend.query(query)
+        return await self.protection.open(await self.backend.query(query))
 
     def stream_messages(
         self, query: AuditQuery | None = None, *, oldest_first: bool = True
     ) -> AsyncIterator[AuditRecord]:
         """Every record matching ``query``'s filters (limit/offset ignored), in constant memory."""
         self._require_writer()
-        return self.backend.stream(query if query is not None else AuditQuery(), oldest_first=oldest_first)
+        records = self.backend.stream(query if query is not None else AuditQuery(), oldest_first=oldest_first)
+        return self.protection.open_stream(records)
 
     async def get_message(self, message_id: str) -> AuditRecord | None:
         """The record of one message, or ``None``."""
         v.check_text("message_id", message_id)
         self._require_writer()
-        return await self.backend.get(message_id)
+        record = await self.backend.get(message_id)
+        return None if record is None else (await self.protection.open([record]))[0]
 
     async def get_conversation_history(self, correlation_id: str) -> list[AuditRecord]:
         """Every message of a conversation, oldest first."""
         v.check_text("correlation_id", correlation_id)
         self._require_writer()
-        return [record async for record in self.backend.stream(AuditQuery(correlation_id=correlation_id))]
+        return [record async for record in self.stream_messages(AuditQuery(correlation_id=correlation_id))]
 
     async def get_trace(self, trace_id: str) -> list[AuditRecord]:
         """Every message recorded in one OpenTelemetry trace, oldest first."""
         self._require_writer()
-        return [record async for record in self.backend.stream(AuditQuery(trace_id=trace_id))]
+        return [record async for record in self.stream_messages(AuditQuery(trace_id=trace_id))]
 
     def trace_url(self, record: AuditRecord | str) -> str | None:
         """The trace-viewer link for ``record`` (or a trace id), or ``None``.
@@ -305,7 +320,8 @@ class MessageAuditTrail:
         v.check_int("days", days, minimum=0)
         v.check_int("limit", limit, minimum=1, optional=True)
         self._require_writer()
-        return await self.backend.agent_history(agent_id, datetime.now(UTC) - timedelta(days=days), limit)
+        since = datetime.now(UTC) - timedelta(days=days)
+        return await self.protection.open(await self.backend.agent_history(agent_id, since, limit))
 
     async def get_statistics(
         self, start_time: datetime | None = None, end_time: datetime | None = None
@@ -392,3 +408,19 @@ class MessageAuditTrail:
             return
         async for deleted in self.backend.delete_older_than_in_chunks(cutoff, chunk_size):
             yield deleted
+
+    # -- erasure --------------------------------------------------------------------
+
+    async def erase_subject(self, subject_id: str) -> int:
+        """Crypto-shred everything recorded for ``subject_id``; return how many data keys were destroyed.
+
+        The subject's wrapped data keys are destroyed, so its encrypted
+        payloads can never be decrypted again; reads return them as
+        ``{"$audit": "erased", "subject_id": ..., "erased_at": ...}``.
+        Everything else (who, when, status, the lifecycle) stays, and so does
+        the hash chain (it covers the ciphertext). Payloads stored in clear
+        (before encryption was turned on) are not affected. Later messages of
+        the subject get a new key.
+        """
+        self._require_writer()
+        return await self.protection.erase_subject(subject_id)

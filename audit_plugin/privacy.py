@@ -1,0 +1,83 @@
+"""The trail's payload protection in one place: capture on write, open on read, erase on request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+
+import pluggy
+
+from audit_plugin import validation as v
+from audit_plugin.backend import AuditBackend
+from audit_plugin.capture import PayloadCapture, PayloadPolicy
+from audit_plugin.crypto import KeyProvider, PayloadOpener, PayloadSealer, SubjectResolver, default_subject
+from audit_plugin.exceptions import EncryptionError
+from audit_plugin.keystore import SubjectKeyStore
+from audit_plugin.messages import Message
+from audit_plugin.records import AuditRecord
+
+
+class PayloadProtection:
+    """Redaction, limits and (opt-in) encryption of payloads for one trail.
+
+    :param manager: the trail's plugin manager (``audit_redact`` rules).
+    :param backend: the trail's backend; encryption and erasure need a SQL one.
+    :param policy: size cap, depth limit, redacted field names.
+    :param key_provider: encrypt payloads at rest with per-subject keys wrapped
+        by this provider's master key (``None``: store payloads in clear).
+    :param subject_of: maps a message to its data subject id (default: the
+        ``audit-subject`` header, else ``from_agent``).
+    """
+
+    def __init__(
+        self,
+        manager: pluggy.PluginManager,
+        backend: AuditBackend,
+        policy: PayloadPolicy | None = None,
+        key_provider: KeyProvider | None = None,
+        subject_of: SubjectResolver | None = None,
+    ) -> None:
+        if policy is not None and not isinstance(policy, PayloadPolicy):
+            raise v.FieldTypeError("payload_policy", "PayloadPolicy", policy)
+        if subject_of is not None and not callable(subject_of):
+            raise v.FieldTypeError("subject_of", "a callable taking a Message", subject_of)
+        engine = getattr(backend, "engine", None)
+        self.keys = SubjectKeyStore(engine) if engine is not None else None
+        self.key_provider = key_provider
+        self.sealer: PayloadSealer | None = None
+        if key_provider is not None:
+            if self.keys is None:
+                raise EncryptionError(f"encryption at rest needs a SQL backend; {backend.name!r} is not one")
+            self.sealer = PayloadSealer(key_provider, self.keys, subject_of or default_subject)
+        self.capture = PayloadCapture(manager, policy or PayloadPolicy(), self.sealer)
+
+    def ready(self, message: Message) -> bool:
+        """True if :meth:`encode` can run now (no data key has to be loaded or stored first)."""
+        return self.sealer is None or self.sealer.has_key(message)
+
+    async def prepare(self, message: Message) -> None:
+        """Load or create the data key ``message`` will be encrypted with."""
+        if self.sealer is not None:
+            await self.sealer.ensure_key(message)
+
+    def encode(self, message: Message) -> str:
+        """The payload text to store (redacted, capped, encrypted as configured)."""
+        return self.capture.encode(message)
+
+    async def open(self, records: Iterable[AuditRecord]) -> list[AuditRecord]:
+        """``records`` with encrypted payloads decrypted, or replaced by a marker saying why not."""
+        return await PayloadOpener(self.key_provider, self.keys).open_all(records)
+
+    async def open_stream(self, records: AsyncIterator[AuditRecord]) -> AsyncIterator[AuditRecord]:
+        opener = PayloadOpener(self.key_provider, self.keys)
+        async for record in records:
+            [opened] = await opener.open_all([record])
+            yield opened
+
+    async def erase_subject(self, subject_id: str) -> int:
+        """Destroy ``subject_id``'s data keys; return how many were destroyed."""
+        v.check_text("subject_id", subject_id)
+        if self.keys is None:
+            raise EncryptionError("erasure needs a SQL backend")
+        if self.sealer is not None:
+            self.sealer.forget(subject_id)
+        return await self.keys.erase(subject_id)
