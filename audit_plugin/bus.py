@@ -175,6 +175,7 @@ class MessageBus:
                 if self.retry_delay:
                     await asyncio.sleep(self.retry_delay * 2**retries)
                 retries += 1
+                await call_hook(self.plugin_manager.hook.audit_retry, message=message, attempt=retries, error=exc)
                 continue
             return DeliveryReceipt(
                 message.message_id, MessageStatus.DELIVERED, delivered_at=datetime.now(UTC), retry_count=retries

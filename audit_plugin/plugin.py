@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from audit_plugin.deadlines import Deadlines
 from audit_plugin.exceptions import AuditError, AuditTimeoutError, InvalidFieldError, TrailStateError
 from audit_plugin.hookspecs import hookimpl
-from audit_plugin.messages import DeliveryReceipt, Message
+from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
 from audit_plugin.metrics import PipelineMetrics, SendMetrics, get_meter
 from audit_plugin.records import StatusUpdate
 from audit_plugin.tracing import SendTracer, sampled_ids
@@ -137,6 +137,17 @@ class AuditPlugin:
         update = StatusUpdate.build(
             receipt.message_id, receipt.status, receipt.delivered_at, receipt.error_message, receipt.retry_count
         )
+        return self._record_status(update, message)
+
+    @hookimpl
+    def audit_retry(self, message: Message, attempt: int, error: BaseException) -> Any:
+        """Append a lifecycle event for the retry (status stays PENDING; retry count and error recorded)."""
+        update = StatusUpdate.build(
+            message.message_id, MessageStatus.PENDING, None, f"{type(error).__name__}: {error}", attempt
+        )
+        return self._record_status(update, message)
+
+    def _record_status(self, update: StatusUpdate, message: Message) -> Any:
         future = self.trail.enqueue_status_nowait(update)
         if future is None:
             return self._put_and_wait(self.trail.enqueue_status(update, timeout=self.commit_timeout), message)

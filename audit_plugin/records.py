@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -128,13 +128,17 @@ def record_row(
 
 @dataclass(frozen=True, slots=True)
 class StatusUpdate:
-    """A validated status change for one message; ``None`` fields keep their stored value."""
+    """A validated status change for one message; ``None`` fields keep their stored value.
+
+    ``at`` is when the change was reported (the lifecycle event's time).
+    """
 
     message_id: str
     status: MessageStatus
     delivered_at: datetime | None = None
     error_message: str | None = None
     retry_count: int | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @classmethod
     def build(

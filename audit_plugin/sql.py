@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import AuditStoreError
+from audit_plugin.ledger import Ledger
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
 from audit_plugin.schema import (
@@ -194,6 +195,8 @@ class SQLBackend:
         }
         self.engine: AsyncEngine = create_async_engine(url, **options)
         self._write_connection: AsyncConnection | None = None
+        self.ledger = Ledger()
+        """Appends the lifecycle and hash chain; the trail replaces it to set the chain id and hashing."""
 
     # -- what subclasses provide -------------------------------------------------
 
@@ -226,6 +229,8 @@ class SQLBackend:
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(metadata.create_all, checkfirst=True)
+            async with self.write_transaction() as conn:
+                await self.ledger.ensure_chain(conn)
         except (DBAPIError, OSError) as exc:
             where = self.engine.url.render_as_string(hide_password=True)
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -233,11 +238,38 @@ class SQLBackend:
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
         batch = FoldedBatch.of(rows, updates)
-        async with self.writing() as conn, conn.begin():
-            all_new = await self.insert_rows(conn, batch.rows) if batch.rows else True
-            pending = batch.rest if all_new else batch.all_updates
-            found = await self.apply_updates(conn, pending) if pending else set()
-            return found | batch.folded_ids
+        lifecycle = self.ledger.prepare(rows, updates)  # digests before the lock
+        async with self.writing() as writer, self.write_transaction(writer) as conn:
+            stored = await self.stored_ids(conn, list(lifecycle.records)) if lifecycle.records else set()
+            new_rows = [row for row in batch.rows if row["message_id"] not in stored]
+            if new_rows:
+                await self.insert_rows(conn, new_rows)
+            pending = batch.rest + [u for u in batch.folded if u.message_id in stored]
+            applied = (await self.apply_updates(conn, pending) if pending else set()) | batch.folded_ids
+            await self.ledger.append(conn, lifecycle.entries([row["message_id"] for row in new_rows], applied))
+            return applied
+
+    async def lock_chain(self, conn: AsyncConnection, chain_id: str) -> None:
+        """Serialise writers of ``chain_id`` until ``conn``'s transaction ends.
+
+        The default does nothing: it suits a database whose write transactions
+        already exclude each other (SQLite's ``BEGIN IMMEDIATE``).
+        """
+
+    @contextlib.asynccontextmanager
+    async def write_transaction(self, conn: AsyncConnection | None = None) -> AsyncIterator[AsyncConnection]:
+        """A transaction (on ``conn``, or a new connection) holding the chain's writer lock from its start."""
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.engine.connect())
+            await conn.execution_options(audit_writer=True)
+            await stack.enter_async_context(conn.begin())
+            await self.lock_chain(conn, self.ledger.chain_id)
+            yield conn
+
+    async def stored_ids(self, conn: AsyncConnection, message_ids: list[str]) -> set[str]:
+        """Which of ``message_ids`` are already stored."""
+        return set((await conn.execute(select(c.message_id).where(c.message_id.in_(message_ids)))).scalars())
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncConnection]:
@@ -341,9 +373,11 @@ class SQLBackend:
         )
 
     async def delete_older_than(self, cutoff: datetime) -> int:
-        async with self.engine.begin() as conn:
+        async with self.write_transaction() as conn:
             result = await conn.execute(delete(audit_log).where(c.timestamp < cutoff))
-            return int(result.rowcount or 0)
+            deleted = int(result.rowcount or 0)
+            await self.ledger.prune(conn, cutoff, deleted)
+            return deleted
 
     async def count(self, query: AuditQuery) -> int:
         stmt = select(func.count()).select_from(audit_log).where(*query_filters(query))
@@ -364,8 +398,9 @@ class SQLBackend:
         """
         while True:
             doomed = select(c.message_id).where(c.timestamp < cutoff).limit(chunk_size).scalar_subquery()
-            async with self.engine.begin() as conn:
+            async with self.write_transaction() as conn:
                 deleted = int((await conn.execute(delete(audit_log).where(c.message_id.in_(doomed)))).rowcount or 0)
+                await self.ledger.prune(conn, cutoff, deleted, drop_prefix=deleted < chunk_size)
             if deleted:
                 yield deleted
             if deleted < chunk_size:

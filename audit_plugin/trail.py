@@ -20,8 +20,11 @@ import pluggy
 from audit_plugin import validation as v
 from audit_plugin.backend import BUCKET_UNITS, AuditBackend, BucketUnit
 from audit_plugin.capture import PayloadPolicy
+from audit_plugin.checkpoint import Checkpoint, require_checkpoint
 from audit_plugin.crypto import KeyProvider, SubjectResolver
-from audit_plugin.exceptions import InvalidFieldError, TrailStateError
+from audit_plugin.exceptions import ChainError, InvalidFieldError, TrailStateError
+from audit_plugin.ledger import DEFAULT_CHAIN_ID, Ledger
+from audit_plugin.lifecycle import LifecycleStep, message_history
 from audit_plugin.messages import Message, MessageStatus
 from audit_plugin.privacy import PayloadProtection
 from audit_plugin.records import (
@@ -34,6 +37,7 @@ from audit_plugin.records import (
 )
 from audit_plugin.registry import create_backend, extension_manager
 from audit_plugin.tracing import TRACE_URL_ENV, check_trace_url_template, trace_url
+from audit_plugin.verify import VerifyReport, verify_chain
 from audit_plugin.writer import AuditWriter, OverflowPolicy, WriterStats
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,9 @@ class MessageAuditTrail:
         subject, wrapped by this provider's master key); reads decrypt them.
     :param subject_of: the data subject of a message, for encryption and
         :meth:`erase_subject` (default: header ``audit-subject``, else ``from_agent``).
+    :param chain_id: the hash chain this trail extends (one per database is usual).
+    :param hash_chain: link every lifecycle entry into the tamper-evident hash
+        chain (``False`` keeps the lifecycle but not the hashes).
 
     Use as ``async with MessageAuditTrail(...) as trail:`` or call
     ``initialize()`` and ``close()`` yourself.
@@ -84,13 +91,18 @@ class MessageAuditTrail:
         payload_policy: PayloadPolicy | None = None,
         key_provider: KeyProvider | None = None,
         subject_of: SubjectResolver | None = None,
+        chain_id: str = DEFAULT_CHAIN_ID,
+        hash_chain: bool = True,
     ) -> None:
         if not isinstance(retention_policy, RetentionPolicy):
             raise v.FieldTypeError("retention_policy", "RetentionPolicy", retention_policy)
         self.database_url = database_url
         self.retention_policy = retention_policy
         self.plugin_manager = plugin_manager or extension_manager()
+        self.ledger = Ledger(chain_id, hashing=hash_chain)
         self.backend: AuditBackend = create_backend(database_url, self.plugin_manager)
+        if hasattr(self.backend, "ledger"):
+            self.backend.ledger = self.ledger
         self.protection = PayloadProtection(self.plugin_manager, self.backend, payload_policy, key_provider, subject_of)
         self.trace_url_template = check_trace_url_template(
             trace_url_template if trace_url_template is not None else os.environ.get(TRACE_URL_ENV) or None,
@@ -424,3 +436,46 @@ class MessageAuditTrail:
         """
         self._require_writer()
         return await self.protection.erase_subject(subject_id)
+
+    # -- integrity ------------------------------------------------------------------
+
+    def _engine(self) -> Any:
+        self._require_writer()
+        engine = getattr(self.backend, "engine", None)
+        if engine is None:
+            raise ChainError(f"the lifecycle and hash chain need a SQL backend; {self.backend.name!r} is not one")
+        return engine
+
+    async def get_message_history(self, message_id: str) -> list[LifecycleStep]:
+        """The lifecycle of one message (recorded, each retry, each status change), oldest first.
+
+        Each step carries the seconds spent in it until the next step.
+        Empty if the message is unknown.
+        """
+        v.check_text("message_id", message_id)
+        return await message_history(self._engine(), message_id)
+
+    async def verify(self, against: Checkpoint | None = None) -> VerifyReport:
+        """Walk this trail's hash chain and report the first broken link, or OK with the count.
+
+        Streams in bounded memory. Without ``against`` it cannot notice that
+        the newest entries were cut off or that the whole chain was
+        recomputed; pass a :class:`~audit_plugin.checkpoint.Checkpoint` kept
+        elsewhere to detect both. Records queued but not yet committed are
+        not covered: call :meth:`flush` first.
+        """
+        if against is not None:
+            require_checkpoint(against, self.ledger.chain_id)
+        return await verify_chain(self._engine(), self.ledger, against)
+
+    async def checkpoint(self, signing_key: Any = None) -> Checkpoint:
+        """Flush, then return the chain's head (sequence, hash, time), signed if ``signing_key`` is given.
+
+        ``signing_key`` is a ``cryptography`` ``Ed25519PrivateKey``. Keep the
+        checkpoint outside this database and pass it to :meth:`verify` later.
+        """
+        await self.flush()
+        async with self._engine().connect() as conn:
+            head = await self.ledger.head(conn)
+        checkpoint = Checkpoint(self.ledger.chain_id, head.sequence, head.hash, datetime.now(UTC))
+        return checkpoint.signed(signing_key) if signing_key is not None else checkpoint

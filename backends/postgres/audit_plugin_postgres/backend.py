@@ -20,17 +20,22 @@ pool (see ``benchmarks/`` for the measurements behind the choice):
 
 from __future__ import annotations
 
+import hashlib
 import operator
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import ColumnElement, Float, cast, func, select
+from sqlalchemy import ColumnElement, Float, cast, func, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_plugin.backend import BucketUnit
+from audit_plugin.chain import GENESIS_HASH
 from audit_plugin.exceptions import InvalidFieldError
+from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE, events
+from audit_plugin.ledger import ChainHead, Ledger, PendingEntry
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
 from audit_plugin.sql import FoldedBatch, SQLBackend, delivered_in_window
@@ -135,23 +140,60 @@ class PostgresBackend(SQLBackend):
             row = (await conn.execute(select(*columns).where(*delivered_in_window(start_time, end_time)))).one()
         return {p: None if value is None else float(value) for p, value in zip(percentiles, row, strict=True)}
 
+    async def lock_chain(self, conn: AsyncConnection, chain_id: str) -> None:
+        """Serialise writers of one chain with a transaction-scoped advisory lock."""
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": chain_lock_key(chain_id)})
+
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
         batch = FoldedBatch.of(rows, updates)
-        records = list(map(_as_record, batch.rows))
+        lifecycle = self.ledger.prepare(rows, updates)  # digests before the lock
         async with self.writing() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             try:
-                if len(records) + len(batch.rest) <= ONE_STATEMENT_MAX:
-                    found = await _write_in_one_statement(driver, records, batch.all_updates)
-                else:
-                    try:
-                        found = await _write_with_copy(driver, records, batch.rest, skip_stored=False)
-                    except asyncpg.UniqueViolationError:
-                        found = await _write_with_copy(driver, records, batch.all_updates, skip_stored=True)
+                async with driver.transaction():
+                    await driver.execute(_LOCK_CHAIN, chain_lock_key(self.ledger.chain_id))
+                    wanted = list(lifecycle.records)
+                    stored = {row[0] for row in await driver.fetch(_STORED_IDS, wanted)} if wanted else set()
+                    new_rows = [row for row in batch.rows if row["message_id"] not in stored]
+                    records = list(map(_as_record, new_rows))
+                    pending = batch.rest + [u for u in batch.folded if u.message_id in stored]
+                    if len(records) + len(pending) <= ONE_STATEMENT_MAX:
+                        found = await _write_in_one_statement(driver, records, pending)
+                    else:
+                        found = await _write_with_copy(driver, records, pending, skip_stored=False)
+                    applied = found | batch.folded_ids
+                    entries = lifecycle.entries([row["message_id"] for row in new_rows], applied)
+                    await _append_lifecycle(driver, self.ledger, entries)
             except CONNECTION_ERRORS as exc:
                 await conn.invalidate()
                 raise ConnectionError(f"PostgreSQL connection lost: {type(exc).__name__}: {exc}") from exc
-        return found | batch.folded_ids
+        return applied
+
+
+_LOCK_CHAIN = "SELECT pg_advisory_xact_lock($1)"
+_STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id = ANY($1::text[])"
+_CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1"
+_PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = $1"
+EVENT_COLUMNS: tuple[str, ...] = tuple(column.name for column in events.columns)
+_as_event = operator.itemgetter(*EVENT_COLUMNS)
+
+
+def chain_lock_key(chain_id: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``chain_id``."""
+    digest = hashlib.sha256(b"audit-plugin/chain-lock\x00" + chain_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def _append_lifecycle(driver: asyncpg.Connection, ledger: Ledger, entries: list[PendingEntry]) -> None:
+    """Link ``entries`` after the chain's head and ``COPY`` them in (the caller holds the chain lock)."""
+    if not entries:
+        return
+    last = await driver.fetchrow(_CHAIN_HEAD, ledger.chain_id)
+    if last is None:
+        last = await driver.fetchrow(_PRUNE_POINT, ledger.chain_id)
+    head = ChainHead(last[0], last[1] or GENESIS_HASH) if last is not None else ChainHead(0, GENESIS_HASH)
+    rows, _ = ledger.link(head, entries)
+    await driver.copy_records_to_table(EVENTS_TABLE, records=list(map(_as_event, rows)), columns=EVENT_COLUMNS)
 
 
 def _update_arrays(updates: list[StatusUpdate]) -> list[list[Any]]:

@@ -74,6 +74,7 @@ class SQLiteBackend(SQLBackend):
     def __init__(self, url: str, **engine_options: Any) -> None:
         super().__init__(_with_async_driver(url), **engine_options)
         event.listen(self.engine.sync_engine, "connect", _configure_connection)
+        event.listen(self.engine.sync_engine, "begin", _begin)
 
     def engine_options(self) -> dict[str, Any]:
         database = make_url(self.url).database
@@ -139,8 +140,23 @@ def _utc_text(moment: datetime) -> str:
 
 
 def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy emits BEGIN itself (see _begin), instead of the driver's deferred implicit one.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _begin(conn: Any) -> None:
+    """Start transactions explicitly; writers take the write lock at once (``BEGIN IMMEDIATE``).
+
+    A writer must hold the lock before it reads the chain's head, or two
+    writers could both extend the same head (a fork). Readers use a plain
+    deferred ``BEGIN`` and never block writers (WAL).
+    """
+    options = conn.get_execution_options()
+    if options.get("isolation_level") == "AUTOCOMMIT":
+        return
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("audit_writer") else "BEGIN")

@@ -1,0 +1,244 @@
+"""The append-only lifecycle and its hash chain, written in the same transaction as the records.
+
+:class:`Ledger` turns inserted records and applied status updates into rows
+of ``message_audit_events``: it numbers them without gaps per chain and links
+each to the previous one (see :mod:`audit_plugin.chain`). The backend calls it
+inside its write transaction after taking the chain's writer lock, so
+concurrent writers (other trails, other processes) extend one unforked chain.
+Entry digests are computed before the lock is taken; only the link hashes
+(one SHA-256 each) are computed while it is held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from audit_plugin import chain
+from audit_plugin import validation as v
+from audit_plugin.exceptions import InvalidFieldError
+from audit_plugin.integrity_schema import chains, events
+from audit_plugin.records import StatusUpdate
+
+DEFAULT_CHAIN_ID = "default"
+
+e = events.c
+
+
+@dataclass(slots=True)
+class PendingEntry:
+    """An entry waiting for its sequence number: its event columns and (when hashing) its digest."""
+
+    event: dict[str, Any]
+    digest: str | None
+
+
+@dataclass(slots=True)
+class LedgerBatch:
+    """The entries a write batch may append, prepared before the batch's transaction.
+
+    Which of them are appended is known only inside it: records whose insert
+    was not skipped (already stored), updates whose message exists.
+    """
+
+    records: dict[str, PendingEntry]
+    """One record entry per distinct ``message_id`` (the first row wins), in batch order."""
+    changes: list[tuple[str, PendingEntry]]
+    """One status entry per update, in order, with its ``message_id``."""
+
+    def entries(self, inserted: Iterable[str], applied: set[str]) -> list[PendingEntry]:
+        """Record entries of the ``inserted`` ids, then status entries of updates to ``applied`` ids."""
+        return [self.records[message_id] for message_id in inserted] + [
+            entry for message_id, entry in self.changes if message_id in applied
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The last entry of a chain (or the prune point / genesis if it has none)."""
+
+    sequence: int
+    hash: str
+
+
+class Ledger:
+    """Appends lifecycle entries for one chain.
+
+    :param chain_id: which chain this writer extends (text, at most 64
+        characters, no NUL); one chain per database is the normal set-up.
+    :param hashing: compute digests and link hashes (``False`` still records
+        the lifecycle, with empty hash columns that ``verify()`` reports).
+    """
+
+    def __init__(self, chain_id: str = DEFAULT_CHAIN_ID, *, hashing: bool = True) -> None:
+        check_chain_id(chain_id)
+        if not isinstance(hashing, bool):
+            raise v.FieldTypeError("hash_chain", "bool", hashing)
+        self.chain_id = chain_id
+        self.hashing = hashing
+
+    # -- building entries (no database, no lock) -------------------------------------
+
+    def prepare(self, rows: Sequence[Mapping[str, Any]], updates: Sequence[StatusUpdate]) -> LedgerBatch:
+        """Entries (digests included) for a write batch; see :class:`LedgerBatch`."""
+        records: dict[str, PendingEntry] = {}
+        for row in rows:
+            if row["message_id"] not in records:
+                records[row["message_id"]] = self.record_entry(row)
+        return LedgerBatch(records, [(u.message_id, self.status_entry(u)) for u in updates])
+
+    def record_entry(self, row: Mapping[str, Any]) -> PendingEntry:
+        """The ``"record"`` entry for a newly inserted ``message_audit_log`` row."""
+        event = {
+            "kind": "record",
+            "message_id": row["message_id"],
+            "status": row["status"],
+            "at": row["timestamp"],
+            "retry_count": row["retry_count"],
+            "error": row["error_message"],
+            "delivered_at": row["delivered_at"],
+        }
+        return PendingEntry(event, chain.entry_digest(event, row) if self.hashing else None)
+
+    def status_entry(self, update: StatusUpdate) -> PendingEntry:
+        """The ``"status"`` entry for an applied status change (or retry)."""
+        event = {
+            "kind": "status",
+            "message_id": update.message_id,
+            "status": update.status.value,
+            "at": update.at,
+            "retry_count": update.retry_count,
+            "error": update.error_message,
+            "delivered_at": update.delivered_at,
+        }
+        return PendingEntry(event, chain.entry_digest(event) if self.hashing else None)
+
+    def retention_entry(self, cutoff: datetime, deleted: int) -> PendingEntry:
+        """A retention run: records older than ``cutoff`` were deleted (``retry_count`` holds how many)."""
+        event = {
+            "kind": "retention",
+            "message_id": None,
+            "status": None,
+            "at": cutoff,
+            "retry_count": deleted,
+            "error": None,
+            "delivered_at": None,
+        }
+        return PendingEntry(event, chain.entry_digest(event) if self.hashing else None)
+
+    # -- in the writer's transaction, with the chain lock held ---------------------------
+
+    async def ensure_chain(self, conn: AsyncConnection) -> None:
+        """Create this chain's row if it does not exist yet."""
+        if await conn.scalar(select(chains.c.chain_id).where(chains.c.chain_id == self.chain_id)) is not None:
+            return
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    insert(chains).values(
+                        chain_id=self.chain_id,
+                        hash_version=chain.HASH_VERSION,
+                        created_at=datetime.now(UTC),
+                        pruned_sequence=0,
+                        pruned_hash=chain.GENESIS_HASH,
+                    )
+                )
+        except IntegrityError:
+            pass  # another writer created it first
+
+    async def head(self, conn: AsyncConnection) -> ChainHead:
+        last = (
+            await conn.execute(
+                select(e.sequence, e.entry_hash).where(e.chain_id == self.chain_id).order_by(e.sequence.desc()).limit(1)
+            )
+        ).first()
+        if last is not None:
+            return ChainHead(last.sequence, last.entry_hash or chain.GENESIS_HASH)
+        return await self.prune_point(conn)
+
+    async def prune_point(self, conn: AsyncConnection) -> ChainHead:
+        row = (
+            await conn.execute(
+                select(chains.c.pruned_sequence, chains.c.pruned_hash).where(chains.c.chain_id == self.chain_id)
+            )
+        ).first()
+        return ChainHead(row.pruned_sequence, row.pruned_hash) if row is not None else ChainHead(0, chain.GENESIS_HASH)
+
+    def link(self, head: ChainHead, entries: Sequence[PendingEntry]) -> tuple[list[dict[str, Any]], ChainHead]:
+        """The ``message_audit_events`` rows for ``entries`` after ``head``, and the new head (no database)."""
+        sequence, previous = head.sequence, head.hash
+        rows = []
+        for entry in entries:
+            sequence += 1
+            entry_hash = (
+                chain.link_hash(self.chain_id, sequence, previous, entry.digest) if entry.digest is not None else None
+            )
+            rows.append(
+                {
+                    **entry.event,
+                    "chain_id": self.chain_id,
+                    "sequence": sequence,
+                    "entry_digest": entry.digest,
+                    "prev_hash": previous if entry.digest is not None else None,
+                    "entry_hash": entry_hash,
+                }
+            )
+            previous = entry_hash or chain.GENESIS_HASH
+        return rows, ChainHead(sequence, previous)
+
+    async def append(self, conn: AsyncConnection, entries: Sequence[PendingEntry]) -> ChainHead | None:
+        """Number, link and insert ``entries`` after the chain's head; return the new head.
+
+        The caller holds the chain's writer lock (see ``SQLBackend.write_transaction``).
+        """
+        if not entries:
+            return None
+        rows, head = self.link(await self.head(conn), entries)
+        await conn.execute(insert(events), rows)
+        return head
+
+    async def prune(self, conn: AsyncConnection, cutoff: datetime, deleted: int, *, drop_prefix: bool = True) -> None:
+        """Record a retention run in the chain and drop the chain's prefix older than ``cutoff``.
+
+        The prefix ends just before the first entry at or after ``cutoff``
+        (the retention entry itself always stays); its last entry becomes the
+        prune point that verification starts from. A run deleting in chunks
+        records every chunk and drops the prefix after the last one.
+        """
+        marker = await self.append(conn, [self.retention_entry(cutoff, deleted)])
+        assert marker is not None
+        if not drop_prefix:
+            return
+        newer = await conn.scalar(select(func.min(e.sequence)).where(e.chain_id == self.chain_id, e.at >= cutoff))
+        first_kept = marker.sequence if newer is None else min(newer, marker.sequence)
+        last_pruned = (
+            await conn.execute(
+                select(e.sequence, e.entry_hash).where(e.chain_id == self.chain_id, e.sequence == first_kept - 1)
+            )
+        ).first()
+        if last_pruned is None:
+            return
+        await conn.execute(events.delete().where(e.chain_id == self.chain_id, e.sequence <= last_pruned.sequence))
+        await conn.execute(
+            update(chains)
+            .where(chains.c.chain_id == self.chain_id)
+            .values(
+                pruned_sequence=last_pruned.sequence,
+                pruned_hash=last_pruned.entry_hash or chain.GENESIS_HASH,
+                pruned_at=datetime.now(UTC),
+            )
+        )
+
+
+def check_chain_id(chain_id: object) -> str:
+    value = v.check_text("chain_id", chain_id, max_length=64)
+    assert value is not None
+    if not value.isprintable():
+        raise InvalidFieldError("chain_id", "must be printable text")
+    return value

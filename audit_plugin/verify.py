@@ -1,0 +1,223 @@
+"""``verify()``: walk a chain in sequence order and report the first broken link.
+
+Streams entries joined with their records, ``STREAM_CHUNK`` rows per round
+trip, so memory stays bounded whatever the chain's length. Checks, in order,
+for every entry after the prune point:
+
+* its sequence number is the next one (a gap means entries were deleted);
+* its ``prev_hash`` is the previous entry's hash;
+* its content (event columns, and for a record entry the message's immutable
+  columns and stored payload) still gives its ``entry_digest``; a record
+  deleted by retention is accepted when a later retention entry covers it;
+* its ``entry_hash`` links all of that (so a rewritten digest is caught);
+* with a checkpoint: the entry at the checkpoint's sequence has its hash, and
+  the chain reaches that far.
+
+Then, if the chain is intact: every row of ``message_audit_log`` has a record
+entry (a row inserted behind the writer's back has none), and each message's
+current status is the status of its last lifecycle entry.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from audit_plugin import chain
+from audit_plugin.checkpoint import Checkpoint
+from audit_plugin.integrity_schema import events
+from audit_plugin.ledger import ChainHead, Ledger
+from audit_plugin.schema import audit_log
+
+STREAM_CHUNK = 2000
+e = events.c
+log = audit_log.c
+_RECORD_COLUMNS = (*chain.RECORD_FIELDS, "payload_json")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of :func:`verify_chain`.
+
+    ``ok`` with ``entries`` checked (from ``first_sequence`` to
+    ``last_sequence``, ``head_hash`` the last hash), or the first problem:
+    ``broken_sequence`` (``None`` for problems outside the chain),
+    ``message_id`` and ``reason``.
+    """
+
+    ok: bool
+    chain_id: str
+    entries: int
+    first_sequence: int
+    last_sequence: int
+    head_hash: str
+    broken_sequence: int | None = None
+    message_id: str | None = None
+    reason: str | None = None
+    checkpoint_checked: bool = False
+
+    def __str__(self) -> str:
+        if self.ok:
+            against = ", matches the checkpoint" if self.checkpoint_checked else ""
+            return (
+                f"OK: chain {self.chain_id!r}, {self.entries} entries "
+                f"(sequence {self.first_sequence}..{self.last_sequence}){against}, head {self.head_hash[:16]}…"
+            )
+        where = f"entry {self.broken_sequence}" if self.broken_sequence is not None else "outside the chain"
+        about = f" (message {self.message_id})" if self.message_id else ""
+        return f"BROKEN at {where}{about}: {self.reason}"
+
+
+class _Walk:
+    """State of one verification pass."""
+
+    def __init__(self, chain_id: str, start: ChainHead, retention: list[tuple[int, Any]]) -> None:
+        self.chain_id = chain_id
+        self.first = start.sequence + 1
+        self.sequence = start.sequence
+        self.previous = start.hash
+        self.count = 0
+        self.retention_sequences = [sequence for sequence, _ in retention]
+        self.retention_cutoffs = _suffix_max([cutoff for _, cutoff in retention])
+
+    def covered_by_retention(self, sequence: int, at: Any) -> bool:
+        """True if a retention run after ``sequence`` deleted records created before ``at``-or-later."""
+        index = bisect.bisect_right(self.retention_sequences, sequence)
+        return index < len(self.retention_cutoffs) and at < self.retention_cutoffs[index]
+
+    def check(self, row: Any) -> str | None:
+        """The reason ``row`` breaks the chain, or ``None`` (and advance)."""
+        expected = self.sequence + 1
+        if row.sequence != expected:
+            return f"entries {expected}..{row.sequence - 1} are missing (sequence jumps from {self.sequence})"
+        if row.entry_hash is None or row.entry_digest is None:
+            return "entry is not hashed (written with hash_chain=False)"
+        if row.prev_hash != self.previous:
+            return "prev_hash does not match the previous entry's hash (entries removed, inserted or reordered)"
+        record = None
+        if row.kind == "record":
+            if row.r_message_id is not None:
+                record = {name: getattr(row, "r_" + name) for name in _RECORD_COLUMNS}
+            elif not self.covered_by_retention(row.sequence, row.at):
+                return "its record is missing from message_audit_log (deleted outside retention)"
+        if record is not None or row.kind != "record":
+            try:
+                digest = chain.entry_digest(row._mapping, record)
+            except (ValueError, TypeError) as exc:
+                return f"content cannot be read for hashing ({type(exc).__name__}: {exc})"
+            if digest != row.entry_digest:
+                what = "record or its payload" if record is not None else "lifecycle event"
+                return f"content does not match its digest ({what} altered)"
+        if chain.link_hash(self.chain_id, row.sequence, self.previous, row.entry_digest) != row.entry_hash:
+            return "entry_hash does not match (digest or hash rewritten)"
+        self.sequence = row.sequence
+        self.previous = row.entry_hash
+        self.count += 1
+        return None
+
+
+def _suffix_max(values: list[Any]) -> list[Any]:
+    result = list(values)
+    for index in range(len(result) - 2, -1, -1):
+        result[index] = max(result[index], result[index + 1])
+    return result
+
+
+async def verify_chain(engine: AsyncEngine, ledger: Ledger, against: Checkpoint | None = None) -> VerifyReport:
+    """Verify ``ledger``'s chain in ``engine``'s database; see the module docstring."""
+    chain_id = ledger.chain_id
+    async with engine.connect() as conn:
+        start = await ledger.prune_point(conn)
+        retention = [
+            (row.sequence, row.at)
+            for row in await conn.execute(
+                select(e.sequence, e.at)
+                .where(e.chain_id == chain_id, e.kind == "retention", e.sequence > start.sequence)
+                .order_by(e.sequence)
+            )
+        ]
+    walk = _Walk(chain_id, start, retention)
+
+    def report(reason: str | None = None, sequence: int | None = None, message_id: str | None = None) -> VerifyReport:
+        return VerifyReport(
+            ok=reason is None,
+            chain_id=chain_id,
+            entries=walk.count,
+            first_sequence=walk.first,
+            last_sequence=walk.sequence,
+            head_hash=walk.previous,
+            broken_sequence=sequence,
+            message_id=message_id,
+            reason=reason,
+            checkpoint_checked=reason is None and against is not None,
+        )
+
+    if against is not None and against.sequence < start.sequence:
+        return report(
+            f"checkpoint at {against.sequence} predates the prune point {start.sequence}; it cannot be checked",
+            against.sequence,
+        )
+    if against is not None and against.sequence == start.sequence and against.hash != start.hash:
+        return report("the prune point's hash differs from the checkpoint (chain rewritten)", against.sequence)
+
+    joined = events.outerjoin(audit_log, and_(e.kind == "record", log.message_id == e.message_id))
+    stmt = (
+        select(events, *(log[name].label("r_" + name) for name in _RECORD_COLUMNS))
+        .select_from(joined)
+        .where(e.chain_id == chain_id, e.sequence > start.sequence)
+        .order_by(e.sequence)
+        .execution_options(yield_per=STREAM_CHUNK)
+    )
+    async with engine.connect() as conn:
+        result = await conn.stream(stmt)
+        async for row in result:
+            reason = walk.check(row)
+            if reason is not None:
+                await result.close()
+                return report(reason, row.sequence, row.message_id)
+            if against is not None and row.sequence == against.sequence and row.entry_hash != against.hash:
+                await result.close()
+                return report("entry differs from the checkpoint (chain rewritten)", row.sequence, row.message_id)
+        if against is not None and walk.sequence < against.sequence:
+            return report(
+                f"chain ends at {walk.sequence} but the checkpoint is at {against.sequence} (entries truncated)",
+                walk.sequence + 1,
+            )
+        problem = await _state_problem(conn, chain_id)
+    if problem is not None:
+        return report(problem[1], None, problem[0])
+    return report()
+
+
+async def _state_problem(conn: Any, chain_id: str) -> tuple[str, str] | None:
+    """A record outside the chain, or a current status its lifecycle does not end in."""
+    has_record_entry = (
+        select(e.message_id).where(e.message_id == log.message_id, e.kind == "record").correlate(audit_log).exists()
+    )
+    orphan = await conn.scalar(select(log.message_id).where(~has_record_entry).limit(1))
+    if orphan is not None:
+        return orphan, "record is in message_audit_log but not in the chain (inserted behind the writer)"
+    last = (
+        select(func.max(e.sequence))
+        .where(e.message_id == log.message_id, e.chain_id == chain_id, e.kind != "retention")
+        .correlate(audit_log)
+        .scalar_subquery()
+    )
+    mismatch = (
+        await conn.execute(
+            select(log.message_id, log.status, e.status.label("event_status"))
+            .join(events, and_(e.chain_id == chain_id, e.message_id == log.message_id, e.sequence == last))
+            .where(e.status != log.status)
+            .limit(1)
+        )
+    ).first()
+    if mismatch is not None:
+        return (
+            mismatch.message_id,
+            f"current status {mismatch.status} differs from its last lifecycle entry ({mismatch.event_status})",
+        )
+    return None
