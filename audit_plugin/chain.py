@@ -13,7 +13,7 @@ hash of the last pruned entry). Hashes are stored as lowercase hex.
 ``entry_document`` (see :func:`entry_document`) holds the event's columns
 and, for a ``"record"`` entry, the message's immutable columns with its stored
 payload. Canonical JSON: keys sorted, no whitespace, UTF-8, timestamps as UTC
-ISO-8601 strings with microseconds and a ``Z``; payload numbers are replaced
+ISO-8601 strings with microseconds and ``+00:00``; payload numbers are replaced
 by an exact normalised decimal form, so the digest does not depend on how a
 database re-renders JSON (PostgreSQL ``jsonb`` reorders keys and rewrites
 ``1e+20`` as ``100000000000000000000``). With encryption on, the stored
@@ -58,12 +58,12 @@ _NUMBER_TAG = "\x00n:"  # payload strings never contain NUL (refused at capture)
 
 
 def iso_utc(value: datetime | None) -> str | None:
-    """``2026-01-15T12:00:00.000000Z``: the chain's timestamp form."""
+    """``2026-01-15T12:00:00.000000+00:00``: the chain's timestamp form (UTC, microseconds)."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not UTC:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
 
 
 def _number(literal: str) -> str:
