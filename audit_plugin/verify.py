@@ -174,14 +174,14 @@ async def verify_chain(engine: AsyncEngine, ledger: Ledger, against: Checkpoint 
     )
     async with engine.connect() as conn:
         result = await conn.stream(stmt)
-        async for row in result:
-            reason = walk.check(row)
-            if reason is not None:
-                await result.close()
-                return report(reason, row.sequence, row.message_id)
-            if against is not None and row.sequence == against.sequence and row.entry_hash != against.hash:
-                await result.close()
-                return report("entry differs from the checkpoint (chain rewritten)", row.sequence, row.message_id)
+        async for partition in result.partitions():  # one await per chunk, not per row
+            for row in partition:
+                reason = walk.check(row)
+                if reason is None and against is not None and row.sequence == against.sequence:
+                    reason = None if row.entry_hash == against.hash else "entry differs from the checkpoint"
+                if reason is not None:
+                    await result.close()
+                    return report(reason, row.sequence, row.message_id)
         if against is not None and walk.sequence < against.sequence:
             return report(
                 f"chain ends at {walk.sequence} but the checkpoint is at {against.sequence} (entries truncated)",
