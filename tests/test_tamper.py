@@ -295,3 +295,19 @@ async def test_erasure_keeps_the_chain_verifiable(database_url: str, tmp_path: A
         await trail.erase_subject("alice")
         report = await trail.verify(against=before)
         assert report.ok and report.entries == 3
+
+
+async def test_checkpoints_and_the_prune_point(database_url: str) -> None:
+    now = datetime.now(UTC)
+    async with MessageAuditTrail(database_url, retention_policy=RetentionPolicy.DAYS_30) as trail:
+        for age in (300, 200, 1):
+            await trail.log_message(make_message(at=now - timedelta(days=age)))
+        early = await trail.checkpoint()  # head 3
+        await trail.log_message(make_message(at=now - timedelta(days=100)))
+        assert await trail.apply_retention_policy() == 3  # prunes entries 1..2 (entry 3 is young)
+        at_prune_point = Checkpoint("default", 2, (await trail.verify()).head_hash, now)  # wrong hash on purpose
+        assert (await trail.verify()).first_sequence == 3
+        assert (await trail.verify(against=early)).ok  # entry 3 is still there with its hash
+        assert not (await trail.verify(against=at_prune_point)).ok
+        old = Checkpoint("default", 1, "0" * 64, now)
+        broken(await trail.verify(against=old), 1, "predates the prune point 2")
