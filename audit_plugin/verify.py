@@ -194,30 +194,44 @@ async def verify_chain(engine: AsyncEngine, ledger: Ledger, against: Checkpoint 
 
 
 async def _state_problem(conn: Any, chain_id: str) -> tuple[str, str] | None:
-    """A record outside the chain, or a current status its lifecycle does not end in."""
-    has_record_entry = (
-        select(e.message_id).where(e.message_id == log.message_id, e.kind == "record").correlate(audit_log).exists()
+    """A record outside the chain, or a current status its lifecycle does not end in.
+
+    Both are whole-table aggregates (hash joins), never ``LIMIT 1`` anti-joins:
+    the planner would bet on finding a row early and walk the tables in a
+    nested loop when there is none, which is the normal case.
+    """
+    record_entries = select(e.message_id).where(e.kind == "record").distinct().subquery()
+    orphan = await conn.scalar(
+        select(func.min(log.message_id))
+        .select_from(audit_log.outerjoin(record_entries, record_entries.c.message_id == log.message_id))
+        .where(record_entries.c.message_id.is_(None))
     )
-    orphan = await conn.scalar(select(log.message_id).where(~has_record_entry).limit(1))
     if orphan is not None:
         return orphan, "record is in message_audit_log but not in the chain (inserted behind the writer)"
     last = (
-        select(func.max(e.sequence))
-        .where(e.message_id == log.message_id, e.chain_id == chain_id, e.kind != "retention")
-        .correlate(audit_log)
-        .scalar_subquery()
+        select(e.message_id, func.max(e.sequence).label("sequence"))
+        .where(e.chain_id == chain_id, e.kind != "retention")
+        .group_by(e.message_id)
+        .subquery()
     )
-    mismatch = (
+    latest = (
+        select(e.message_id, e.status)
+        .join(last, and_(last.c.message_id == e.message_id, last.c.sequence == e.sequence))
+        .where(e.chain_id == chain_id)
+        .subquery()
+    )
+    mismatched = await conn.scalar(
+        select(func.min(log.message_id))
+        .join(latest, latest.c.message_id == log.message_id)
+        .where(latest.c.status != log.status)
+    )
+    if mismatched is None:
+        return None
+    stored, expected = (
         await conn.execute(
-            select(log.message_id, log.status, e.status.label("event_status"))
-            .join(events, and_(e.chain_id == chain_id, e.message_id == log.message_id, e.sequence == last))
-            .where(e.status != log.status)
-            .limit(1)
+            select(log.status, latest.c.status)
+            .join(latest, latest.c.message_id == log.message_id)
+            .where(log.message_id == mismatched)
         )
-    ).first()
-    if mismatch is not None:
-        return (
-            mismatch.message_id,
-            f"current status {mismatch.status} differs from its last lifecycle entry ({mismatch.event_status})",
-        )
-    return None
+    ).one()
+    return mismatched, f"current status {stored} differs from its last lifecycle entry ({expected})"
