@@ -129,8 +129,10 @@ async def write_rate(url: str, messages: list[Message], options: dict[str, Any],
 
 async def bench_writes(stores: Stores, kind: str, count: int, runs: int, key_file: Path) -> None:
     rates: dict[str, list[float]] = {name: [] for name in CONFIGURATIONS}
-    for _ in range(runs):  # interleaved, so drift hits every configuration alike
-        for name, options in CONFIGURATIONS.items():
+    names = list(CONFIGURATIONS)
+    for run in range(runs):  # interleaved, starting one later each run, so drift and warm-up hit all alike
+        for name in names[run % len(names) :] + names[: run % len(names)]:
+            options = CONFIGURATIONS[name]
             url = await stores.new(kind)
             rates[name].append(await write_rate(url, make_messages(count), options, key_file))
     baseline = statistics.median(rates[BASELINE])
