@@ -311,3 +311,33 @@ async def test_checkpoints_and_the_prune_point(database_url: str) -> None:
         assert not (await trail.verify(against=at_prune_point)).ok
         old = Checkpoint("default", 1, "0" * 64, now)
         broken(await trail.verify(against=old), 1, "predates the prune point 2")
+
+
+async def test_altered_ciphertext_is_found_and_unreadable(database_url: str, tmp_path: Any) -> None:
+    import json
+
+    from audit_plugin.crypto import LocalKeyFileProvider
+
+    async with MessageAuditTrail(database_url, key_provider=LocalKeyFileProvider(tmp_path / "k")) as trail:
+        messages = [make_message(payload={"n": n}) for n in range(3)]
+        for message in messages:
+            await trail.log_message(message)
+        record = await trail.get_message(messages[1].message_id)
+        assert record is not None and record.payload == {"n": 1}
+        async with trail.backend.engine.connect() as conn:  # type: ignore[attr-defined]
+            stored = (
+                await conn.execute(
+                    select(audit_log.c.payload_json).where(audit_log.c.message_id == messages[1].message_id)
+                )
+            ).scalar()
+        envelope = json.loads(stored)
+        envelope["ct"] = ("A" if envelope["ct"][5] != "A" else "B").join((envelope["ct"][:5], envelope["ct"][6:]))
+        await execute(
+            trail,
+            update(audit_log)
+            .where(audit_log.c.message_id == messages[1].message_id)
+            .values(payload_json=json.dumps(envelope)),
+        )
+        broken(await trail.verify(), 2, "payload altered")
+        tampered = await trail.get_message(messages[1].message_id)
+        assert tampered is not None and tampered.payload["$audit"] == "unreadable"
