@@ -198,9 +198,10 @@ async def test_subject_from_header_or_callable(database_url: str, key_file: Path
         assert (await trail.get_message(mine.message_id)).payload["$audit"] == "erased"  # type: ignore[union-attr]
 
 
-async def test_bus_messages_are_encrypted_and_redacted(encrypted: MessageAuditTrail) -> None:
+@pytest.mark.parametrize("durability", ["commit", "buffered"])
+async def test_bus_messages_are_encrypted_and_redacted(encrypted: MessageAuditTrail, durability: str) -> None:
     bus = MessageBus()
-    bus.register(AuditPlugin(encrypted, durability="buffered"))
+    bus.register(AuditPlugin(encrypted, durability=durability))  # type: ignore[arg-type]
 
     async def worker(message: Message) -> None:
         return None
