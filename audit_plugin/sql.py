@@ -394,7 +394,9 @@ class SQLBackend:
 
         Yields the number deleted by each committed chunk, so a caller can show
         progress; each transaction stays short and memory stays flat however
-        many rows go. Stops when a chunk comes back short.
+        many rows go. Stops when a chunk comes back short. Each chunk is
+        recorded in the hash chain; the chain's old prefix is dropped after
+        the last one.
         """
         while True:
             doomed = select(c.message_id).where(c.timestamp < cutoff).limit(chunk_size).scalar_subquery()

@@ -341,3 +341,14 @@ async def test_altered_ciphertext_is_found_and_unreadable(database_url: str, tmp
         broken(await trail.verify(), 2, "payload altered")
         tampered = await trail.get_message(messages[1].message_id)
         assert tampered is not None and tampered.payload["$audit"] == "unreadable"
+
+
+async def test_chunked_retention_keeps_the_chain_verifiable(database_url: str) -> None:
+    now = datetime.now(UTC)
+    async with MessageAuditTrail(database_url, retention_policy=RetentionPolicy.DAYS_30) as trail:
+        for age in (1, 300, 200, 100, 90, 60, 2):  # the young first entry keeps the whole chain from pruning
+            await trail.log_message(make_message(at=now - timedelta(days=age)))
+        assert [n async for n in trail.apply_retention_policy_in_chunks(chunk_size=2)] == [2, 2, 1]
+        report = await trail.verify()
+        assert report.ok and report.first_sequence == 1, report
+        assert len(await trail.query_messages()) == 2
