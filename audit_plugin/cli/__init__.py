@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import typer
 
-from audit_plugin.cli import agent, conversation, demo, export, query, retention, stats, tail
+from audit_plugin.cli import agent, conversation, demo, export, integrity, query, retention, stats, tail
 from audit_plugin.cli.runner import EXIT_USAGE, exit_on_error, fail
 
 app = typer.Typer(
@@ -32,6 +32,8 @@ for command in (
     retention.retention,
     export.export,
     tail.tail,
+    integrity.verify,
+    integrity.erase,
 ):
     app.command(command.__name__)(command)
 

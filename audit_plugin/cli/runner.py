@@ -2,7 +2,7 @@
 
 Exit codes (documented in docs/cli.md): 0 success, 1 nothing matched, 2 bad
 input (option value, database URL), 3 database unreachable or failing,
-70 a bug in audit-plugin (set ``AUDIT_PLUGIN_DEBUG=1`` for the traceback),
+4 ``verify`` found the trail tampered with, 70 a bug in audit-plugin (set ``AUDIT_PLUGIN_DEBUG=1`` for the traceback),
 130 interrupted. When the reader of stdout goes away (``export | head``) the
 command ends quietly with 1, as every Click program does.
 """
@@ -107,11 +107,13 @@ async def open_trail(
     *,
     create: bool = False,
     retention_policy: RetentionPolicy = RetentionPolicy.DAYS_90,
+    **trail_options: Any,
 ) -> AsyncIterator[MessageAuditTrail]:
     """An initialised trail on ``database_url``, closed afterwards.
 
     Read-only subcommands pass ``create=False``: a SQLite file that does not
-    exist is reported instead of silently created empty.
+    exist is reported instead of silently created empty. ``trail_options``
+    go to :class:`MessageAuditTrail` (e.g. ``chain_id``).
     """
     missing = None if create else _missing_sqlite_file(database_url)
     if missing is not None:
@@ -119,7 +121,7 @@ async def open_trail(
             f"no audit database at {missing} (run `audit-plugin demo` to create one, or pass --database-url)",
             EXIT_DATABASE,
         )
-    trail = MessageAuditTrail(database_url, retention_policy=retention_policy)
+    trail = MessageAuditTrail(database_url, retention_policy=retention_policy, **trail_options)
     try:
         await asyncio.wait_for(trail.initialize(), CONNECT_TIMEOUT)
     except TimeoutError:

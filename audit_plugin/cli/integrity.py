@@ -1,0 +1,158 @@
+"""``audit-plugin verify`` and ``audit-plugin erase``: prove the trail is intact; crypto-shred a data subject.
+
+``verify`` exits 0 when the chain is intact (and matches the checkpoint, if
+one is given), 4 when it is broken or the checkpoint's signature is wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from audit_plugin.checkpoint import Checkpoint
+from audit_plugin.cli.options import AsJson, DatabaseUrl
+from audit_plugin.cli.output import console, print_json
+from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
+from audit_plugin.ledger import DEFAULT_CHAIN_ID
+from audit_plugin.trail import DEFAULT_DATABASE_URL
+
+EXIT_TAMPERED = 4
+"""``verify`` found a broken link, a missing tail, a rewrite, or a bad checkpoint signature."""
+
+ChainId = Annotated[str, typer.Option("--chain-id", help="The hash chain to check (one per database is usual).")]
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror or exc}", EXIT_USAGE) from None
+
+
+def _pem_key(path: Path, *, private: bool) -> Any:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    data = _read(path, "key file")
+    try:
+        key = (
+            serialization.load_pem_private_key(data, password=None)
+            if private
+            else serialization.load_pem_public_key(data)
+        )
+    except ValueError as exc:
+        raise CliError(f"{path} is not a PEM key: {exc}", EXIT_USAGE) from None
+    expected = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
+    if not isinstance(key, expected):
+        raise CliError(f"{path} is not an Ed25519 {'private' if private else 'public'} key", EXIT_USAGE)
+    return key
+
+
+def verify(
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="A checkpoint JSON file to check the chain against.")
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="Ed25519 public key (PEM) the checkpoint must be signed with.")
+    ] = None,
+    save_checkpoint: Annotated[
+        Path | None, typer.Option("--save-checkpoint", help="After a clean run, write the head here as a checkpoint.")
+    ] = None,
+    signing_key: Annotated[
+        Path | None, typer.Option("--signing-key", help="Ed25519 private key (PEM) to sign the saved checkpoint.")
+    ] = None,
+    chain_id: ChainId = DEFAULT_CHAIN_ID,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    as_json: AsJson = False,
+) -> None:
+    """Walk the hash chain and report the first broken link, or OK with the count (exit 4 if broken).
+
+    A bare chain cannot show a cut-off tail or a wholesale rewrite: pass a
+    --checkpoint saved earlier (kept outside the database) to catch those.
+    """
+    against = None
+    if checkpoint is not None:
+        try:
+            against = Checkpoint.from_json(_read(checkpoint, "checkpoint").decode())
+        except ValueError as exc:
+            raise CliError(f"{checkpoint}: {exc}", EXIT_USAGE) from None
+    if public_key is not None and against is None:
+        raise CliError("--public-key checks a checkpoint's signature: pass --checkpoint too", EXIT_USAGE)
+    if signing_key is not None and save_checkpoint is None:
+        raise CliError("--signing-key signs a saved checkpoint: pass --save-checkpoint too", EXIT_USAGE)
+    verifier = _pem_key(public_key, private=False) if public_key is not None else None
+    signer = _pem_key(signing_key, private=True) if signing_key is not None else None
+
+    async def check() -> None:
+        if against is not None and verifier is not None and not against.signature_valid(verifier):
+            outcome: dict[str, Any] = {"ok": False, "reason": "the checkpoint's signature is not valid for that key"}
+        else:
+            async with open_trail(database_url, chain_id=chain_id) as trail:
+                started = time.perf_counter()
+                report = await trail.verify(against=against)
+                seconds = time.perf_counter() - started
+                saved = await trail.checkpoint(signing_key=signer) if report.ok and save_checkpoint else None
+            outcome = {
+                "ok": report.ok,
+                "chain_id": report.chain_id,
+                "entries": report.entries,
+                "first_sequence": report.first_sequence,
+                "last_sequence": report.last_sequence,
+                "head_hash": report.head_hash,
+                "broken_sequence": report.broken_sequence,
+                "message_id": report.message_id,
+                "reason": report.reason,
+                "checkpoint_checked": report.checkpoint_checked,
+                "seconds": round(seconds, 3),
+                "entries_per_second": round(report.entries / seconds) if seconds > 0 else None,
+            }
+            if saved is not None and save_checkpoint is not None:
+                save_checkpoint.write_text(saved.to_json() + "\n")
+                outcome["saved_checkpoint"] = str(save_checkpoint)
+        if as_json:
+            print_json(outcome)
+        elif outcome["ok"]:
+            console.print(
+                f"OK: chain {outcome['chain_id']!r}, {outcome['entries']:,} entries "
+                f"(sequence {outcome['first_sequence']}..{outcome['last_sequence']})"
+                + (", matches the checkpoint" if outcome["checkpoint_checked"] else "")
+                + f", {outcome['entries_per_second'] or 0:,} entries/s"
+            )
+            if "saved_checkpoint" in outcome:
+                console.print(f"checkpoint saved to {outcome['saved_checkpoint']}")
+        if not outcome["ok"]:
+            where = outcome.get("broken_sequence")
+            about = f" (message {outcome['message_id']})" if outcome.get("message_id") else ""
+            location = f"entry {where}" if where is not None else "outside the chain"
+            raise CliError(f"BROKEN at {location}{about}: {outcome['reason']}", EXIT_TAMPERED)
+
+    run(check())
+
+
+def erase(
+    subject_id: Annotated[str, typer.Argument(help="The data subject whose payloads become unreadable.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: erasure cannot be undone.")] = False,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    as_json: AsJson = False,
+) -> None:
+    """Crypto-shred a data subject: destroy its data keys so its encrypted payloads can never be read again.
+
+    Who, when and status stay; the hash chain still verifies. Needs --yes.
+    """
+    if not yes:
+        raise CliError(f"erasing {subject_id!r} cannot be undone; pass --yes to confirm", EXIT_USAGE)
+
+    async def shred() -> None:
+        async with open_trail(database_url) as trail:
+            destroyed = await trail.erase_subject(subject_id)
+        if as_json:
+            print_json({"subject_id": subject_id, "keys_destroyed": destroyed})
+        if not destroyed:
+            raise CliError(f"no live data keys for subject {subject_id!r} (unknown, or erased already)", EXIT_EMPTY)
+        if not as_json:
+            console.print(f"erased subject {subject_id!r}: {destroyed} data key(s) destroyed")
+
+    run(shred())
