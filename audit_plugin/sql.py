@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import AuditStoreError
-from audit_plugin.ledger import Ledger
+from audit_plugin.ledger import Ledger, PendingEntry
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
 from audit_plugin.schema import (
@@ -246,8 +246,12 @@ class SQLBackend:
                 await self.insert_rows(conn, new_rows)
             pending = batch.rest + [u for u in batch.folded if u.message_id in stored]
             applied = (await self.apply_updates(conn, pending) if pending else set()) | batch.folded_ids
-            await self.ledger.append(conn, lifecycle.entries([row["message_id"] for row in new_rows], applied))
+            await self.append_lifecycle(conn, lifecycle.entries([row["message_id"] for row in new_rows], applied))
             return applied
+
+    async def append_lifecycle(self, conn: AsyncConnection, entries: Sequence[PendingEntry]) -> None:
+        """Number, link and insert a batch's lifecycle entries (the caller holds the chain's writer lock)."""
+        await self.ledger.append(conn, entries)
 
     async def lock_chain(self, conn: AsyncConnection, chain_id: str) -> None:
         """Serialise writers of ``chain_id`` until ``conn``'s transaction ends.

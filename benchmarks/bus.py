@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus
-from benchmarks.common import Store
+from benchmarks.common import TRAIL_OPTIONS, Store
 
 SENDERS = 64
 
@@ -32,7 +32,7 @@ async def run_bus(store: Store | None, messages: list[Message], durability: str 
     trail = plugin = None
     if durability is not None:
         assert store is not None
-        trail = MessageAuditTrail(store.url)
+        trail = MessageAuditTrail(store.url, **TRAIL_OPTIONS)  # type: ignore[arg-type]
         await trail.initialize()
         plugin = AuditPlugin(trail, durability=durability)  # type: ignore[arg-type]
         bus.register(plugin)

@@ -94,3 +94,7 @@ def spread(values: list[float]) -> float:
     """(max - min) / median: the run-to-run noise of one measurement, as a fraction."""
     middle = statistics.median(values)
     return (max(values) - min(values)) / middle if middle else 0.0
+
+
+TRAIL_OPTIONS: dict[str, object] = {}
+"""Extra ``MessageAuditTrail`` options for the measured trails (``run.py --no-hash-chain`` sets ``hash_chain``)."""

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from benchmarks import hot_path, stores
 from benchmarks.bus import run_bus
 from benchmarks.common import (
+    TRAIL_OPTIONS,
     Store,
     make_messages,
     median,
@@ -194,10 +195,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed-messages", type=int, default=2_000)
     parser.add_argument("--bus-messages", type=int, default=20_000)
     parser.add_argument("--hot-path-messages", type=int, default=50_000)
+    parser.add_argument(
+        "--no-hash-chain", action="store_true", help="measure trails with hash_chain=False (lifecycle kept, no hashes)"
+    )
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (subprocesses)")
     parser.add_argument("--memory-messages", type=int, default=1_000_000)
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args(argv)
+    if args.no_hash_chain:
+        TRAIL_OPTIONS["hash_chain"] = False
     if args.quick:
         args.repeat, args.messages, args.seed_messages, args.bus_messages = 1, 10_000, 500, 5_000
         args.hot_path_messages = 10_000

@@ -23,8 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from audit_plugin import Message, MessageAuditLog, MessageAuditTrail
-from audit_plugin.schema import TABLE_NAME, audit_log
-from benchmarks.common import Store
+from audit_plugin.schema import TABLE_NAME, audit_log, metadata
+from benchmarks.common import TRAIL_OPTIONS, Store
 
 COLUMNS = [column.name for column in audit_log.columns]
 BATCH_SIZE = 1000
@@ -35,7 +35,8 @@ async def prepare(store: Store) -> None:
     trail = MessageAuditTrail(store.url)
     await trail.initialize()
     async with trail.backend.engine.begin() as conn:  # type: ignore[attr-defined]
-        await conn.execute(text(f"DELETE FROM {TABLE_NAME}"))
+        for table in reversed(metadata.sorted_tables):  # the records, their lifecycle and the chain head
+            await conn.execute(table.delete())
     await trail.close()
 
 
@@ -50,7 +51,7 @@ async def count_rows(store: Store) -> int:
 
 
 async def write_with_writer(store: Store, messages: list[Message]) -> None:
-    trail = MessageAuditTrail(store.url, batch_size=BATCH_SIZE)
+    trail = MessageAuditTrail(store.url, batch_size=BATCH_SIZE, **TRAIL_OPTIONS)  # type: ignore[arg-type]
     await trail.initialize()
     try:
         for start in range(0, len(messages), BATCH_SIZE):

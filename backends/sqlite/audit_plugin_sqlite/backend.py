@@ -21,6 +21,8 @@ from sqlalchemy.pool import StaticPool
 
 from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import InvalidFieldError
+from audit_plugin.integrity_schema import EVENTS_TABLE, events
+from audit_plugin.ledger import PendingEntry
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
 from audit_plugin.sql import SQLBackend
@@ -42,6 +44,13 @@ _INSERT_IGNORING_DUPLICATES = (
 )
 _DATETIME_INDEXES = (COLUMNS.index("timestamp"), COLUMNS.index("delivered_at"))
 _in_column_order = operator.itemgetter(*COLUMNS)
+EVENT_COLUMNS: tuple[str, ...] = tuple(column.name for column in events.columns)
+_INSERT_EVENTS = (
+    f"INSERT INTO {EVENTS_TABLE} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+)
+_EVENT_DATETIME_INDEXES = (EVENT_COLUMNS.index("at"), EVENT_COLUMNS.index("delivered_at"))
+_event_in_column_order = operator.itemgetter(*EVENT_COLUMNS)
+
 UPDATES_PER_STATEMENT = 1000
 """Status updates per ``UPDATE ... FROM (VALUES ...)`` statement (5 parameters each; SQLite allows 32,766)."""
 
@@ -85,7 +94,9 @@ class SQLiteBackend(SQLBackend):
 
     async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> bool:
         driver = (await conn.get_raw_connection()).driver_connection
-        cursor = await driver.executemany(_INSERT_IGNORING_DUPLICATES, [_sqlite_values(row) for row in rows])
+        cursor = await driver.executemany(
+            _INSERT_IGNORING_DUPLICATES, [_sqlite_values(row, _in_column_order, _DATETIME_INDEXES) for row in rows]
+        )
         return cursor.rowcount == len(rows)
 
     async def apply_updates(self, conn: AsyncConnection, updates: Sequence[StatusUpdate]) -> set[str]:
@@ -107,6 +118,15 @@ class SQLiteBackend(SQLBackend):
             found.update(row[0] for row in await driver.execute_fetchall(_update_from_values(len(chunk)), parameters))
         return found
 
+    async def append_lifecycle(self, conn: AsyncConnection, entries: Sequence[PendingEntry]) -> None:
+        if not entries:
+            return
+        rows, _ = self.ledger.link(await self.ledger.head(conn), entries)
+        driver = (await conn.get_raw_connection()).driver_connection
+        await driver.executemany(
+            _INSERT_EVENTS, [_sqlite_values(row, _event_in_column_order, _EVENT_DATETIME_INDEXES) for row in rows]
+        )
+
     def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
         # SQLite's date functions keep milliseconds only; timestamps are stored as
         # "YYYY-MM-DD HH:MM:SS.ffffff", so whole seconds and microseconds are taken apart.
@@ -120,10 +140,12 @@ class SQLiteBackend(SQLBackend):
         return func.strftime(_BUCKET_FORMATS[unit], column)
 
 
-def _sqlite_values(row: dict[str, Any]) -> list[Any]:
+def _sqlite_values(
+    row: dict[str, Any], in_column_order: operator.itemgetter[Any], datetime_indexes: tuple[int, ...]
+) -> list[Any]:
     """The row as SQLite parameters, datetimes in the text form :class:`UTCDateTime` stores."""
-    values = list(_in_column_order(row))
-    for index in _DATETIME_INDEXES:
+    values = list(in_column_order(row))
+    for index in datetime_indexes:
         moment = values[index]
         if moment is not None:
             values[index] = _utc_text(moment)
