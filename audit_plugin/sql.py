@@ -204,12 +204,8 @@ class SQLBackend:
         """Extra ``create_async_engine`` options for this database."""
         return {}
 
-    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> bool:
-        """Insert ``rows`` (distinct ids), skipping any whose ``message_id`` is already stored.
-
-        Returns ``True`` when every row was new; ``False`` when some were
-        skipped (the caller then applies the folded status updates itself).
-        """
+    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert ``rows`` (distinct ids, none stored yet: ``write_batch`` filters them under the chain lock)."""
         raise NotImplementedError
 
     def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:

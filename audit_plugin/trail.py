@@ -225,10 +225,10 @@ class MessageAuditTrail:
         Under the ``"block"`` policy this waits for space in the queue, at
         most ``timeout`` seconds (then the record is dropped and counted).
         """
-        self._require_writer()
+        writer = self._require_writer()
         await self.protection.prepare(message)
         row = self._record_row(message, status=status, trace_id=trace_id, span_id=span_id)
-        return await self._require_writer().put(row=row, timeout=timeout)
+        return await writer.put(row=row, timeout=timeout)
 
     def enqueue_message_nowait(
         self, message: Message, *, trace_id: str | None = None, span_id: str | None = None

@@ -92,12 +92,11 @@ class SQLiteBackend(SQLBackend):
             return {"poolclass": StaticPool}
         return {}
 
-    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> bool:
+    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
         driver = (await conn.get_raw_connection()).driver_connection
-        cursor = await driver.executemany(
+        await driver.executemany(
             _INSERT_IGNORING_DUPLICATES, [_sqlite_values(row, _in_column_order, _DATETIME_INDEXES) for row in rows]
         )
-        return cursor.rowcount == len(rows)
 
     async def apply_updates(self, conn: AsyncConnection, updates: Sequence[StatusUpdate]) -> set[str]:
         driver = (await conn.get_raw_connection()).driver_connection
