@@ -143,8 +143,8 @@ class FoldedBatch:
     usually land in the same batch; writing the final row once is far cheaper
     than an insert and an ``UPDATE`` (on PostgreSQL a status update rewrites
     the row and every index). If a row turns out to be stored already (so its
-    insert is skipped), the folded updates must still be applied:
-    ``all_updates`` holds them.
+    insert is skipped), the writer still applies its folded update to the
+    stored row.
     """
 
     rows: Sequence[dict[str, Any]]
@@ -174,10 +174,6 @@ class FoldedBatch:
     @property
     def folded_ids(self) -> set[str]:
         return {u.message_id for u in self.folded}
-
-    @property
-    def all_updates(self) -> list[StatusUpdate]:
-        return [*self.folded, *self.rest]
 
 
 class SQLBackend:
