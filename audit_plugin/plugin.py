@@ -37,7 +37,13 @@ import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 from audit_plugin.deadlines import Deadlines
-from audit_plugin.exceptions import AuditError, AuditTimeoutError, InvalidFieldError, TrailStateError
+from audit_plugin.exceptions import (
+    AuditError,
+    AuditTimeoutError,
+    InvalidFieldError,
+    RecordDroppedError,
+    TrailStateError,
+)
 from audit_plugin.hookspecs import hookimpl
 from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
 from audit_plugin.metrics import PipelineMetrics, SendMetrics, get_meter
@@ -161,8 +167,13 @@ class AuditPlugin:
     async def _put_and_wait(self, enqueued: Any, message: Message) -> None:
         try:
             future = await enqueued
-        except AuditError:
+        except RecordDroppedError:
             return  # no space in time: counted in trail.writer_stats.dropped and logged by the writer
+        except BaseException as exc:  # refused (cannot be recorded, trail closed): the message must not go on
+            span = self._in_flight.pop(message.message_id, None)
+            if span is not None:
+                self._tracer.abandon(span, exc)
+            raise
         if self.durability == "commit":
             await self._wait_for_commit(future, message)
 

@@ -249,3 +249,23 @@ async def test_send_rejects_non_messages() -> None:
 async def test_plugin_rejects_unknown_durability(trail: MessageAuditTrail) -> None:
     with pytest.raises(InvalidFieldError, match="durability"):
         AuditPlugin(trail, durability="eventually")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("durability", ["commit", "buffered"])
+async def test_unrecordable_message_is_refused_even_when_the_queue_is_full(database_url: str, durability: str) -> None:
+    """The back-pressure path validates too: a full queue must not let an unrecordable message through."""
+    async with MessageAuditTrail(database_url, max_queue=1, overflow="block") as trail:
+        bus = MessageBus()
+        bus.register(AuditPlugin(trail, durability=durability, commit_timeout=5))  # type: ignore[arg-type]
+        handled: list[Message] = []
+
+        async def worker(message: Message) -> None:
+            handled.append(message)
+
+        bus.subscribe("worker", worker)
+        trail.writer.submit(row=None, update=None)  # a flush barrier fills the one slot: the next send must wait
+        with pytest.raises(PayloadNotSerializableError, match="payload"):
+            await bus.send(Message("planner", "worker", MessageType.COMMAND, {"bad": {1, 2}}))
+        assert handled == []
+        await trail.flush()
+        assert await trail.query_messages() == []
