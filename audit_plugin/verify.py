@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, select
@@ -70,6 +71,17 @@ class VerifyReport:
         where = f"entry {self.broken_sequence}" if self.broken_sequence is not None else "outside the chain"
         about = f" (message {self.message_id})" if self.message_id else ""
         return f"BROKEN at {where}{about}: {self.reason}"
+
+    def checkpoint(self, signing_key: Any = None) -> Checkpoint:
+        """The head this report verified, as a checkpoint (signed with an ``Ed25519PrivateKey`` if given).
+
+        Unlike ``trail.checkpoint()``, it vouches only for entries that were
+        actually checked, even if writers appended more during the walk.
+        """
+        if not self.ok:
+            raise ValueError(f"a broken chain gives no checkpoint: {self}")
+        taken = Checkpoint(self.chain_id, self.last_sequence, self.head_hash, datetime.now(UTC))
+        return taken.signed(signing_key) if signing_key is not None else taken
 
 
 class _Walk:

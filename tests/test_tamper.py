@@ -308,9 +308,19 @@ async def test_checkpoints_and_the_prune_point(database_url: str) -> None:
         at_prune_point = Checkpoint("default", 2, (await trail.verify()).head_hash, now)  # wrong hash on purpose
         assert (await trail.verify()).first_sequence == 3
         assert (await trail.verify(against=early)).ok  # entry 3 is still there with its hash
-        assert not (await trail.verify(against=at_prune_point)).ok
+        broken(await trail.verify(against=at_prune_point), 2, "the prune point's hash differs from the checkpoint")
         old = Checkpoint("default", 1, "0" * 64, now)
         broken(await trail.verify(against=old), 1, "predates the prune point 2")
+
+
+async def test_checkpoint_from_a_report_vouches_only_for_what_was_verified(trail: MessageAuditTrail) -> None:
+    await build_chain(trail)
+    report = await trail.verify()
+    await trail.log_message(make_message(seconds=999))  # appended after the walk: not verified
+    taken = report.checkpoint()
+    assert (taken.sequence, taken.hash) == (report.last_sequence, report.head_hash)
+    assert (await trail.checkpoint()).sequence > taken.sequence
+    assert (await trail.verify(against=taken)).ok
 
 
 async def test_altered_ciphertext_is_found_and_unreadable(database_url: str, tmp_path: Any) -> None:

@@ -94,7 +94,7 @@ def verify(
                 started = time.perf_counter()
                 report = await trail.verify(against=against)
                 seconds = time.perf_counter() - started
-                saved = await trail.checkpoint(signing_key=signer) if report.ok and save_checkpoint else None
+                saved = report.checkpoint(signer) if report.ok and save_checkpoint else None
             outcome = {
                 "ok": report.ok,
                 "chain_id": report.chain_id,
