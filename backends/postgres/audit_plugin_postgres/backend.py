@@ -7,12 +7,9 @@ pool (see ``benchmarks/`` for the measurements behind the choice):
   batch is what arrived during the previous commit): one statement,
   ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`` and the
   status ``UPDATE`` as data-modifying CTEs: one round trip;
-* large batches, inserts: binary ``COPY`` into the table. If a row is already stored (a
-  batch retried after its commit acknowledgement was lost) the table's
-  primary key refuses it and nothing is written; the batch is then written
-  again by ``COPY`` into a temporary staging table and
-  ``INSERT ... SELECT ... ON CONFLICT (message_id) DO NOTHING``. Either way
-  each ``message_id`` is stored once;
+* large batches, inserts: binary ``COPY`` into the table. Ids already stored
+  (a batch retried after its commit acknowledgement was lost) are filtered
+  out first, under the chain lock, so each ``message_id`` is stored once;
 * large batches, status updates: folded into the inserted row when the message is in the
   same batch (see :class:`~audit_plugin.sql.FoldedBatch`), otherwise one
   ``UPDATE ... FROM unnest(...)`` per batch.
@@ -43,15 +40,6 @@ from audit_plugin.sql import FoldedBatch, SQLBackend, delivered_in_window
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
 _as_record = operator.itemgetter(*COLUMNS)
 """A row dict as a tuple in column order (in C: this runs once per stored message)."""
-STAGING_TABLE = "audit_plugin_staging"
-
-_CREATE_STAGING = (
-    f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} (LIKE {TABLE_NAME} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
-_INSERT_FROM_STAGING = (
-    f"INSERT INTO {TABLE_NAME} ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {STAGING_TABLE} "
-    "ON CONFLICT (message_id) DO NOTHING"
-)
 _UPDATE_FROM_ARRAYS = f"""
 UPDATE {TABLE_NAME} AS t SET
     status = u.status,
@@ -160,7 +148,7 @@ class PostgresBackend(SQLBackend):
                     if len(records) + len(pending) <= ONE_STATEMENT_MAX:
                         found = await _write_in_one_statement(driver, records, pending)
                     else:
-                        found = await _write_with_copy(driver, records, pending, skip_stored=False)
+                        found = await _write_with_copy(driver, records, pending)
                     applied = found | batch.folded_ids
                     entries = lifecycle.entries([row["message_id"] for row in new_rows], applied)
                     await _append_lifecycle(driver, self.ledger, entries)
@@ -209,7 +197,7 @@ def _update_arrays(updates: list[StatusUpdate]) -> list[list[Any]]:
 async def _write_in_one_statement(
     driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate]
 ) -> set[str]:
-    """Insert and update in one statement (one round trip, its own transaction); return the updated ids.
+    """Insert and update in one statement (one round trip); return the updated ids.
 
     The ``UPDATE`` sees the table as it was before the statement, so of the
     folded updates it touches only rows whose insert was skipped as already
@@ -221,21 +209,12 @@ async def _write_in_one_statement(
 
 
 async def _write_with_copy(
-    driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate], *, skip_stored: bool
+    driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate]
 ) -> set[str]:
-    """Write one batch in one transaction with ``COPY``; return the updated ids.
-
-    ``skip_stored=False``: plain ``COPY`` into the table, which fails on a
-    stored ``message_id``; ``True``: through the staging table, skipping them.
-    """
-    async with driver.transaction():
-        if records and skip_stored:
-            await driver.execute(_CREATE_STAGING)
-            await driver.copy_records_to_table(STAGING_TABLE, records=records, columns=COLUMNS)
-            await driver.execute(_INSERT_FROM_STAGING)
-        elif records:
-            await driver.copy_records_to_table(TABLE_NAME, records=records, columns=COLUMNS)
-        if not updates:
-            return set()
-        found = await driver.fetch(_UPDATE_FROM_ARRAYS, *_update_arrays(updates))
-        return {row[0] for row in found}
+    """Write one batch with ``COPY`` (inside the caller's transaction); return the updated ids."""
+    if records:
+        await driver.copy_records_to_table(TABLE_NAME, records=records, columns=COLUMNS)
+    if not updates:
+        return set()
+    found = await driver.fetch(_UPDATE_FROM_ARRAYS, *_update_arrays(updates))
+    return {row[0] for row in found}
