@@ -2,8 +2,9 @@
 
 The bus is deliberately small: one async handler per agent, direct delivery,
 retries and TTL expiry. It exists to show (and test) the hook contract; a
-production bus (Redis, NATS, RabbitMQ...) calls the same two hooks the same
-way, with :func:`call_hook`.
+production bus (Redis, NATS, RabbitMQ...) calls the same hooks the same way
+(``audit_pre_send``, ``audit_post_delivery``, optionally ``audit_retry``), with
+:func:`call_hook`.
 
 Each handler run is a ``process {to_agent}`` CONSUMER span parented by the
 trace context in ``message.headers`` (see :mod:`audit_plugin.tracing`): one
@@ -84,7 +85,6 @@ class MessageBus:
             raise InvalidFieldError("retry_delay", f"must be a number >= 0, got {retry_delay!r}")
         self.max_retries = max_retries
         self.retry_delay = float(retry_delay)
-        self.tracer_provider = tracer_provider
         self._tracer = ProcessTracer(tracer_provider)
         self._consumer_metrics = ConsumerMetrics(get_meter(meter_provider))
         self.plugin_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)

@@ -2,8 +2,9 @@
 
 Two families of hooks share this module:
 
-* **Bus hooks** (``audit_pre_send``, ``audit_post_delivery``): a message bus
-  calls them around every message. Any bus can: create
+* **Bus hooks** (``audit_pre_send``, ``audit_post_delivery``, and optionally
+  ``audit_retry``): a message bus calls them around every message and before
+  each retry. Any bus can: create
   ``pluggy.PluginManager("audit_plugin")``, ``add_hookspecs(hookspecs)``,
   register ``AuditPlugin(trail)``, call the hooks with keyword arguments, and
   **await every awaitable in the returned list**. pluggy itself is

@@ -11,7 +11,8 @@ Messaging metrics (semantic conventions v1.44), attributes ``messaging.system``,
 * ``messaging.process.duration`` (histogram, ``s``): one per handler run.
 
 Audit pipeline metrics (namespace ``audit_plugin.``), read from the trail's
-writer, so they cost nothing per message; attributes ``db.system.name`` and
+writer at collection time (the two histograms are recorded once per
+committed batch), so they cost nothing per message; attributes ``db.system.name`` and
 ``db.namespace`` tell trails apart:
 
 * ``audit_plugin.writer.written`` (observable counter): operations committed
@@ -19,7 +20,10 @@ writer, so they cost nothing per message; attributes ``db.system.name`` and
 * ``audit_plugin.writer.failed`` (observable counter): operations the store
   refused for good - lost, each logged;
 * ``audit_plugin.writer.dropped`` (observable counter): operations the
-  overflow policy dropped - lost;
+  overflow policy dropped (``drop_newest``/``drop_oldest``, or ``block`` past
+  the plugin's ``commit_timeout``) - lost;
+* ``audit_plugin.writer.abandoned`` (observable counter): operations still
+  unwritten when ``close(timeout=...)`` gave up - lost;
 * ``audit_plugin.writer.retries`` (observable counter): batch attempts that
   failed with a transient error and were retried;
 * ``audit_plugin.writer.queue.depth`` / ``audit_plugin.writer.queue.limit``
@@ -31,7 +35,7 @@ writer, so they cost nothing per message; attributes ``db.system.name`` and
 * ``audit_plugin.commit.timeouts`` (observable counter): sends that went on
   without waiting for their commit (``"commit"`` durability).
 
-"Losing records": ``failed`` or ``dropped`` increases. "Falling behind":
+"Losing records": ``failed``, ``dropped`` or ``abandoned`` increases. "Falling behind":
 ``queue.depth / queue.limit`` high, ``store.available`` 0, ``retries`` or
 ``commit.timeouts`` increasing, ``batch.duration`` growing. docs/tracing.md
 lists suggested alerts.

@@ -94,8 +94,6 @@ class AuditPlugin:
         self.trail = trail
         self.durability: Durability = durability
         self.commit_timeout = commit_timeout
-        self.tracer_provider = tracer_provider
-        self.meter_provider = meter_provider
         self.commit_timeouts = 0
         """Messages that went on without their commit because the store was too slow."""
         self._timing_out = False
