@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -32,6 +33,7 @@ PROGRAM = textwrap.dedent(
 
 def test_installed_extension_redacts_without_any_code_change(tmp_path: Path, database_url: str) -> None:
     target = tmp_path / "site"
+    source = shutil.copytree(EXAMPLE, tmp_path / "src")  # building in place would leave build/ in the repository
     subprocess.run(
         [
             sys.executable,
@@ -42,7 +44,7 @@ def test_installed_extension_redacts_without_any_code_change(tmp_path: Path, dat
             "--no-deps",
             "--target",
             str(target),
-            str(EXAMPLE),
+            str(source),
         ],
         check=True,
         capture_output=True,

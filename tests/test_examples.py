@@ -81,3 +81,14 @@ def test_swap_backend_reads_the_url_from_the_environment(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "from_env.db").exists() and not (tmp_path / "swap_backend.db").exists()
+
+
+def test_integrity_demo(tmp_path: Path) -> None:
+    out = run_example("integrity_demo.py", cwd=tmp_path)
+    assert "'card_number': '[REDACTED]'" in out  # redacted at capture
+    assert '"$audit":"encrypted"' in out  # what the database holds
+    assert "signature valid: True" in out
+    assert "erase customer-42: 1 data key destroyed" in out
+    assert "'$audit': 'erased'" in out
+    assert "verify: OK" in out
+    assert "BROKEN at entry 3" in out  # the edit behind the trail's back is found

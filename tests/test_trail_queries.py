@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -185,7 +186,7 @@ async def test_retention_policies(database_url: str, policy: RetentionPolicy, ex
         assert await trail.apply_retention_policy() == 0
 
 
-async def test_default_retention_is_90_days(database_url: str) -> None:
-    trail = MessageAuditTrail(database_url)
+async def test_default_retention_is_90_days(tmp_path: Path) -> None:
+    trail = MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
     assert trail.retention_policy is RetentionPolicy.DAYS_90
     await trail.close()
