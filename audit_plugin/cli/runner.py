@@ -50,7 +50,7 @@ def fail(message: str, exit_code: int) -> NoReturn:
 
 
 def run(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run a subcommand's coroutine; :func:`exit_on_error` turns what it raises into one line."""
+    """Run a subcommand's coroutine (``main`` turns what it raises into one line and an exit code)."""
     asyncio.run(coroutine)
 
 

@@ -26,6 +26,7 @@ from audit_plugin.cli.output import (
     status_text,
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
+from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditStatistics
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
@@ -268,6 +269,8 @@ def stats(
     """Statistics, delivery-latency percentiles and message volume over time."""
     fmt = output_format(as_json, as_csv)
     start, end = parse_time("--since", since), parse_time("--until", until)
+    if start is not None and end is not None and start > end:
+        raise InvalidFieldError("--since", "is after --until")  # exit 2, as query says for the same window
 
     async def show() -> None:
         async with open_trail(database_url) as trail:
