@@ -86,11 +86,10 @@ def node_label(record: AuditRecord, link: TraceLinker) -> Text:
 
 def thread_tree(title: str, roots: Sequence[ThreadNode], link: TraceLinker) -> Tree:
     tree = Tree(Text(title, style="bold"), guide_style="dim")
-    stack = [(tree, node) for node in reversed(roots)]
-    while stack:
-        branch, node = stack.pop()
-        child = branch.add(node_label(node.record, link))
-        stack.extend((child, reply) for reply in reversed(node.replies))
+    branches = [tree]  # branches[depth] is where a node of that depth is added
+    for depth, node in walk(roots):
+        del branches[depth + 1 :]
+        branches.append(branches[depth].add(node_label(node.record, link)))
     return tree
 
 
