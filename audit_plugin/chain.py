@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 HASH_VERSION = 1
 DOMAIN_TAG = b"audit-plugin/chain\x00"
 ENTRY_TAG = b"audit-plugin/entry\x00"
@@ -77,23 +79,50 @@ def _number(literal: str) -> str:
     return f"{_NUMBER_TAG}{'-' if sign else ''}{coefficient}e{exponent}"
 
 
+def _integer(literal: str) -> str:
+    """:func:`_number` for a JSON integer literal, without ``Decimal`` (most payload numbers are integers)."""
+    digits = literal.removeprefix("-")
+    coefficient = digits.rstrip("0")
+    if not coefficient:
+        return _NUMBER_TAG + "0"
+    sign = "-" if len(digits) != len(literal) else ""
+    return f"{_NUMBER_TAG}{sign}{coefficient}e{len(digits) - len(coefficient)}"
+
+
+_decode_canonical = json.JSONDecoder(parse_int=_integer, parse_float=_number).decode
+"""Made once: ``json.loads`` with options builds a new decoder on every call."""
+_encode_canonical = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def canonical_payload(payload_json: str) -> Any:
     """The stored payload text as a value whose canonical JSON is the same on every database."""
-    return json.loads(payload_json, parse_int=_number, parse_float=_number)
+    return _decode_canonical(payload_json)
 
 
 def canonical_json(document: Any) -> bytes:
-    return json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """Keys sorted, no whitespace, UTF-8, only JSON's mandatory escapes.
+
+    ``orjson`` writes this form about ten times faster than the standard
+    library and byte for byte the same for the documents the chain hashes
+    (strings, integers, ``None``, booleans, dicts and lists: payload numbers
+    are tagged strings by then); the standard library takes over for what
+    ``orjson`` refuses (integers beyond 64 bits, lone surrogates), so the
+    result never depends on which one ran.
+    """
+    try:
+        return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return _encode_canonical(document).encode()
 
 
 def entry_document(event: Mapping[str, Any], record: Mapping[str, Any] | None) -> dict[str, Any]:
     """What an entry's digest covers: the event's columns, plus the record for a ``"record"`` entry."""
     document = {name: event[name] for name in EVENT_FIELDS}
-    document["at"] = iso_utc(event["at"])
+    document["at"] = at = iso_utc(event["at"])
     document["delivered_at"] = iso_utc(event["delivered_at"])
     if record is not None:
         covered = {name: record[name] for name in RECORD_FIELDS}
-        covered["timestamp"] = iso_utc(record["timestamp"])
+        covered["timestamp"] = at if record["timestamp"] is event["at"] else iso_utc(record["timestamp"])
         covered["payload"] = canonical_payload(record["payload_json"])
         document["record"] = covered
     return document
