@@ -11,7 +11,7 @@ Entry digests are computed before the lock is taken; only the link hashes
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +37,23 @@ class PendingEntry:
 
     event: dict[str, Any]
     digest: str | None
+    parameters: tuple[Any, ...] = ()
+    """The event columns as a backend binds them, when it prepares them before taking the chain lock."""
+
+
+class LedgeredRow(dict[str, Any]):
+    """A ``message_audit_log`` row that carries its ``"record"`` entry, built with the row.
+
+    The trail builds it where the record is built (the caller's task), so
+    the digest's CPU time is spent there, beside the writer's database work,
+    rather than in the writer's critical path.
+    """
+
+    __slots__ = ("entry",)
+
+    def __init__(self, row: Mapping[str, Any], entry: PendingEntry) -> None:
+        super().__init__(row)
+        self.entry = entry
 
 
 @dataclass(slots=True)
@@ -51,6 +68,12 @@ class LedgerBatch:
     """One record entry per distinct ``message_id`` (the first row wins), in batch order."""
     changes: list[tuple[str, PendingEntry]]
     """One status entry per update, in order, with its ``message_id``."""
+
+    def __iter__(self) -> Iterator[PendingEntry]:
+        """Every prepared entry, appended or not."""
+        yield from self.records.values()
+        for _, entry in self.changes:
+            yield entry
 
     def entries(self, inserted: Iterable[str], applied: set[str]) -> list[PendingEntry]:
         """Record entries of the ``inserted`` ids, then status entries of updates to ``applied`` ids."""
@@ -90,8 +113,12 @@ class Ledger:
         records: dict[str, PendingEntry] = {}
         for row in rows:
             if row["message_id"] not in records:
-                records[row["message_id"]] = self.record_entry(row)
+                records[row["message_id"]] = row.entry if isinstance(row, LedgeredRow) else self.record_entry(row)
         return LedgerBatch(records, [(u.message_id, self.status_entry(u)) for u in updates])
+
+    def ledgered(self, row: Mapping[str, Any]) -> LedgeredRow:
+        """``row`` with its ``"record"`` entry attached (see :class:`LedgeredRow`)."""
+        return LedgeredRow(row, self.record_entry(row))
 
     def record_entry(self, row: Mapping[str, Any]) -> PendingEntry:
         """The ``"record"`` entry for a newly inserted ``message_audit_log`` row."""
@@ -170,27 +197,38 @@ class Ledger:
         ).first()
         return ChainHead(row.pruned_sequence, row.pruned_hash) if row is not None else ChainHead(0, chain.GENESIS_HASH)
 
-    def link(self, head: ChainHead, entries: Sequence[PendingEntry]) -> tuple[list[dict[str, Any]], ChainHead]:
-        """The ``message_audit_events`` rows for ``entries`` after ``head``, and the new head (no database)."""
+    def links(
+        self, head: ChainHead, entries: Sequence[PendingEntry]
+    ) -> tuple[list[tuple[int, str | None, str | None]], ChainHead]:
+        """``(sequence, prev_hash, entry_hash)`` of each of ``entries`` after ``head``, and the new head."""
         sequence, previous = head.sequence, head.hash
-        rows = []
+        links = []
         for entry in entries:
             sequence += 1
-            entry_hash = (
-                chain.link_hash(self.chain_id, sequence, previous, entry.digest) if entry.digest is not None else None
-            )
-            rows.append(
-                {
-                    **entry.event,
-                    "chain_id": self.chain_id,
-                    "sequence": sequence,
-                    "entry_digest": entry.digest,
-                    "prev_hash": previous if entry.digest is not None else None,
-                    "entry_hash": entry_hash,
-                }
-            )
-            previous = entry_hash or chain.GENESIS_HASH
-        return rows, ChainHead(sequence, previous)
+            if entry.digest is None:
+                links.append((sequence, None, None))
+                previous = chain.GENESIS_HASH
+            else:
+                entry_hash = chain.link_hash(self.chain_id, sequence, previous, entry.digest)
+                links.append((sequence, previous, entry_hash))
+                previous = entry_hash
+        return links, ChainHead(sequence, previous)
+
+    def link(self, head: ChainHead, entries: Sequence[PendingEntry]) -> tuple[list[dict[str, Any]], ChainHead]:
+        """The ``message_audit_events`` rows for ``entries`` after ``head``, and the new head (no database)."""
+        links, new_head = self.links(head, entries)
+        rows = [
+            {
+                **entry.event,
+                "chain_id": self.chain_id,
+                "sequence": sequence,
+                "entry_digest": entry.digest,
+                "prev_hash": prev_hash,
+                "entry_hash": entry_hash,
+            }
+            for entry, (sequence, prev_hash, entry_hash) in zip(entries, links, strict=True)
+        ]
+        return rows, new_head
 
     async def append(self, conn: AsyncConnection, entries: Sequence[PendingEntry]) -> ChainHead | None:
         """Number, link and insert ``entries`` after the chain's head; return the new head.

@@ -248,7 +248,7 @@ class MessageAuditTrail:
     def _record_row(self, message: Message, **fields: Any) -> dict[str, Any]:
         if not isinstance(message, Message):
             raise v.FieldTypeError("message", "audit_plugin.Message", message)
-        return record_row(message, payload_json=self.protection.encode(message), **fields)
+        return self.ledger.ledgered(record_row(message, payload_json=self.protection.encode(message), **fields))
 
     async def update_message_status(
         self,
