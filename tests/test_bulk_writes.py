@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
 from datetime import UTC, datetime
 
 import pytest
@@ -121,8 +123,26 @@ async def test_sqlite_writes_in_wal_with_synchronous_normal(trail: MessageAuditT
     if backend_name != "sqlite":
         pytest.skip("SQLite journal settings")
     await trail.log_message(Message("alice", "bob", MessageType.EVENT, {}))
-    async with trail.backend.writing() as conn:  # type: ignore[attr-defined]
-        driver = (await conn.get_raw_connection()).driver_connection
-        [(journal_mode,)] = await driver.execute_fetchall("PRAGMA journal_mode")
-        [(synchronous,)] = await driver.execute_fetchall("PRAGMA synchronous")
-    assert (journal_mode, synchronous) == ("wal", 1)  # 1 = NORMAL
+
+    def settings(db: sqlite3.Connection) -> tuple[str, int]:
+        return db.execute("PRAGMA journal_mode").fetchone()[0], db.execute("PRAGMA synchronous").fetchone()[0]
+
+    assert await trail.backend.in_writer_thread(settings) == ("wal", 1)  # type: ignore[attr-defined]  # 1 = NORMAL
+
+
+async def test_sqlite_in_memory_store_is_a_temporary_file_removed_at_close(backend_name: str) -> None:
+    if backend_name != "sqlite":
+        pytest.skip("SQLite's in-memory databases")
+    trail = MessageAuditTrail("sqlite+aiosqlite:///:memory:")
+    await trail.initialize()
+    path = trail.backend.path  # type: ignore[attr-defined]
+    await trail.log_message(Message("alice", "bob", MessageType.EVENT, {"n": 1}))
+    assert [record.payload for record in await trail.query_messages()] == [{"n": 1}]  # reads see the writer's rows
+    assert path in _existing(path)
+    await trail.close()
+    assert _existing(path) == []
+
+
+def _existing(database: str) -> list[str]:
+    """The database file and its WAL companions that exist."""
+    return [name for name in (database, f"{database}-wal", f"{database}-shm") if os.path.exists(name)]

@@ -219,6 +219,22 @@ async def test_retention_keeps_the_chain_verifiable(database_url: str) -> None:
         broken(await trail.verify(), 6, "record is missing")
 
 
+async def test_writes_after_a_retention_run_continue_the_chain(database_url: str) -> None:
+    """Retention appends to the chain from another connection; the writer's next batch must link after it."""
+    now = datetime.now(UTC)
+    async with MessageAuditTrail(database_url, retention_policy=RetentionPolicy.DAYS_30) as trail:
+        for age in (400, 1):
+            await trail.log_message(make_message(at=now - timedelta(days=age)))
+        assert await trail.apply_retention_policy() == 1
+        for _ in range(3):
+            message = make_message(at=now)
+            await trail.log_message(message)
+            await trail.update_message_status(message.message_id, MessageStatus.DELIVERED)
+        report = await trail.verify()
+    assert report.ok, report
+    assert report.last_sequence == 2 + 1 + 3 * 2  # two records, the retention run, three records and updates
+
+
 def random_payload(rng: random.Random) -> dict[str, Any]:
     def value(depth: int) -> Any:
         kind = rng.randrange(8 if depth < 3 else 5)

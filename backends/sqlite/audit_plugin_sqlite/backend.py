@@ -1,31 +1,50 @@
-"""SQLite specifics: aiosqlite driver, WAL journal, idempotent executemany insert.
+"""SQLite specifics: aiosqlite for reads, one writer thread for writes, WAL journal.
 
-A batch's rows go in with one ``executemany`` of
-``INSERT ... ON CONFLICT (message_id) DO NOTHING`` and its status updates
-with one ``UPDATE ... FROM (VALUES ...) RETURNING`` on the driver connection,
-inside the SQLAlchemy transaction (the Core statements' per-row parameter
-processing cost about as much as SQLite's own work; see ``benchmarks/``).
+Every write batch is one call into a thread of the backend's own that owns
+the write connection (stdlib :mod:`sqlite3`): ``BEGIN IMMEDIATE``, the ids
+already stored, the records, the status updates, the chain head, the
+lifecycle entries and ``COMMIT`` run there back to back. Rows go in as
+multi-row ``INSERT ... VALUES (...), (...)`` statements rather than
+``executemany``: ``executemany`` takes Python's GIL back for every row, so
+while the event loop's thread is busy building the next records it could
+only crawl; a multi-row statement binds its parameters once and then runs
+with the GIL released, so SQLite's work overlaps the record building
+(``benchmarks/`` measures it). Reads go through SQLAlchemy's aiosqlite pool;
+WAL lets them run beside the writer.
+
+An in-memory database (``sqlite+aiosqlite:///:memory:``, or no path) is a
+temporary file deleted at ``close()``: the reading connections and the
+writer's must see the same database, which a private ``:memory:`` database
+per connection would not.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import operator
-from collections.abc import Sequence
+import os
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import ColumnElement, Integer, cast, event, func
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.pool import StaticPool
 
 from audit_plugin.backend import BucketUnit
+from audit_plugin.chain import GENESIS_HASH
 from audit_plugin.exceptions import InvalidFieldError
-from audit_plugin.integrity_schema import EVENTS_TABLE, events
-from audit_plugin.ledger import PendingEntry
+from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE, events
+from audit_plugin.ledger import ChainHead, LedgerBatch
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
-from audit_plugin.sql import SQLBackend
+from audit_plugin.sql import FoldedBatch, SQLBackend
+
+T = TypeVar("T")
 
 _BUCKET_FORMATS: dict[str, str] = {
     "minute": "%Y-%m-%d %H:%M:00",
@@ -37,22 +56,36 @@ _BUCKET_FORMATS: dict[str, str] = {
 BUSY_TIMEOUT_MS = 5000
 """How long a connection waits on another writer's lock before "database is locked"."""
 
-COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
-_INSERT_IGNORING_DUPLICATES = (
-    f"INSERT INTO {TABLE_NAME} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-    "ON CONFLICT (message_id) DO NOTHING"
-)
-_DATETIME_INDEXES = (COLUMNS.index("timestamp"), COLUMNS.index("delivered_at"))
-_in_column_order = operator.itemgetter(*COLUMNS)
-EVENT_COLUMNS: tuple[str, ...] = tuple(column.name for column in events.columns)
-_INSERT_EVENTS = (
-    f"INSERT INTO {EVENTS_TABLE} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-)
-_EVENT_DATETIME_INDEXES = (EVENT_COLUMNS.index("at"), EVENT_COLUMNS.index("delivered_at"))
-_event_in_column_order = operator.itemgetter(*EVENT_COLUMNS)
+MAX_PARAMETERS = 32_766
+"""SQLite's limit on bound parameters per statement (``SQLITE_MAX_VARIABLE_NUMBER`` since 3.32)."""
 
 UPDATES_PER_STATEMENT = 1000
-"""Status updates per ``UPDATE ... FROM (VALUES ...)`` statement (5 parameters each; SQLite allows 32,766)."""
+"""Status updates per ``UPDATE ... FROM (VALUES ...)`` statement (5 parameters each)."""
+
+COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
+_DATETIME_INDEXES = (COLUMNS.index("timestamp"), COLUMNS.index("delivered_at"))
+_in_column_order = operator.itemgetter(*COLUMNS)
+EVENT_FIELDS: tuple[str, ...] = ("kind", "message_id", "status", "at", "retry_count", "error", "delivered_at")
+"""An entry's event columns, bound before the lock; the chain columns (:data:`CHAIN_COLUMNS`) follow."""
+CHAIN_COLUMNS: tuple[str, ...] = ("entry_digest", "chain_id", "sequence", "prev_hash", "entry_hash")
+EVENT_COLUMNS: tuple[str, ...] = EVENT_FIELDS + CHAIN_COLUMNS
+assert set(EVENT_COLUMNS) == {column.name for column in events.columns}
+_EVENT_DATETIME_INDEXES = (EVENT_FIELDS.index("at"), EVENT_FIELDS.index("delivered_at"))
+_event_in_column_order = operator.itemgetter(*EVENT_FIELDS)
+
+_IGNORING_STORED_IDS = " ON CONFLICT (message_id) DO NOTHING"
+_STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id IN (SELECT value FROM json_each(?))"
+_CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = ? ORDER BY sequence DESC LIMIT 1"
+_PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = ?"
+
+
+class _Conflict(Exception):
+    """The optimistic write met a stored record or a moved chain head: roll back, write carefully."""
+
+
+def _insert_statement(table: str, columns: Sequence[str], rows: int, suffix: str = "") -> str:
+    placeholders = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([placeholders] * rows)}{suffix}"
 
 
 def _update_from_values(count: int) -> str:
@@ -62,6 +95,19 @@ def _update_from_values(count: int) -> str:
         "error_message = COALESCE(u.column4, t.error_message), retry_count = COALESCE(u.column5, t.retry_count) "
         f"FROM (VALUES {values}) AS u WHERE t.message_id = u.column1 RETURNING message_id"
     )
+
+
+def _statement_sizes(count: int, columns: int) -> Iterator[tuple[int, int]]:
+    """``(start, size)`` pieces of ``count`` rows, each as large as SQLite's parameter limit allows.
+
+    Few statements per batch matter more than reusing prepared ones: after
+    each statement the writer thread must take the GIL back from the event
+    loop's thread. Batches of the same size (the common case under load:
+    ``batch_size``) still reuse their cached statement.
+    """
+    most = MAX_PARAMETERS // columns
+    for start in range(0, count, most):
+        yield start, min(most, count - start)
 
 
 def _with_async_driver(url: str) -> str:
@@ -81,50 +127,144 @@ class SQLiteBackend(SQLBackend):
     name = "sqlite"
 
     def __init__(self, url: str, **engine_options: Any) -> None:
-        super().__init__(_with_async_driver(url), **engine_options)
+        url = _with_async_driver(url)
+        self._temporary: str | None = None
+        database = make_url(url).database
+        if not database or database == ":memory:":
+            handle, self._temporary = tempfile.mkstemp(prefix="audit-", suffix=".db")
+            os.close(handle)
+            url = make_url(url).set(database=self._temporary).render_as_string(hide_password=False)
+        super().__init__(url, **engine_options)
+        self.path = make_url(url).database
         event.listen(self.engine.sync_engine, "connect", _configure_connection)
         event.listen(self.engine.sync_engine, "begin", _begin)
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite-writer")
+        self._write_db: sqlite3.Connection | None = None
+        """The writer thread's connection (used only on that thread)."""
+        self._head: tuple[str, ChainHead] | None = None
+        """The chain and head this writer last committed (only the writer thread touches it)."""
 
-    def engine_options(self) -> dict[str, Any]:
-        database = make_url(self.url).database
-        if not database or database == ":memory:":
-            # One shared connection, or every pooled connection would see its own empty database.
-            return {"poolclass": StaticPool}
-        return {}
+    # -- the writer thread ---------------------------------------------------------------
 
-    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        driver = (await conn.get_raw_connection()).driver_connection
-        await driver.executemany(
-            _INSERT_IGNORING_DUPLICATES, [_sqlite_values(row, _in_column_order, _DATETIME_INDEXES) for row in rows]
-        )
+    async def in_writer_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(connection)`` on the writer thread with its connection (opened on first use).
 
-    async def apply_updates(self, conn: AsyncConnection, updates: Sequence[StatusUpdate]) -> set[str]:
-        driver = (await conn.get_raw_connection()).driver_connection
-        found: set[str] = set()
-        for start in range(0, len(updates), UPDATES_PER_STATEMENT):
-            chunk = updates[start : start + UPDATES_PER_STATEMENT]
-            parameters = [
-                value
-                for u in chunk
-                for value in (
-                    u.message_id,
-                    u.status.value,
-                    _utc_text(u.delivered_at) if u.delivered_at is not None else None,
-                    u.error_message,
-                    u.retry_count,
-                )
-            ]
-            found.update(row[0] for row in await driver.execute_fetchall(_update_from_values(len(chunk)), parameters))
-        return found
+        If ``work`` raises, a transaction it left open is rolled back; a
+        connection that cannot even do that is closed and the next call
+        opens a new one.
+        """
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, self._run_on_writer, work)
 
-    async def append_lifecycle(self, conn: AsyncConnection, entries: Sequence[PendingEntry]) -> None:
-        if not entries:
-            return
-        rows, _ = self.ledger.link(await self.ledger.head(conn), entries)
-        driver = (await conn.get_raw_connection()).driver_connection
-        await driver.executemany(
-            _INSERT_EVENTS, [_sqlite_values(row, _event_in_column_order, _EVENT_DATETIME_INDEXES) for row in rows]
-        )
+    def _run_on_writer(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._write_db is None:
+            self._write_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            _configure_connection(self._write_db, None)
+        db = self._write_db
+        try:
+            return work(db)
+        except BaseException:
+            try:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._write_db = None
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            raise
+
+    async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
+        # Everything that needs no database runs here, beside the writer thread's SQLite work:
+        # digests, and every row as SQLite parameters.
+        batch = FoldedBatch.of(rows, updates)
+        lifecycle = self.ledger.prepare(rows, updates)
+        records = {row["message_id"]: _sqlite_values(row, _in_column_order, _DATETIME_INDEXES) for row in batch.rows}
+        for entry in lifecycle:
+            entry.parameters = (
+                *_sqlite_values(entry.event, _event_in_column_order, _EVENT_DATETIME_INDEXES),
+                entry.digest,
+            )
+        return await self.in_writer_thread(lambda db: self._write(db, records, batch, lifecycle))
+
+    def _write(
+        self, db: sqlite3.Connection, records: dict[str, list[Any]], batch: FoldedBatch, lifecycle: LedgerBatch
+    ) -> set[str]:
+        """One batch in one transaction, on the writer thread.
+
+        The common case takes four statements (``BEGIN IMMEDIATE``, the
+        records, the lifecycle entries, ``COMMIT``): after each one the
+        thread must win the GIL back from a busy event loop, so every
+        statement saved counts. It assumes no record is stored yet and that
+        the chain's head is the one this writer committed last. Either
+        assumption failing shows up as a conflict (fewer rows inserted than
+        given; a sequence number already taken, by another writer or a
+        retention run), and the batch is rolled back and written again the
+        careful way: stored ids looked up, the head read under the lock.
+        """
+        try:
+            return self._write_once(db, records, batch, lifecycle, optimistic=True)
+        except _Conflict:
+            db.execute("ROLLBACK")
+        return self._write_once(db, records, batch, lifecycle, optimistic=False)
+
+    def _write_once(
+        self,
+        db: sqlite3.Connection,
+        records: dict[str, list[Any]],
+        batch: FoldedBatch,
+        lifecycle: LedgerBatch,
+        *,
+        optimistic: bool,
+    ) -> set[str]:
+        cached_head, self._head = self._head, None  # kept again only once this transaction commits
+        db.execute("BEGIN IMMEDIATE")
+        if optimistic:
+            before = db.total_changes
+            _insert(db, TABLE_NAME, COLUMNS, list(records.values()), _IGNORING_STORED_IDS)
+            if db.total_changes - before != len(records):
+                raise _Conflict
+            stored: set[str] = set()
+            new_ids = list(records)
+        else:
+            stored = {row[0] for row in db.execute(_STORED_IDS, (orjson.dumps(list(records)),))} if records else set()
+            new_ids = [message_id for message_id in records if message_id not in stored]
+            _insert(db, TABLE_NAME, COLUMNS, [records[message_id] for message_id in new_ids])
+        pending = batch.rest + [u for u in batch.folded if u.message_id in stored]
+        applied = _apply_updates(db, pending) | batch.folded_ids
+        entries = lifecycle.entries(new_ids, applied)
+        chain_id = self.ledger.chain_id
+        head = cached_head[1] if optimistic and cached_head is not None and cached_head[0] == chain_id else None
+        if entries:
+            links, new_head = self.ledger.links(head or self._read_head(db), entries)
+            rows = [(*entry.parameters, chain_id, *link) for entry, link in zip(entries, links, strict=True)]
+            try:
+                _insert(db, EVENTS_TABLE, EVENT_COLUMNS, rows)
+            except sqlite3.IntegrityError:
+                if head is None:
+                    raise
+                raise _Conflict from None
+            head = new_head
+        db.execute("COMMIT")
+        self._head = (chain_id, head) if head is not None else None
+        return applied
+
+    def _read_head(self, db: sqlite3.Connection) -> ChainHead:
+        last = db.execute(_CHAIN_HEAD, (self.ledger.chain_id,)).fetchone()
+        if last is None:
+            last = db.execute(_PRUNE_POINT, (self.ledger.chain_id,)).fetchone()
+        return ChainHead(last[0], last[1] or GENESIS_HASH) if last is not None else ChainHead(0, GENESIS_HASH)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+            if self._write_db is not None:
+                await self.in_writer_thread(lambda db: db.close())
+                self._write_db = None
+        finally:
+            self._writer_thread.shutdown(wait=False)
+            if self._temporary is not None:
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(self._temporary + suffix)
 
     def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
         # SQLite's date functions keep milliseconds only; timestamps are stored as
@@ -139,8 +279,37 @@ class SQLiteBackend(SQLBackend):
         return func.strftime(_BUCKET_FORMATS[unit], column)
 
 
+def _insert(
+    db: sqlite3.Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], suffix: str = ""
+) -> None:
+    """Insert ``rows`` (values in ``columns`` order) with multi-row statements."""
+    for start, size in _statement_sizes(len(rows), len(columns)):
+        parameters = [value for row in rows[start : start + size] for value in row]
+        db.execute(_insert_statement(table, columns, size, suffix), parameters)
+
+
+def _apply_updates(db: sqlite3.Connection, updates: Sequence[StatusUpdate]) -> set[str]:
+    """Apply ``updates`` (at most one per message); return the ids that exist."""
+    found: set[str] = set()
+    for start in range(0, len(updates), UPDATES_PER_STATEMENT):
+        chunk = updates[start : start + UPDATES_PER_STATEMENT]
+        parameters = [
+            value
+            for u in chunk
+            for value in (
+                u.message_id,
+                u.status.value,
+                _utc_text(u.delivered_at) if u.delivered_at is not None else None,
+                u.error_message,
+                u.retry_count,
+            )
+        ]
+        found.update(row[0] for row in db.execute(_update_from_values(len(chunk)), parameters))
+    return found
+
+
 def _sqlite_values(
-    row: dict[str, Any], in_column_order: operator.itemgetter[Any], datetime_indexes: tuple[int, ...]
+    row: Mapping[str, Any], in_column_order: operator.itemgetter[Any], datetime_indexes: tuple[int, ...]
 ) -> list[Any]:
     """The row as SQLite parameters, datetimes in the text form :class:`UTCDateTime` stores."""
     values = list(in_column_order(row))
@@ -160,6 +329,16 @@ def _utc_text(moment: datetime) -> str:
     )
 
 
+WAL_CHECKPOINT_PAGES = 10_000
+"""Checkpoint the WAL back into the database every ~40 MB (SQLite's default: 1,000 pages, ~4 MB).
+
+Under ``synchronous=NORMAL`` each checkpoint is where SQLite syncs to disk;
+a batch of 1,000 records with their lifecycle entries dirties 300 to 700
+pages, more as the indexes grow (message ids are random), so the default
+checkpointed every one or two commits. Durability is the same; the WAL file
+grows larger between checkpoints."""
+
+
 def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
     # SQLAlchemy emits BEGIN itself (see _begin), instead of the driver's deferred implicit one.
     dbapi_connection.isolation_level = None
@@ -167,6 +346,7 @@ def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     cursor.close()
 
 
