@@ -28,7 +28,7 @@ async def main(kind: str, durability: str, count: int) -> None:
         run = await run_bus(store, messages, durability)
         profile.disable()
         print(f"{kind} {durability}: {count / run.seconds:,.0f} msg/s under the profiler")
-        pstats.Stats(profile).sort_stats("tottime").print_stats(20)
+        pstats.Stats(profile).sort_stats(sys.argv[4] if len(sys.argv) > 4 else "tottime").print_stats(45)
 
 
 if __name__ == "__main__":

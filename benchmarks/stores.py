@@ -5,8 +5,12 @@
   until ``flush()`` returns (everything committed).
 * ``raw``: the database's own limit for the same messages: asyncpg
   ``copy_records_to_table`` / stdlib ``sqlite3`` ``executemany`` (WAL,
-  ``synchronous=NORMAL``), ``batch_size`` rows per transaction, rows made
-  with the bare minimum (a tuple and ``json.dumps``), no validation.
+  ``synchronous=NORMAL``), ``batch_size`` messages per transaction, rows
+  made with the bare minimum (a tuple and ``json.dumps``), no validation.
+  ``raw_same_rows`` writes what the trail stores for each message: its record
+  and its lifecycle entry (a ``message_audit_events`` row whose hash columns
+  hold fixed 64-character strings: the database's work, not the hashing);
+  ``raw`` writes the records alone.
 * ``seed``: the original story's way, an SQLAlchemy ORM ``AsyncSession``
   with one ``add()`` and one ``commit()`` per message.
 """
@@ -23,10 +27,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from audit_plugin import Message, MessageAuditLog, MessageAuditTrail
+from audit_plugin.integrity_schema import EVENTS_TABLE, events
 from audit_plugin.schema import TABLE_NAME, audit_log, metadata
 from benchmarks.common import TRAIL_OPTIONS, Store
 
 COLUMNS = [column.name for column in audit_log.columns]
+EVENT_COLUMNS = [column.name for column in events.columns]
 BATCH_SIZE = 1000
 
 
@@ -85,35 +91,56 @@ def _raw_row(message: Message, timestamp: Any) -> tuple[Any, ...]:
     )
 
 
-async def write_raw(store: Store, messages: list[Message]) -> None:
+_HASH = "0123456789abcdef" * 4
+
+
+def _raw_entry(sequence: int, message: Message, timestamp: Any) -> tuple[Any, ...]:
+    """A lifecycle entry for ``message`` (columns as ``EVENT_COLUMNS``; fixed strings in the hash columns)."""
+    return ("default", sequence, "record", message.message_id, "PENDING", timestamp, 0, None, None, _HASH, _HASH, _HASH)
+
+
+async def write_raw(store: Store, messages: list[Message], *, lifecycle: bool = False) -> None:
     if store.kind == "sqlite":
-        _write_raw_sqlite(store, messages)
+        _write_raw_sqlite(store, messages, lifecycle=lifecycle)
         return
     conn = await asyncpg.connect(store.dsn)
     try:
         for start in range(0, len(messages), BATCH_SIZE):
-            records = [_raw_row(m, m.timestamp) for m in messages[start : start + BATCH_SIZE]]
-            await conn.copy_records_to_table(TABLE_NAME, records=records, columns=COLUMNS)
+            chunk = messages[start : start + BATCH_SIZE]
+            async with conn.transaction():
+                records = [_raw_row(m, m.timestamp) for m in chunk]
+                await conn.copy_records_to_table(TABLE_NAME, records=records, columns=COLUMNS)
+                if lifecycle:
+                    entries = [_raw_entry(start + n + 1, m, m.timestamp) for n, m in enumerate(chunk)]
+                    await conn.copy_records_to_table(EVENTS_TABLE, records=entries, columns=EVENT_COLUMNS)
     finally:
         await conn.close()
 
 
-def _write_raw_sqlite(store: Store, messages: list[Message]) -> None:
+def _write_raw_sqlite(store: Store, messages: list[Message], *, lifecycle: bool) -> None:
     conn = sqlite3.connect(store.path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         insert = f"INSERT INTO {TABLE_NAME} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        insert_entry = (
+            f"INSERT INTO {EVENTS_TABLE} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+        )
         for start in range(0, len(messages), BATCH_SIZE):
-            rows = [
-                _raw_row(m, m.timestamp.replace(tzinfo=None).isoformat(sep=" "))
-                for m in messages[start : start + BATCH_SIZE]
-            ]
+            chunk = messages[start : start + BATCH_SIZE]
+            times = [m.timestamp.replace(tzinfo=None).isoformat(sep=" ") for m in chunk]
             conn.execute("BEGIN")
-            conn.executemany(insert, rows)
+            conn.executemany(insert, [_raw_row(m, t) for m, t in zip(chunk, times, strict=True)])
+            if lifecycle:
+                entries = [_raw_entry(start + n + 1, m, t) for n, (m, t) in enumerate(zip(chunk, times, strict=True))]
+                conn.executemany(insert_entry, entries)
             conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+async def write_raw_same_rows(store: Store, messages: list[Message]) -> None:
+    await write_raw(store, messages, lifecycle=True)
 
 
 async def write_seed_way(store: Store, messages: list[Message]) -> None:
@@ -142,4 +169,9 @@ async def write_seed_way(store: Store, messages: list[Message]) -> None:
         await engine.dispose()
 
 
-PATHS = {"writer": write_with_writer, "raw": write_raw, "seed": write_seed_way}
+PATHS = {
+    "writer": write_with_writer,
+    "raw": write_raw,
+    "raw_same_rows": write_raw_same_rows,
+    "seed": write_seed_way,
+}
