@@ -1,25 +1,35 @@
 """PostgreSQL specifics: asyncpg driver, jsonb payloads, COPY bulk writes.
 
 Batches go straight through the asyncpg connection under the SQLAlchemy
-pool (see ``benchmarks/`` for the measurements behind the choice):
+pool (see ``benchmarks/`` for the measurements behind the choice). A batch
+is one transaction holding the chain's advisory lock, and in the common case
+four round trips (``BEGIN`` and the lock, the records, the lifecycle entries,
+``COMMIT``):
 
 * small batches (the common case under ``"commit"`` durability, where each
   batch is what arrived during the previous commit): one statement,
-  ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`` and the
-  status ``UPDATE`` as data-modifying CTEs: one round trip;
-* large batches, inserts: binary ``COPY`` into the table. Ids already stored
-  (a batch retried after its commit acknowledgement was lost) are filtered
-  out first, under the chain lock, so each ``message_id`` is stored once;
-* large batches, status updates: folded into the inserted row when the message is in the
-  same batch (see :class:`~audit_plugin.sql.FoldedBatch`), otherwise one
-  ``UPDATE ... FROM unnest(...)`` per batch.
+  ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING RETURNING`` and
+  the status ``UPDATE`` as data-modifying CTEs; the ids it returns say which
+  records were new;
+* large batches, inserts: binary ``COPY`` into the table, assuming no record
+  is stored yet; a batch retried after its commit acknowledgement was lost
+  meets a unique violation, rolls back, and is written again with the stored
+  ids filtered out first, so each ``message_id`` is stored once;
+* large batches, status updates: folded into the inserted row when the
+  message is in the same batch (see :class:`~audit_plugin.sql.FoldedBatch`),
+  otherwise one ``UPDATE ... FROM unnest(...)`` per batch;
+* lifecycle entries: ``COPY``, linked after the chain head this writer
+  committed last; if another writer (or a retention run) moved the head, the
+  sequence number is taken, and the batch is written again after reading
+  the head under the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import operator
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +42,7 @@ from audit_plugin.backend import BucketUnit
 from audit_plugin.chain import GENESIS_HASH
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE, events
-from audit_plugin.ledger import ChainHead, Ledger, PendingEntry
+from audit_plugin.ledger import ChainHead, LedgerBatch, PendingEntry
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
 from audit_plugin.sql import FoldedBatch, SQLBackend, delivered_in_window
@@ -40,6 +50,7 @@ from audit_plugin.sql import FoldedBatch, SQLBackend, delivered_in_window
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
 _as_record = operator.itemgetter(*COLUMNS)
 """A row dict as a tuple in column order (in C: this runs once per stored message)."""
+_ID = COLUMNS.index("message_id")
 _UPDATE_FROM_ARRAYS = f"""
 UPDATE {TABLE_NAME} AS t SET
     status = u.status,
@@ -60,6 +71,7 @@ _INSERT_AND_UPDATE = f"""
 WITH inserted AS (
     INSERT INTO {TABLE_NAME} ({", ".join(COLUMNS)}) SELECT * FROM unnest({_UNNEST_ROWS})
     ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id
 ), updated AS (
     UPDATE {TABLE_NAME} AS t SET
         status = u.status,
@@ -71,7 +83,7 @@ WITH inserted AS (
     WHERE t.message_id = u.message_id
     RETURNING t.message_id
 )
-SELECT message_id FROM updated
+SELECT true AS inserted, message_id FROM inserted UNION ALL SELECT false, message_id FROM updated
 """
 
 ONE_STATEMENT_MAX = 256
@@ -107,6 +119,9 @@ class PostgresBackend(SQLBackend):
 
     def __init__(self, url: str, **engine_options: Any) -> None:
         super().__init__(_with_async_driver(url), **engine_options)
+        self._head: tuple[str, ChainHead] | None = None
+        """The chain and head this writer last committed (trusted only until a conflict says otherwise)."""
+        self._write_connection: AsyncConnection | None = None
 
     def engine_options(self) -> dict[str, Any]:
         # Connections die when the server restarts; check each one out alive.
@@ -132,30 +147,123 @@ class PostgresBackend(SQLBackend):
         """Serialise writers of one chain with a transaction-scoped advisory lock."""
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": chain_lock_key(chain_id)})
 
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """The connection the writer uses, kept between batches (one writer task per trail).
+
+        Keeping it saves a pool checkout, a liveness ping and a reset per
+        batch. If a batch fails the connection is discarded, not returned to
+        the pool: one cut off mid-operation may be left in a state no later
+        statement can use, so the retry starts on a fresh one.
+        """
+        if self._write_connection is None:
+            self._write_connection = await self.engine.connect()
+        try:
+            yield self._write_connection
+        except BaseException:
+            connection, self._write_connection = self._write_connection, None
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+
+    async def close(self) -> None:
+        if self._write_connection is not None:
+            connection, self._write_connection = self._write_connection, None
+            with contextlib.suppress(Exception):
+                await connection.close()
+        await super().close()
+
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
         batch = FoldedBatch.of(rows, updates)
-        lifecycle = self.ledger.prepare(rows, updates)  # digests before the lock
+        lifecycle = self.ledger.prepare(rows, updates)
+        records = {row["message_id"]: _as_record(row) for row in batch.rows}
         async with self.writing() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             try:
-                async with driver.transaction():
-                    await driver.execute(_LOCK_CHAIN, chain_lock_key(self.ledger.chain_id))
-                    wanted = list(lifecycle.records)
-                    stored = {row[0] for row in await driver.fetch(_STORED_IDS, wanted)} if wanted else set()
-                    new_rows = [row for row in batch.rows if row["message_id"] not in stored]
-                    records = list(map(_as_record, new_rows))
-                    pending = batch.rest + [u for u in batch.folded if u.message_id in stored]
-                    if len(records) + len(pending) <= ONE_STATEMENT_MAX:
-                        found = await _write_in_one_statement(driver, records, pending)
-                    else:
-                        found = await _write_with_copy(driver, records, pending)
-                    applied = found | batch.folded_ids
-                    entries = lifecycle.entries([row["message_id"] for row in new_rows], applied)
-                    await _append_lifecycle(driver, self.ledger, entries)
+                try:
+                    return await self._write(driver, records, batch, lifecycle, optimistic=True)
+                except _Conflict:
+                    return await self._write(driver, records, batch, lifecycle, optimistic=False)
             except CONNECTION_ERRORS as exc:
                 await conn.invalidate()
                 raise ConnectionError(f"PostgreSQL connection lost: {type(exc).__name__}: {exc}") from exc
+
+    async def _write(
+        self,
+        driver: asyncpg.Connection,
+        records: dict[str, tuple[Any, ...]],
+        batch: FoldedBatch,
+        lifecycle: LedgerBatch,
+        *,
+        optimistic: bool,
+    ) -> set[str]:
+        """One batch in one transaction; ``optimistic``: no record stored yet, the chain head kept from last time.
+
+        Raises :class:`_Conflict` (after rolling back) when an assumption fails.
+        """
+        cached_head, self._head = self._head, None  # kept again only once this transaction commits
+        chain_id = self.ledger.chain_id
+        await driver.execute(f"BEGIN; SELECT pg_advisory_xact_lock({chain_lock_key(chain_id)})")
+        try:
+            stored: set[str] = set()
+            if not optimistic and records:
+                stored = {row[0] for row in await driver.fetch(_STORED_IDS, list(records))}
+            new_records = [record for message_id, record in records.items() if message_id not in stored]
+            if len(new_records) + len(batch.rest) + len(batch.folded) <= ONE_STATEMENT_MAX:
+                inserted, found = await _write_in_one_statement(driver, new_records, batch.rest + batch.folded)
+            else:
+                try:
+                    pending = batch.rest + [u for u in batch.folded if u.message_id in stored]
+                    found = await _write_with_copy(driver, new_records, pending)
+                except asyncpg.UniqueViolationError:
+                    if not optimistic:
+                        raise
+                    raise _Conflict from None
+                inserted = [message_id for message_id in records if message_id not in stored]
+            applied = found | batch.folded_ids
+            head = cached_head[1] if optimistic and cached_head is not None and cached_head[0] == chain_id else None
+            entries = lifecycle.entries(inserted, applied)
+            if entries:
+                head, linked = await self._append_lifecycle(driver, head, entries)
+                if not linked:
+                    raise _Conflict
+            await driver.execute("COMMIT")
+        except BaseException:
+            if not driver.is_closed():
+                with contextlib.suppress(Exception):  # the connection may be gone; the first error is what matters
+                    await driver.execute("ROLLBACK")
+            raise
+        self._head = (chain_id, head) if head is not None else None
         return applied
+
+    async def _append_lifecycle(
+        self, driver: asyncpg.Connection, head: ChainHead | None, entries: list[PendingEntry]
+    ) -> tuple[ChainHead, bool]:
+        """Link ``entries`` after ``head`` (read under the lock when ``None``) and ``COPY`` them in.
+
+        Returns the new head and whether the entries went in: ``False`` when
+        ``head`` was a kept one and its successor's sequence number is taken.
+        """
+        trusted = head is None
+        if head is None:
+            last = await driver.fetchrow(_CHAIN_HEAD, self.ledger.chain_id)
+            if last is None:
+                last = await driver.fetchrow(_PRUNE_POINT, self.ledger.chain_id)
+            head = ChainHead(last[0], last[1] or GENESIS_HASH) if last is not None else ChainHead(0, GENESIS_HASH)
+        rows, new_head = self.ledger.link(head, entries)
+        try:
+            await driver.copy_records_to_table(EVENTS_TABLE, records=list(map(_as_event, rows)), columns=EVENT_COLUMNS)
+        except asyncpg.UniqueViolationError:
+            if trusted:
+                raise
+            return head, False
+        return new_head, True
+
+
+class _Conflict(Exception):
+    """The optimistic write met a stored record or a moved chain head: roll back, write carefully."""
 
 
 _LOCK_CHAIN = "SELECT pg_advisory_xact_lock($1)"
@@ -172,18 +280,6 @@ def chain_lock_key(chain_id: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def _append_lifecycle(driver: asyncpg.Connection, ledger: Ledger, entries: list[PendingEntry]) -> None:
-    """Link ``entries`` after the chain's head and ``COPY`` them in (the caller holds the chain lock)."""
-    if not entries:
-        return
-    last = await driver.fetchrow(_CHAIN_HEAD, ledger.chain_id)
-    if last is None:
-        last = await driver.fetchrow(_PRUNE_POINT, ledger.chain_id)
-    head = ChainHead(last[0], last[1] or GENESIS_HASH) if last is not None else ChainHead(0, GENESIS_HASH)
-    rows, _ = ledger.link(head, entries)
-    await driver.copy_records_to_table(EVENTS_TABLE, records=list(map(_as_event, rows)), columns=EVENT_COLUMNS)
-
-
 def _update_arrays(updates: list[StatusUpdate]) -> list[list[Any]]:
     return [
         [u.message_id for u in updates],
@@ -196,16 +292,17 @@ def _update_arrays(updates: list[StatusUpdate]) -> list[list[Any]]:
 
 async def _write_in_one_statement(
     driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate]
-) -> set[str]:
-    """Insert and update in one statement (one round trip); return the updated ids.
+) -> tuple[list[str], set[str]]:
+    """Insert and update in one statement (one round trip); return the inserted ids (in order) and the updated ids.
 
     The ``UPDATE`` sees the table as it was before the statement, so of the
     folded updates it touches only rows whose insert was skipped as already
     stored: exactly the ones that still need it.
     """
     row_arrays = [[record[index] for record in records] for index in range(len(COLUMNS))]
-    found = await driver.fetch(_INSERT_AND_UPDATE, *row_arrays, *_update_arrays(updates))
-    return {row[0] for row in found}
+    result = await driver.fetch(_INSERT_AND_UPDATE, *row_arrays, *_update_arrays(updates))
+    inserted = {row[1] for row in result if row[0]}
+    return [record[_ID] for record in records if record[_ID] in inserted], {row[1] for row in result if not row[0]}
 
 
 async def _write_with_copy(
