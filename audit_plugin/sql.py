@@ -1,7 +1,7 @@
 """What every SQL backend shares: engine set-up, queries, statistics, retention.
 
 A database-specific backend subclasses :class:`SQLBackend` and supplies only
-what differs: engine options, the idempotent bulk insert, and the SQL
+what differs: engine options, the batch write (:meth:`SQLBackend.write_batch`), and the SQL
 expressions for "seconds between two timestamps" and "start of the hour (day,
 minute) of a timestamp"; it may override any query with a faster native one
 (PostgreSQL computes latency percentiles with ``percentile_disc``).
@@ -16,17 +16,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, Select, bindparam, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import AuditStoreError
-from audit_plugin.ledger import Ledger, PendingEntry
+from audit_plugin.ledger import Ledger
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
 from audit_plugin.schema import (
-    UTCDateTime,
     audit_log,
     json_text_identity,
     json_text_passthrough,
@@ -80,18 +79,6 @@ def ordered(stmt: Select[Any], *, oldest_first: bool) -> Select[Any]:
 def delivered_in_window(start_time: datetime | None, end_time: datetime | None) -> list[ColumnElement[bool]]:
     """Delivered messages (those with a measurable latency) created in the window."""
     return [*time_window(start_time, end_time), c.status == MessageStatus.DELIVERED.value, c.delivered_at.is_not(None)]
-
-
-_update_status = (
-    update(audit_log)
-    .where(c.message_id == bindparam("u_message_id"))
-    .values(
-        status=bindparam("u_status"),
-        delivered_at=func.coalesce(bindparam("u_delivered_at", type_=UTCDateTime()), c.delivered_at),
-        error_message=func.coalesce(bindparam("u_error_message"), c.error_message),
-        retry_count=func.coalesce(bindparam("u_retry_count"), c.retry_count),
-    )
-)
 
 
 def first_per_message_id(rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
@@ -190,7 +177,6 @@ class SQLBackend:
             **engine_options,
         }
         self.engine: AsyncEngine = create_async_engine(url, **options)
-        self._write_connection: AsyncConnection | None = None
         self.ledger = Ledger()
         """Appends the lifecycle and hash chain; the trail replaces it to set the chain id and hashing."""
 
@@ -199,10 +185,6 @@ class SQLBackend:
     def engine_options(self) -> dict[str, Any]:
         """Extra ``create_async_engine`` options for this database."""
         return {}
-
-    async def insert_rows(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert ``rows`` (distinct ids, none stored yet: ``write_batch`` filters them under the chain lock)."""
-        raise NotImplementedError
 
     def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
         """SQL for the number of seconds from ``start`` to ``end``."""
@@ -229,21 +211,15 @@ class SQLBackend:
             raise AuditStoreError(f"cannot open the audit store at {where}: {reason}") from exc
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
-        batch = FoldedBatch.of(rows, updates)
-        lifecycle = self.ledger.prepare(rows, updates)  # digests before the lock
-        async with self.writing() as writer, self.write_transaction(writer) as conn:
-            stored = await self.stored_ids(conn, list(lifecycle.records)) if lifecycle.records else set()
-            new_rows = [row for row in batch.rows if row["message_id"] not in stored]
-            if new_rows:
-                await self.insert_rows(conn, new_rows)
-            pending = batch.rest + [u for u in batch.folded if u.message_id in stored]
-            applied = (await self.apply_updates(conn, pending) if pending else set()) | batch.folded_ids
-            await self.append_lifecycle(conn, lifecycle.entries([row["message_id"] for row in new_rows], applied))
-            return applied
+        """Write one batch and its lifecycle entries (see :meth:`AuditBackend.write_batch`).
 
-    async def append_lifecycle(self, conn: AsyncConnection, entries: Sequence[PendingEntry]) -> None:
-        """Number, link and insert a batch's lifecycle entries (the caller holds the chain's writer lock)."""
-        await self.ledger.append(conn, entries)
+        Database-specific: the bulk paths are where a backend earns its
+        throughput. It takes the chain's writer lock for the transaction,
+        stores each ``message_id`` once, and appends the entries of
+        ``self.ledger.prepare(rows, updates)`` for the records it inserted and
+        the updates it applied.
+        """
+        raise NotImplementedError
 
     async def lock_chain(self, conn: AsyncConnection, chain_id: str) -> None:
         """Serialise writers of ``chain_id`` until ``conn``'s transaction ends.
@@ -262,50 +238,6 @@ class SQLBackend:
             await stack.enter_async_context(conn.begin())
             await self.lock_chain(conn, self.ledger.chain_id)
             yield conn
-
-    async def stored_ids(self, conn: AsyncConnection, message_ids: list[str]) -> set[str]:
-        """Which of ``message_ids`` are already stored."""
-        return set((await conn.execute(select(c.message_id).where(c.message_id.in_(message_ids)))).scalars())
-
-    @contextlib.asynccontextmanager
-    async def writing(self) -> AsyncIterator[AsyncConnection]:
-        """The connection the writer uses, kept between batches (one writer task per trail).
-
-        Keeping it saves a pool checkout, a liveness ping and a reset per
-        batch. If a batch fails the connection is discarded, not returned to
-        the pool: one cut off mid-operation may be left in a state no later
-        statement can use, so the retry starts on a fresh one.
-        """
-        if self._write_connection is None:
-            self._write_connection = await self.engine.connect()
-        try:
-            yield self._write_connection
-        except BaseException:
-            connection, self._write_connection = self._write_connection, None
-            with contextlib.suppress(Exception):
-                await connection.invalidate()
-            with contextlib.suppress(Exception):
-                await connection.close()
-            raise
-
-    async def apply_updates(self, conn: AsyncConnection, updates: Sequence[StatusUpdate]) -> set[str]:
-        """Apply ``updates`` (at most one per message) and return the ids that exist."""
-        wanted = [u.message_id for u in updates]
-        existing = set((await conn.execute(select(c.message_id).where(c.message_id.in_(wanted)))).scalars())
-        params = [
-            {
-                "u_message_id": u.message_id,
-                "u_status": u.status.value,
-                "u_delivered_at": u.delivered_at,
-                "u_error_message": u.error_message,
-                "u_retry_count": u.retry_count,
-            }
-            for u in updates
-            if u.message_id in existing
-        ]
-        if params:
-            await conn.execute(_update_status, params)
-        return existing
 
     async def query(self, query: AuditQuery, *, oldest_first: bool = False) -> list[AuditRecord]:
         stmt = ordered(select(audit_log).where(*query_filters(query)), oldest_first=oldest_first)
@@ -438,10 +370,6 @@ class SQLBackend:
             return [(_as_utc(start), int(n)) for start, n in (await conn.execute(stmt)).all()]
 
     async def close(self) -> None:
-        if self._write_connection is not None:
-            connection, self._write_connection = self._write_connection, None
-            with contextlib.suppress(Exception):
-                await connection.close()
         await self.engine.dispose()
 
 
