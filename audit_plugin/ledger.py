@@ -28,6 +28,16 @@ from audit_plugin.records import StatusUpdate
 
 DEFAULT_CHAIN_ID = "default"
 
+LINKED_COLUMNS: tuple[str, ...] = (
+    *chain.EVENT_FIELDS,
+    "entry_digest",
+    "chain_id",
+    "sequence",
+    "prev_hash",
+    "entry_hash",
+)
+"""``message_audit_events`` columns in the order of a backend's bound entry: the event, its digest, its link."""
+
 e = events.c
 
 

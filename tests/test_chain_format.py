@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from audit_plugin import chain
+from audit_plugin.integrity_schema import events
+from audit_plugin.ledger import LINKED_COLUMNS
 
 AT = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 NUMBERS = '{"a":1,"b":[1.5,15e-1,1e20,-0,0.0,-0.0,123000,1E-7,-12.340],"c":{"z":null,"y":true,"é":"ü\\n"}}'
@@ -97,3 +99,7 @@ def test_what_the_fast_serialiser_refuses_gets_the_standard_library_form() -> No
     assert chain.canonical_json(wide) == _stdlib_canonical(wide)
     with pytest.raises(UnicodeEncodeError):  # a lone surrogate is not UTF-8, whichever serialiser runs
         chain.canonical_json({"error": "\ud800"})
+
+
+def test_backends_bind_every_lifecycle_column() -> None:
+    assert sorted(LINKED_COLUMNS) == sorted(column.name for column in events.columns)

@@ -39,10 +39,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_plugin.backend import BucketUnit
-from audit_plugin.chain import GENESIS_HASH
+from audit_plugin.chain import EVENT_FIELDS, GENESIS_HASH
 from audit_plugin.exceptions import InvalidFieldError
-from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE, events
-from audit_plugin.ledger import ChainHead, LedgerBatch, PendingEntry
+from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
+from audit_plugin.ledger import LINKED_COLUMNS, ChainHead, LedgerBatch, PendingEntry
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
 from audit_plugin.sql import FoldedBatch, SQLBackend, delivered_in_window
@@ -252,9 +252,14 @@ class PostgresBackend(SQLBackend):
             if last is None:
                 last = await driver.fetchrow(_PRUNE_POINT, self.ledger.chain_id)
             head = ChainHead(last[0], last[1] or GENESIS_HASH) if last is not None else ChainHead(0, GENESIS_HASH)
-        rows, new_head = self.ledger.link(head, entries)
+        links, new_head = self.ledger.links(head, entries)
+        chain_id = self.ledger.chain_id
+        rows = [
+            (*_event_values(entry.event), entry.digest, chain_id, *link)
+            for entry, link in zip(entries, links, strict=True)
+        ]
         try:
-            await driver.copy_records_to_table(EVENTS_TABLE, records=list(map(_as_event, rows)), columns=EVENT_COLUMNS)
+            await driver.copy_records_to_table(EVENTS_TABLE, records=rows, columns=LINKED_COLUMNS)
         except asyncpg.UniqueViolationError:
             if trusted:
                 raise
@@ -270,8 +275,7 @@ _LOCK_CHAIN = "SELECT pg_advisory_xact_lock($1)"
 _STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id = ANY($1::text[])"
 _CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1"
 _PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = $1"
-EVENT_COLUMNS: tuple[str, ...] = tuple(column.name for column in events.columns)
-_as_event = operator.itemgetter(*EVENT_COLUMNS)
+_event_values = operator.itemgetter(*EVENT_FIELDS)
 
 
 def chain_lock_key(chain_id: str) -> int:

@@ -36,10 +36,10 @@ from sqlalchemy import ColumnElement, Integer, cast, event, func
 from sqlalchemy.engine import make_url
 
 from audit_plugin.backend import BucketUnit
-from audit_plugin.chain import GENESIS_HASH
+from audit_plugin.chain import EVENT_FIELDS, GENESIS_HASH
 from audit_plugin.exceptions import InvalidFieldError
-from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE, events
-from audit_plugin.ledger import ChainHead, LedgerBatch
+from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
+from audit_plugin.ledger import LINKED_COLUMNS, ChainHead, LedgerBatch
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
 from audit_plugin.sql import FoldedBatch, SQLBackend
@@ -65,11 +65,6 @@ UPDATES_PER_STATEMENT = 1000
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
 _DATETIME_INDEXES = (COLUMNS.index("timestamp"), COLUMNS.index("delivered_at"))
 _in_column_order = operator.itemgetter(*COLUMNS)
-EVENT_FIELDS: tuple[str, ...] = ("kind", "message_id", "status", "at", "retry_count", "error", "delivered_at")
-"""An entry's event columns, bound before the lock; the chain columns (:data:`CHAIN_COLUMNS`) follow."""
-CHAIN_COLUMNS: tuple[str, ...] = ("entry_digest", "chain_id", "sequence", "prev_hash", "entry_hash")
-EVENT_COLUMNS: tuple[str, ...] = EVENT_FIELDS + CHAIN_COLUMNS
-assert set(EVENT_COLUMNS) == {column.name for column in events.columns}
 _EVENT_DATETIME_INDEXES = (EVENT_FIELDS.index("at"), EVENT_FIELDS.index("delivered_at"))
 _event_in_column_order = operator.itemgetter(*EVENT_FIELDS)
 
@@ -237,7 +232,7 @@ class SQLiteBackend(SQLBackend):
             links, new_head = self.ledger.links(head or self._read_head(db), entries)
             rows = [(*entry.parameters, chain_id, *link) for entry, link in zip(entries, links, strict=True)]
             try:
-                _insert(db, EVENTS_TABLE, EVENT_COLUMNS, rows)
+                _insert(db, EVENTS_TABLE, LINKED_COLUMNS, rows)
             except sqlite3.IntegrityError:
                 if head is None:
                     raise
