@@ -52,18 +52,20 @@ class PendingEntry:
 
 
 class LedgeredRow(dict[str, Any]):
-    """A ``message_audit_log`` row that carries its ``"record"`` entry, built with the row.
+    """A ``message_audit_log`` row that carries its ``"record"`` entry's digest, computed with the row.
 
     The trail builds it where the record is built (the caller's task), so
     the digest's CPU time is spent there, beside the writer's database work,
-    rather than in the writer's critical path.
+    rather than in the writer's critical path. Only the digest is kept (the
+    entry's event follows from the row): a queued record holds as few
+    objects as it can for the garbage collector to walk.
     """
 
-    __slots__ = ("entry",)
+    __slots__ = ("digest",)
 
-    def __init__(self, row: Mapping[str, Any], entry: PendingEntry) -> None:
+    def __init__(self, row: Mapping[str, Any], digest: str | None) -> None:
         super().__init__(row)
-        self.entry = entry
+        self.digest = digest
 
 
 @dataclass(slots=True)
@@ -123,24 +125,20 @@ class Ledger:
         records: dict[str, PendingEntry] = {}
         for row in rows:
             if row["message_id"] not in records:
-                records[row["message_id"]] = row.entry if isinstance(row, LedgeredRow) else self.record_entry(row)
+                records[row["message_id"]] = (
+                    PendingEntry(record_event(row), row.digest)
+                    if isinstance(row, LedgeredRow)
+                    else self.record_entry(row)
+                )
         return LedgerBatch(records, [(u.message_id, self.status_entry(u)) for u in updates])
 
     def ledgered(self, row: Mapping[str, Any]) -> LedgeredRow:
-        """``row`` with its ``"record"`` entry attached (see :class:`LedgeredRow`)."""
-        return LedgeredRow(row, self.record_entry(row))
+        """``row`` with its ``"record"`` entry's digest (see :class:`LedgeredRow`)."""
+        return LedgeredRow(row, self.record_entry(row).digest)
 
     def record_entry(self, row: Mapping[str, Any]) -> PendingEntry:
         """The ``"record"`` entry for a newly inserted ``message_audit_log`` row."""
-        event = {
-            "kind": "record",
-            "message_id": row["message_id"],
-            "status": row["status"],
-            "at": row["timestamp"],
-            "retry_count": row["retry_count"],
-            "error": row["error_message"],
-            "delivered_at": row["delivered_at"],
-        }
+        event = record_event(row)
         return PendingEntry(event, chain.entry_digest(event, row) if self.hashing else None)
 
     def status_entry(self, update: StatusUpdate) -> PendingEntry:
@@ -282,6 +280,19 @@ class Ledger:
                 pruned_at=datetime.now(UTC),
             )
         )
+
+
+def record_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The event columns of the ``"record"`` entry of a ``message_audit_log`` row."""
+    return {
+        "kind": "record",
+        "message_id": row["message_id"],
+        "status": row["status"],
+        "at": row["timestamp"],
+        "retry_count": row["retry_count"],
+        "error": row["error_message"],
+        "delivered_at": row["delivered_at"],
+    }
 
 
 def check_chain_id(chain_id: object) -> str:
