@@ -5,8 +5,9 @@ of ``message_audit_events``: it numbers them without gaps per chain and links
 each to the previous one (see :mod:`audit_plugin.chain`). The backend calls it
 inside its write transaction after taking the chain's writer lock, so
 concurrent writers (other trails, other processes) extend one unforked chain.
-Entry digests are computed before the lock is taken; only the link hashes
-(one SHA-256 each) are computed while it is held.
+Entry digests are computed before the lock is taken (a record's when the
+record is built, see :class:`LedgeredRow`); only the link hashes (one SHA-256
+each) are computed while it is held.
 """
 
 from __future__ import annotations
