@@ -1,9 +1,14 @@
 """Peak memory of a bus pushing many messages, audited or not; run in a subprocess per measurement.
 
 ``python -m benchmarks.memory COUNT MODE`` with MODE ``none`` (bare bus),
-``buffered`` or ``commit`` prints one JSON line: peak resident set size
-(``ru_maxrss``, the whole process) and, for audited runs, the writer's
-counters. Messages are made on the fly, so the input list is not counted.
+``buffered`` or ``commit`` prints one JSON line: peak resident set size of
+the whole process and, for audited runs, the writer's counters. Messages are
+made on the fly, so the input list is not counted.
+
+The peak is ``VmHWM`` from ``/proc/self/status`` where there is one: Linux
+carries ``ru_maxrss`` over from the parent across ``fork`` and ``exec``, so a
+subprocess started by a large benchmark process would report the parent's
+size instead of its own.
 """
 
 from __future__ import annotations
@@ -63,8 +68,19 @@ async def main(count: int, mode: str) -> dict[str, object]:
             result["deepest_queue_sampled"] = deepest
             await trail.close()
         result["seconds"] = round(time.perf_counter() - started, 1)
-        result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        result["peak_rss_mib"] = round(peak_rss_kib() / 1024, 1)
         return result
+
+
+def peak_rss_kib() -> int:
+    """This process's own peak resident set size, in KiB."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # macOS counts bytes, the others KiB
 
 
 if __name__ == "__main__":
