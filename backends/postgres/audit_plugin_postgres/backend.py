@@ -3,7 +3,7 @@
 Batches go straight through the asyncpg connection under the SQLAlchemy
 pool (see ``benchmarks/`` for the measurements behind the choice). A batch
 is one transaction holding the chain's advisory lock, and in the common case
-four round trips (``BEGIN`` and the lock, the records, the lifecycle entries,
+four statements (``BEGIN`` and the lock, the records, the lifecycle entries,
 ``COMMIT``):
 
 * small batches (the common case under ``"commit"`` durability, where each
