@@ -271,7 +271,6 @@ class _Conflict(Exception):
     """The optimistic write met a stored record or a moved chain head: roll back, write carefully."""
 
 
-_LOCK_CHAIN = "SELECT pg_advisory_xact_lock($1)"
 _STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id = ANY($1::text[])"
 _CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1"
 _PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = $1"
