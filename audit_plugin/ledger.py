@@ -102,6 +102,13 @@ class ChainHead:
     sequence: int
     hash: str
 
+    @classmethod
+    def of(cls, row: Sequence[Any] | None) -> ChainHead:
+        """The head from a ``(sequence, hash)`` row: the last entry, else the prune point; genesis if neither."""
+        if row is None:
+            return cls(0, chain.GENESIS_HASH)
+        return cls(row[0], row[1] or chain.GENESIS_HASH)
+
 
 class Ledger:
     """Appends lifecycle entries for one chain.
@@ -118,6 +125,11 @@ class Ledger:
             raise v.FieldTypeError("hash_chain", "bool", hashing)
         self.chain_id = chain_id
         self.hashing = hashing
+        self.kept_head: ChainHead | None = None
+        """The head this chain's writer committed last. A backend may link its next batch after it
+        without reading the head again, provided the database refuses a taken sequence number (the
+        primary key does) and the backend then reads the head under the lock and writes again; it
+        clears this before each transaction and sets it only once the transaction has committed."""
 
     # -- building entries (no database, no lock) -------------------------------------
 
@@ -194,9 +206,7 @@ class Ledger:
                 select(e.sequence, e.entry_hash).where(e.chain_id == self.chain_id).order_by(e.sequence.desc()).limit(1)
             )
         ).first()
-        if last is not None:
-            return ChainHead(last.sequence, last.entry_hash or chain.GENESIS_HASH)
-        return await self.prune_point(conn)
+        return ChainHead.of(last) if last is not None else await self.prune_point(conn)
 
     async def prune_point(self, conn: AsyncConnection) -> ChainHead:
         row = (
@@ -204,7 +214,7 @@ class Ledger:
                 select(chains.c.pruned_sequence, chains.c.pruned_hash).where(chains.c.chain_id == self.chain_id)
             )
         ).first()
-        return ChainHead(row.pruned_sequence, row.pruned_hash) if row is not None else ChainHead(0, chain.GENESIS_HASH)
+        return ChainHead.of(row)
 
     def links(
         self, head: ChainHead, entries: Sequence[PendingEntry]

@@ -39,7 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_plugin.backend import BucketUnit
-from audit_plugin.chain import EVENT_FIELDS, GENESIS_HASH
+from audit_plugin.chain import EVENT_FIELDS
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
 from audit_plugin.ledger import LINKED_COLUMNS, ChainHead, LedgerBatch, PendingEntry
@@ -119,8 +119,6 @@ class PostgresBackend(SQLBackend):
 
     def __init__(self, url: str, **engine_options: Any) -> None:
         super().__init__(_with_async_driver(url), **engine_options)
-        self._head: tuple[str, ChainHead] | None = None
-        """The chain and head this writer last committed (trusted only until a conflict says otherwise)."""
         self._write_connection: AsyncConnection | None = None
 
     def engine_options(self) -> dict[str, Any]:
@@ -203,7 +201,7 @@ class PostgresBackend(SQLBackend):
 
         Raises :class:`_Conflict` (after rolling back) when an assumption fails.
         """
-        cached_head, self._head = self._head, None  # kept again only once this transaction commits
+        kept_head, self.ledger.kept_head = self.ledger.kept_head, None
         chain_id = self.ledger.chain_id
         await driver.execute(f"BEGIN; SELECT pg_advisory_xact_lock({chain_lock_key(chain_id)})")
         try:
@@ -223,7 +221,7 @@ class PostgresBackend(SQLBackend):
                     raise _Conflict from None
                 inserted = [message_id for message_id in records if message_id not in stored]
             applied = found | batch.folded_ids
-            head = cached_head[1] if optimistic and cached_head is not None and cached_head[0] == chain_id else None
+            head = kept_head if optimistic else None
             entries = lifecycle.entries(inserted, applied)
             if entries:
                 head, linked = await self._append_lifecycle(driver, head, entries)
@@ -235,7 +233,7 @@ class PostgresBackend(SQLBackend):
                 with contextlib.suppress(Exception):  # the connection may be gone; the first error is what matters
                     await driver.execute("ROLLBACK")
             raise
-        self._head = (chain_id, head) if head is not None else None
+        self.ledger.kept_head = head
         return applied
 
     async def _append_lifecycle(
@@ -249,9 +247,7 @@ class PostgresBackend(SQLBackend):
         trusted = head is None
         if head is None:
             last = await driver.fetchrow(_CHAIN_HEAD, self.ledger.chain_id)
-            if last is None:
-                last = await driver.fetchrow(_PRUNE_POINT, self.ledger.chain_id)
-            head = ChainHead(last[0], last[1] or GENESIS_HASH) if last is not None else ChainHead(0, GENESIS_HASH)
+            head = ChainHead.of(last if last is not None else await driver.fetchrow(_PRUNE_POINT, self.ledger.chain_id))
         links, new_head = self.ledger.links(head, entries)
         chain_id = self.ledger.chain_id
         rows = [

@@ -36,7 +36,7 @@ from sqlalchemy import ColumnElement, Integer, cast, event, func
 from sqlalchemy.engine import make_url
 
 from audit_plugin.backend import BucketUnit
-from audit_plugin.chain import EVENT_FIELDS, GENESIS_HASH
+from audit_plugin.chain import EVENT_FIELDS
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
 from audit_plugin.ledger import LINKED_COLUMNS, ChainHead, LedgerBatch
@@ -136,8 +136,6 @@ class SQLiteBackend(SQLBackend):
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite-writer")
         self._write_db: sqlite3.Connection | None = None
         """The writer thread's connection (used only on that thread)."""
-        self._head: tuple[str, ChainHead] | None = None
-        """The chain and head this writer last committed (only the writer thread touches it)."""
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -210,7 +208,7 @@ class SQLiteBackend(SQLBackend):
         *,
         optimistic: bool,
     ) -> set[str]:
-        cached_head, self._head = self._head, None  # kept again only once this transaction commits
+        kept_head, self.ledger.kept_head = self.ledger.kept_head, None
         db.execute("BEGIN IMMEDIATE")
         if optimistic:
             before = db.total_changes
@@ -227,7 +225,7 @@ class SQLiteBackend(SQLBackend):
         applied = _apply_updates(db, pending) | batch.folded_ids
         entries = lifecycle.entries(new_ids, applied)
         chain_id = self.ledger.chain_id
-        head = cached_head[1] if optimistic and cached_head is not None and cached_head[0] == chain_id else None
+        head = kept_head if optimistic else None
         if entries:
             links, new_head = self.ledger.links(head or self._read_head(db), entries)
             rows = [(*entry.parameters, chain_id, *link) for entry, link in zip(entries, links, strict=True)]
@@ -239,14 +237,12 @@ class SQLiteBackend(SQLBackend):
                 raise _Conflict from None
             head = new_head
         db.execute("COMMIT")
-        self._head = (chain_id, head) if head is not None else None
+        self.ledger.kept_head = head
         return applied
 
     def _read_head(self, db: sqlite3.Connection) -> ChainHead:
         last = db.execute(_CHAIN_HEAD, (self.ledger.chain_id,)).fetchone()
-        if last is None:
-            last = db.execute(_PRUNE_POINT, (self.ledger.chain_id,)).fetchone()
-        return ChainHead(last[0], last[1] or GENESIS_HASH) if last is not None else ChainHead(0, GENESIS_HASH)
+        return ChainHead.of(last if last is not None else db.execute(_PRUNE_POINT, (self.ledger.chain_id,)).fetchone())
 
     async def close(self) -> None:
         try:
