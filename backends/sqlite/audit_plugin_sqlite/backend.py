@@ -320,16 +320,6 @@ def _utc_text(moment: datetime) -> str:
     )
 
 
-WAL_CHECKPOINT_PAGES = 10_000
-"""Checkpoint the WAL back into the database every ~40 MB (SQLite's default: 1,000 pages, ~4 MB).
-
-Under ``synchronous=NORMAL`` each checkpoint is where SQLite syncs to disk;
-a batch of 1,000 records with their lifecycle entries dirties 300 to 700
-pages, more as the indexes grow (message ids are random), so the default
-checkpointed every one or two commits. Durability is the same; the WAL file
-grows larger between checkpoints."""
-
-
 def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
     # SQLAlchemy emits BEGIN itself (see _begin), instead of the driver's deferred implicit one.
     dbapi_connection.isolation_level = None
@@ -337,7 +327,6 @@ def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     cursor.close()
 
 
