@@ -241,10 +241,16 @@ class AuditWriter:
         With the ``"block"`` policy and a full queue this raises
         :class:`asyncio.QueueFull`; use :meth:`put` to wait for space instead.
         """
+        return self._submit(row, update, reserved=False)
+
+    def _submit(
+        self, row: dict[str, Any] | None, update: StatusUpdate | None, *, reserved: bool
+    ) -> asyncio.Future[Any]:
+        """Queue an operation; ``reserved``: a slot granted to this caller is waiting for it (no capacity check)."""
         if self._stopped:
             raise TrailStateError("the audit writer is stopped; the trail is closed")
         op = _Op(self._new_future(), row, update)
-        if len(self._queue) >= self.max_queue:
+        if not reserved and len(self._queue) >= self.max_queue:
             self._overflow(op)
         else:
             self._enqueue(op)
@@ -279,7 +285,8 @@ class AuditWriter:
                     ) from None
                 raise
             self._granted -= 1  # the slot granted to this caller is used right now
-        return self.submit(row=row, update=update)
+            return self._submit(row, update, reserved=True)  # a flush barrier may have filled the queue since
+        return self._submit(row, update, reserved=False)
 
     def is_full(self) -> bool:
         """True when a new operation must wait (``"block"``): no free slot, or others already wait.

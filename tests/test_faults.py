@@ -14,6 +14,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -23,7 +24,9 @@ from sqlalchemy.engine import make_url
 import audit_plugin_sqlite.backend as sqlite_backend
 from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageStatus, MessageType
 from audit_plugin.exceptions import AuditTimeoutError, RecordDroppedError
+from audit_plugin.records import record_row
 from audit_plugin.schema import TABLE_NAME, audit_log
+from audit_plugin.writer import AuditWriter
 
 SENDERS = 32
 
@@ -310,3 +313,20 @@ async def test_block_policy_back_pressures_senders_and_drops_nothing(
     assert sorted(stored) == sorted(m.message_id for m in messages)
     assert deepest <= 50  # the queue never grew past its bound: senders waited instead
     assert any("audit queue full" in r.getMessage() and "'block'" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_caller_granted_space_is_queued_even_if_a_flush_barrier_filled_the_queue(tmp_path: Any) -> None:
+    """A slot granted to a waiting caller stays his: a flush() that queues its barrier first does not take it."""
+    trail = MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
+    writer = AuditWriter(trail.backend, max_queue=1, overflow="block")  # not started: the test takes the batch
+    writer.submit(row=record_row(_message(0)))
+    waiting = asyncio.create_task(writer.put(row=record_row(_message(1))))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # the queue is full: the caller waits
+    flushing = asyncio.create_task(writer.flush())  # ready to run before the caller is woken
+    writer._take_batch()  # what the writer task does: the queue empties and the slot goes to the waiting caller
+    future = await waiting  # the flush's barrier went in first; this used to raise asyncio.QueueFull
+    assert not future.done()
+    assert len(writer._queue) == 2  # the barrier and the caller's record
+    flushing.cancel()
+    await trail.close()
