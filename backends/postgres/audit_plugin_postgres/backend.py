@@ -184,8 +184,7 @@ class PostgresBackend(SQLBackend):
                     return await self._write(driver, records, batch, lifecycle, optimistic=True)
                 except _Conflict:
                     return await self._write(driver, records, batch, lifecycle, optimistic=False)
-            except CONNECTION_ERRORS as exc:
-                await conn.invalidate()
+            except CONNECTION_ERRORS as exc:  # writing() discards the connection
                 raise ConnectionError(f"PostgreSQL connection lost: {type(exc).__name__}: {exc}") from exc
 
     async def _write(
