@@ -17,7 +17,6 @@ this order:
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -130,4 +129,4 @@ class PayloadCapture:
             return text
         if self.policy.oversize == "reject":
             raise PayloadTooLargeError("payload", size, limit)
-        return json.dumps(truncated_marker(text, size), separators=(",", ":"))
+        return v.encode_json(truncated_marker(text, size))

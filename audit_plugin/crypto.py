@@ -193,7 +193,7 @@ class PayloadSealer:
             "nonce": base64.b64encode(nonce).decode(),
             "ct": base64.b64encode(ciphertext).decode(),
         }
-        return json.dumps(envelope, separators=(",", ":"))
+        return v.encode_json(envelope)
 
     def forget(self, subject_id: str) -> None:
         self._current.pop(subject_id, None)

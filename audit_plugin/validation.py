@@ -118,7 +118,7 @@ def check_hex_id(field: str, value: object, length: int, *, optional: bool = Tru
     return lowered
 
 
-_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 """Strict compact JSON; made once (``json.dumps`` with options builds a new encoder on every call)."""
 
 
@@ -155,7 +155,7 @@ def encode_payload(
     if not depth_checked:
         check_depth(payload, max_depth, field)
     try:
-        text = _encode_json(payload)
+        text = encode_json(payload)
     except (TypeError, ValueError) as exc:
         raise PayloadNotSerializableError(field, f"is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _contains_nul(payload):
