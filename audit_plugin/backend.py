@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
 
 BucketUnit = Literal["minute", "hour", "day"]
 """Width of one bucket of a message-volume series."""
 
-BUCKET_UNITS: tuple[str, ...] = ("minute", "hour", "day")
+BUCKET_UNITS: tuple[str, ...] = get_args(BucketUnit)
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ minute) of a timestamp"; it may override any query with a faster native one
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -100,9 +101,8 @@ def merge_updates(updates: Sequence[StatusUpdate]) -> list[StatusUpdate]:
     for later in updates:
         earlier = merged.get(later.message_id)
         if earlier is not None:
-            later = StatusUpdate(
-                message_id=later.message_id,
-                status=later.status,
+            later = dataclasses.replace(  # keeps the later update's time, not a new one
+                later,
                 delivered_at=later.delivered_at if later.delivered_at is not None else earlier.delivered_at,
                 error_message=later.error_message if later.error_message is not None else earlier.error_message,
                 retry_count=later.retry_count if later.retry_count is not None else earlier.retry_count,
@@ -229,15 +229,13 @@ class SQLBackend:
         """
 
     @contextlib.asynccontextmanager
-    async def write_transaction(self, conn: AsyncConnection | None = None) -> AsyncIterator[AsyncConnection]:
-        """A transaction (on ``conn``, or a new connection) holding the chain's writer lock from its start."""
-        async with contextlib.AsyncExitStack() as stack:
-            if conn is None:
-                conn = await stack.enter_async_context(self.engine.connect())
+    async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction on a new connection, holding the chain's writer lock from its start."""
+        async with self.engine.connect() as conn:
             await conn.execution_options(audit_writer=True)
-            await stack.enter_async_context(conn.begin())
-            await self.lock_chain(conn, self.ledger.chain_id)
-            yield conn
+            async with conn.begin():
+                await self.lock_chain(conn, self.ledger.chain_id)
+                yield conn
 
     async def query(self, query: AuditQuery, *, oldest_first: bool = False) -> list[AuditRecord]:
         stmt = ordered(select(audit_log).where(*query_filters(query)), oldest_first=oldest_first)
