@@ -1,8 +1,8 @@
 """Run the throughput benchmarks and print one table; every ratio is measured side by side in this run.
 
-    python benchmarks/run.py            # default: ~3-4 minutes on 2 cores
-    python benchmarks/run.py --quick    # smaller and one repetition: a smoke run
-    python benchmarks/run.py --memory   # also peak memory at 1,000,000 messages (subprocesses, ~3 min more)
+    python benchmarks/run.py            # default: ~6 minutes on 2 cores
+    python benchmarks/run.py --quick    # smaller and one repetition: a ~15 s smoke run
+    python benchmarks/run.py --memory   # also peak memory at 1,000,000 messages (subprocesses, ~9 min more)
 
 PostgreSQL runs on ``AUDIT_BENCH_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``) in a throwaway database
