@@ -13,8 +13,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from audit_plugin.exceptions import PayloadTooDeepError
-from audit_plugin.hookspecs import hookimpl
-from audit_plugin.messages import Message
 from audit_plugin.validation import DEFAULT_MAX_DEPTH
 
 DEFAULT_SENSITIVE_FIELDS: frozenset[str] = frozenset(
@@ -64,8 +62,6 @@ class FieldRedactor:
     :param max_depth: deeper nesting raises
         :class:`~audit_plugin.exceptions.PayloadTooDeepError` (the walk that
         looks for sensitive keys is also the payload's depth check).
-
-    Also usable as a plugin: it implements ``audit_redact``.
     """
 
     def __init__(
@@ -92,11 +88,6 @@ class FieldRedactor:
         if not self._has_sensitive_key(payload, field):
             return payload
         return self._masked(payload)
-
-    @hookimpl
-    def audit_redact(self, message: Message, payload: dict[str, Any]) -> dict[str, Any] | None:
-        redacted = self.redact(payload)
-        return None if redacted is payload else redacted
 
     def _has_sensitive_key(self, payload: object, field: str) -> bool:
         found = False

@@ -26,11 +26,8 @@ from audit_plugin.trail import DEFAULT_DATABASE_URL
 DEFAULT_CHUNK = 10_000
 
 
-class PolicyName(StrEnum):
-    DAYS_30 = "DAYS_30"
-    DAYS_90 = "DAYS_90"
-    DAYS_365 = "DAYS_365"
-    FOREVER = "FOREVER"
+PolicyName = StrEnum("PolicyName", {policy.name: policy.name for policy in RetentionPolicy})  # type: ignore[misc]
+"""The ``--policy`` choices: the names of :class:`RetentionPolicy`."""
 
 
 def retention(
