@@ -85,28 +85,36 @@ async def gather_report(
     )
     if not with_volume or not report.statistics.total_messages:
         return report
+    series = None
     if bucket is not Bucket.AUTO:
         unit = bucket.value
     elif start is not None:
         unit = unit_for_span((end or datetime.now(UTC)) - start)
     else:
-        unit = await unit_for_data(trail, end)
+        unit, series = await unit_for_data(trail, end)
+    if series is None:
+        series = await trail.get_message_volume(start, end, unit)  # type: ignore[arg-type]
     report.unit = unit
-    report.volume = fill_gaps(await trail.get_message_volume(start, end, unit), unit)  # type: ignore[arg-type]
+    report.volume = fill_gaps(series, unit)
     return report
 
 
-async def unit_for_data(trail: MessageAuditTrail, end: datetime | None) -> str:
-    """With no window given, the bucket that suits how far the data spreads (looked at coarse to fine)."""
+async def unit_for_data(
+    trail: MessageAuditTrail, end: datetime | None
+) -> tuple[str, Sequence[tuple[datetime, int]] | None]:
+    """With no window given, the bucket that suits how far the data spreads (looked at coarse to fine).
+
+    Returns the unit and, when it was fetched on the way, the series in that unit (``None`` otherwise).
+    """
     units = list(_UNIT_STEP)  # finest first
     unit = units[-1]
     while unit != units[0]:
         series = await trail.get_message_volume(None, end, unit)  # type: ignore[arg-type]
         wanted = unit_for_span(series[-1][0] - series[0][0] + _UNIT_STEP[unit])
         if units.index(wanted) >= units.index(unit):
-            break
+            return unit, series
         unit = units[units.index(unit) - 1]
-    return unit
+    return unit, None
 
 
 def fill_gaps(volume: Sequence[tuple[datetime, int]], unit: str) -> list[tuple[datetime, int]]:
