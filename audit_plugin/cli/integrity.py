@@ -6,6 +6,7 @@ one is given), 4 when it is broken or the checkpoint's signature is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -96,16 +97,7 @@ def verify(
                 seconds = time.perf_counter() - started
                 saved = report.checkpoint(signer) if report.ok and save_checkpoint else None
             outcome = {
-                "ok": report.ok,
-                "chain_id": report.chain_id,
-                "entries": report.entries,
-                "first_sequence": report.first_sequence,
-                "last_sequence": report.last_sequence,
-                "head_hash": report.head_hash,
-                "broken_sequence": report.broken_sequence,
-                "message_id": report.message_id,
-                "reason": report.reason,
-                "checkpoint_checked": report.checkpoint_checked,
+                **dataclasses.asdict(report),
                 "seconds": round(seconds, 3),
                 "entries_per_second": round(report.entries / seconds) if seconds > 0 else None,
             }
