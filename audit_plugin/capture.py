@@ -95,15 +95,13 @@ class PayloadCapture:
         payload = message.payload
         hook = self.manager.hook.audit_redact
         implementations = [impl for impl in hook.get_hookimpls() if not (impl.hookwrapper or impl.wrapper)]
-        if implementations:
+        if implementations or self.redactor is None:  # otherwise the redactor's walk is the depth check
             v.check_depth(payload, self.policy.max_depth)
-            for impl in reversed(implementations):  # pluggy's own call order
-                payload = self._apply(impl, message, payload)
+        for impl in reversed(implementations):  # pluggy's own call order
+            payload = self._apply(impl, message, payload)
         if self.redactor is not None:
-            payload = self.redactor.redact(payload)  # also the depth check
-        elif not implementations:
-            v.check_depth(payload, self.policy.max_depth)
-        text = v.encode_payload(payload, max_depth=self.policy.max_depth, depth_checked=True)
+            payload = self.redactor.redact(payload)  # also the depth check (of what the hooks returned)
+        text = v.encode_payload(payload, depth_checked=True)
         text = self._capped(text)
         if self.sealer is not None:
             text = self.sealer.seal(message, text)

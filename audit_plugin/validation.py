@@ -139,21 +139,19 @@ def check_depth(payload: object, max_depth: int = DEFAULT_MAX_DEPTH, field: str 
             stack.extend((value, depth + 1) for value in item if isinstance(value, dict | list | tuple))
 
 
-def encode_payload(
-    payload: object, field: str = "payload", *, max_depth: int = DEFAULT_MAX_DEPTH, depth_checked: bool = False
-) -> str:
+def encode_payload(payload: object, field: str = "payload", *, depth_checked: bool = False) -> str:
     """Serialise a payload to strict JSON text, or raise naming ``field``.
 
     Rejects what JSON cannot represent faithfully or PostgreSQL ``jsonb``
     cannot store: non-dict payloads, sets/bytes/objects, NaN and Infinity,
-    nesting deeper than ``max_depth`` (and reference cycles), NUL characters
+    nesting deeper than :data:`DEFAULT_MAX_DEPTH` (and reference cycles), NUL characters
     and lone surrogates. ``depth_checked=True`` skips the depth walk for a
     caller that has just done it.
     """
     if not isinstance(payload, dict):
         raise FieldTypeError(field, "dict", payload)
     if not depth_checked:
-        check_depth(payload, max_depth, field)
+        check_depth(payload, DEFAULT_MAX_DEPTH, field)
     try:
         text = encode_json(payload)
     except (TypeError, ValueError) as exc:
