@@ -96,3 +96,12 @@ class EncryptionError(AuditError):
 
 class ChainError(AuditError):
     """The hash chain cannot be used as asked (unknown chain, checkpoint of another chain, bad signature)."""
+
+
+def driver_message(exc: BaseException) -> str:
+    """The first line of the database driver's own message, without SQLAlchemy's wrapper and statement dump.
+
+    Empty when the exception says nothing.
+    """
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else ""

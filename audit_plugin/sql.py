@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from audit_plugin.backend import BucketUnit
-from audit_plugin.exceptions import AuditStoreError
+from audit_plugin.exceptions import AuditStoreError, driver_message
 from audit_plugin.ledger import Ledger
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
@@ -207,7 +207,7 @@ class SQLBackend:
                 await self.ledger.ensure_chain(conn)
         except (DBAPIError, OSError) as exc:
             where = self.engine.url.render_as_string(hide_password=True)
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            reason = driver_message(exc) or type(exc).__name__
             raise AuditStoreError(f"cannot open the audit store at {where}: {reason}") from exc
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:

@@ -53,6 +53,7 @@ from audit_plugin.exceptions import (
     InvalidFieldError,
     RecordDroppedError,
     TrailStateError,
+    driver_message,
 )
 from audit_plugin.records import StatusUpdate
 
@@ -461,5 +462,5 @@ def _op_label(op: _Op) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
+    text = driver_message(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from audit_plugin.exceptions import AuditError
+from audit_plugin.exceptions import AuditError, driver_message
 from audit_plugin.records import RetentionPolicy
 from audit_plugin.trail import MessageAuditTrail
 
@@ -77,9 +77,7 @@ def exit_on_error(exc: BaseException) -> NoReturn:
 
 def describe_database_error(exc: SQLAlchemyError) -> str:
     """The driver's own message (first line), without SQLAlchemy's statement dump and links."""
-    original = getattr(exc, "orig", None)
-    text = str(original) if original is not None else str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return driver_message(exc) or type(exc).__name__
 
 
 def display_url(database_url: str) -> str:
