@@ -53,6 +53,16 @@ class PendingEntry:
     digest: str | None
     parameters: tuple[Any, ...] = ()
     """The event columns as a backend binds them, when it prepares them before taking the chain lock."""
+    record: Mapping[str, Any] | None = None
+    """A record whose digest is still to be computed: a :class:`FallbackRow`'s, only if it is inserted."""
+
+    def complete(self) -> PendingEntry:
+        """This entry with its digest computed, if it was left for later (bound parameters then cleared)."""
+        if self.record is not None:
+            self.digest = chain.entry_digest(self.event, self.record)
+            self.record = None
+            self.parameters = ()
+        return self
 
 
 class LedgeredRow(dict[str, Any]):
@@ -76,7 +86,9 @@ class FallbackRow(LedgeredRow):
     """A record stored only if its message has none yet (the consume side's copy of the message).
 
     Usually the producer's record is stored already, so a backend inserts
-    these expecting conflicts rather than treating one as a surprise.
+    these expecting conflicts rather than treating one as a surprise, and
+    the digest is computed only for one that is inserted (``digest`` stays
+    ``None`` until then).
     """
 
     __slots__ = ()
@@ -112,7 +124,7 @@ class LedgerBatch:
 
     def entries(self, inserted: Iterable[str], kinds: Sequence[str | None]) -> list[PendingEntry]:
         """Record entries of the ``inserted`` ids, then each update's entry of its kind (``None``: none)."""
-        entries = [self.records[message_id] for message_id in inserted]
+        entries = [self.records[message_id].complete() for message_id in inserted]
         for (change, entry), kind in zip(self.changes, kinds, strict=True):
             if kind == transitions.APPLIED:
                 entries.append(entry)
@@ -164,16 +176,20 @@ class Ledger:
         records: dict[str, PendingEntry] = {}
         for row in rows:
             if row["message_id"] not in records:
-                records[row["message_id"]] = (
-                    PendingEntry(record_event(row), row.digest)
-                    if isinstance(row, LedgeredRow)
-                    else self.record_entry(row)
-                )
+                if isinstance(row, FallbackRow):
+                    deferred = row if self.hashing else None
+                    records[row["message_id"]] = PendingEntry(record_event(row), None, record=deferred)
+                elif isinstance(row, LedgeredRow):
+                    records[row["message_id"]] = PendingEntry(record_event(row), row.digest)
+                else:
+                    records[row["message_id"]] = self.record_entry(row)
         return LedgerBatch(records, [(u, self.status_entry(u)) for u in updates], self.late_entry)
 
     def ledgered(self, row: Mapping[str, Any], *, fallback: bool = False) -> LedgeredRow:
-        """``row`` with its ``"record"`` entry's digest (see :class:`LedgeredRow`, :class:`FallbackRow`)."""
-        return (FallbackRow if fallback else LedgeredRow)(row, self.record_entry(row).digest)
+        """``row`` with its ``"record"`` entry's digest (see :class:`LedgeredRow`); a :class:`FallbackRow` without."""
+        if fallback:
+            return FallbackRow(row, None)
+        return LedgeredRow(row, self.record_entry(row).digest)
 
     def record_entry(self, row: Mapping[str, Any]) -> PendingEntry:
         """The ``"record"`` entry for a newly inserted ``message_audit_log`` row."""
