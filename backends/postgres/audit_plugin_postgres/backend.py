@@ -84,12 +84,8 @@ WITH inserted AS (
         AS u(message_id, status, delivered_at, error_message, retry_count)
     WHERE t.message_id = u.message_id AND {_NOT_FINAL}
     RETURNING t.message_id
-), found AS (
-    SELECT message_id FROM {TABLE_NAME} WHERE message_id = ANY(${_U + 1}::text[])
 )
-SELECT 'i' AS tag, message_id FROM inserted
-UNION ALL SELECT 'u', message_id FROM updated
-UNION ALL SELECT 's', message_id FROM found
+SELECT true AS inserted, message_id FROM inserted UNION ALL SELECT false, message_id FROM updated
 """
 _INSERT_RETURNING = f"""
 INSERT INTO {TABLE_NAME} ({", ".join(COLUMNS)}) SELECT * FROM unnest({_UNNEST_ROWS})
@@ -235,8 +231,9 @@ class PostgresBackend(SQLBackend):
             new_records = [record for message_id, record in records.items() if message_id not in stored]
             if len(new_records) + len(batch.rest) + len(batch.folded) <= ONE_STATEMENT_MAX:
                 pending = batch.rest + batch.updates_of(records)
-                inserted, opened, found = await _write_in_one_statement(driver, new_records, pending)
-                stored |= found
+                inserted, opened = await _write_in_one_statement(driver, new_records, pending)
+                taken = set(inserted)
+                stored.update(message_id for message_id in records if message_id not in taken)  # insert skipped
             else:
                 try:
                     if optimistic and batch.fallback_ids:
@@ -251,9 +248,9 @@ class PostgresBackend(SQLBackend):
                         raise
                     raise _Conflict from None
                 inserted = [message_id for message_id in records if message_id not in stored]
-                unknown = [u.message_id for u in batch.rest if u.message_id not in opened]
-                if optimistic and unknown:
-                    stored |= {row[0] for row in await driver.fetch(_STORED_IDS, unknown)}
+            unknown = [u.message_id for u in batch.rest if u.message_id not in opened]
+            if optimistic and unknown:  # late updates, or updates of messages not stored: rare
+                stored |= {row[0] for row in await driver.fetch(_STORED_IDS, unknown)}
             kinds, existing = batch.settle(inserted, opened, stored)
             head = kept_head if optimistic else None
             entries = lifecycle.entries(inserted, kinds)
@@ -329,23 +326,17 @@ def _update_arrays(updates: list[StatusUpdate]) -> list[list[Any]]:
 
 async def _write_in_one_statement(
     driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate]
-) -> tuple[list[str], set[str], set[str]]:
-    """Insert and update in one statement (one round trip).
+) -> tuple[list[str], set[str]]:
+    """Insert and update in one statement (one round trip); return the inserted ids (in order) and the updated ids.
 
-    Returns the inserted ids (in order), the ids whose update applied, and
-    the ids of ``updates`` stored before the statement. The ``UPDATE`` sees
-    the table as it was before the statement, so of the updates of rows in
-    this batch it touches only rows whose insert was skipped as already
-    stored: exactly the ones that still need it.
+    The ``UPDATE`` sees the table as it was before the statement, so of the
+    updates of rows in this batch it touches only rows whose insert was
+    skipped as already stored: exactly the ones that still need it.
     """
     row_arrays = [[record[index] for record in records] for index in range(len(COLUMNS))]
     result = await driver.fetch(_INSERT_AND_UPDATE, *row_arrays, *_update_arrays(updates))
-    inserted = {row[1] for row in result if row[0] == "i"}
-    return (
-        [record[_ID] for record in records if record[_ID] in inserted],
-        {row[1] for row in result if row[0] == "u"},
-        {row[1] for row in result if row[0] == "s"},
-    )
+    inserted = {row[1] for row in result if row[0]}
+    return [record[_ID] for record in records if record[_ID] in inserted], {row[1] for row in result if not row[0]}
 
 
 async def _insert_returning(driver: asyncpg.Connection, records: list[tuple[Any, ...]]) -> set[str]:
