@@ -13,14 +13,15 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import audit_plugin_postgres.backend as postgres_backend
-from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageStatus, MessageType
+from audit_plugin import Message, MessageAuditTrail, MessageStatus
 from audit_plugin.exceptions import AuditError, InvalidFieldError
 from audit_plugin.integrity_schema import EVENTS_TABLE, operations_index
 from audit_plugin.records import StatusUpdate
 from tests.helpers import BASE_TIME, make_message
 
-DELIVERED, FAILED, PENDING, SENT = (
+DELIVERED, EXPIRED, FAILED, PENDING, SENT = (
     MessageStatus.DELIVERED,
+    MessageStatus.EXPIRED,
     MessageStatus.FAILED,
     MessageStatus.PENDING,
     MessageStatus.SENT,
@@ -172,27 +173,6 @@ async def test_an_operation_on_an_unknown_message_is_not_remembered(trail: Messa
     await trail.log_message(message)
     assert await trail.update_message_status(message.message_id, DELIVERED, operation_id="ack")
     assert await steps(trail, message.message_id) == [("record", PENDING, None), ("status", DELIVERED, "ack")]
-
-
-async def test_the_reference_bus_retries_still_appear(trail: MessageAuditTrail) -> None:
-    bus = MessageBus(max_retries=2)
-    bus.register(AuditPlugin(trail))
-    attempts = 0
-
-    async def flaky(message: Message) -> None:
-        nonlocal attempts
-        attempts += 1
-        if attempts < 3:
-            raise ConnectionResetError("reset")
-
-    bus.subscribe("worker", flaky)
-    receipt = await bus.send(Message("planner", "worker", MessageType.COMMAND, {}))
-    assert [(kind, status) for kind, status, _ in await steps(trail, receipt.message_id)] == [
-        ("record", PENDING),
-        ("status", PENDING),
-        ("status", PENDING),
-        ("status", DELIVERED),
-    ]
 
 
 # -- the outcome may come before the record ------------------------------------------
@@ -358,3 +338,23 @@ async def test_initialize_upgrades_a_store_made_before_operation_ids(database_ur
 
 def _event_columns(connection: Any) -> set[str]:
     return {column["name"] for column in inspect(connection).get_columns(EVENTS_TABLE)}
+
+
+async def test_the_chain_covers_operation_ids(trail: MessageAuditTrail) -> None:
+    message = make_message()
+    await trail.record_outcome(message, DELIVERED, operation_id="ack")
+    await assert_verified(trail)
+    async with trail.backend.engine.begin() as conn:  # type: ignore[attr-defined]
+        await conn.execute(text(f"UPDATE {EVENTS_TABLE} SET operation_id = 'forged' WHERE operation_id = 'ack'"))
+    report = await trail.verify()
+    assert not report.ok and report.broken_sequence == 2
+    assert report.reason == "content does not match its digest (lifecycle event altered)"
+
+
+async def test_an_outcome_without_a_record_on_a_trail_without_hashes(database_url: str) -> None:
+    async with MessageAuditTrail(database_url, hash_chain=False) as unhashed:
+        message = make_message()
+        await unhashed.record_outcome(message, EXPIRED, operation_id="ttl")
+        await unhashed.record_outcome(message, EXPIRED, operation_id="ttl")
+        assert await steps(unhashed, message.message_id) == [("record", PENDING, None), ("status", EXPIRED, "ttl")]
+        assert (await unhashed.verify()).reason == "entry is not hashed (written with hash_chain=False)"
