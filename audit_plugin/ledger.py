@@ -1,13 +1,15 @@
 """The append-only lifecycle and its hash chain, written in the same transaction as the records.
 
-:class:`Ledger` turns inserted records and applied status updates into rows
-of ``message_audit_events``: it numbers them without gaps per chain and links
+:class:`Ledger` turns inserted records and status updates (applied, or
+``"late"``: see :mod:`audit_plugin.transitions`) into rows of
+``message_audit_events``: it numbers them without gaps per chain and links
 each to the previous one (see :mod:`audit_plugin.chain`). The backend calls it
 inside its write transaction after taking the chain's writer lock, so
 concurrent writers (other trails, other processes) extend one unforked chain.
 Entry digests are computed before the lock is taken (a record's when the
-record is built, see :class:`LedgeredRow`); only the link hashes (one SHA-256
-each) are computed while it is held.
+record is built, see :class:`LedgeredRow`); while it is held, only the link
+hashes (one SHA-256 each) are, and the digests of the rare entries known only
+then: a late update's, and a :class:`FallbackRow` record's that was inserted.
 """
 
 from __future__ import annotations
