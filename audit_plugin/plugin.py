@@ -151,6 +151,34 @@ class AuditPlugin:
         )
         return self._record_status(update, message)
 
+    def record_received(self, message: Message, *, trace_id: str | None = None, span_id: str | None = None) -> Any:
+        """Record a message that reached this process from outside the bus (an integration's receiving side).
+
+        Same durability as :meth:`audit_pre_send` (in ``"commit"`` mode the
+        returned awaitable completes when the PENDING record is committed, at
+        most ``commit_timeout`` later), but no send span is started: the
+        caller passes the ids of the span it received the message in.
+        Returns ``None`` when there is nothing to wait for.
+        """
+        future = self.trail.enqueue_message_nowait(message, trace_id=trace_id, span_id=span_id)
+        if future is None:
+            enqueued = self.trail.enqueue_message(
+                message, trace_id=trace_id, span_id=span_id, timeout=self.commit_timeout
+            )
+            return self._put_and_wait(enqueued, message)
+        return self._settle(future, message)
+
+    def record_outcome(self, message: Message, receipt: DeliveryReceipt) -> Any:
+        """Record the outcome of a message recorded with :meth:`record_received` (durability as above).
+
+        Unlike :meth:`audit_post_delivery` it ends no send span and counts no
+        sent message.
+        """
+        update = StatusUpdate.build(
+            receipt.message_id, receipt.status, receipt.delivered_at, receipt.error_message, receipt.retry_count
+        )
+        return self._record_status(update, message)
+
     def _record_status(self, update: StatusUpdate, message: Message) -> Any:
         future = self.trail.enqueue_status_nowait(update)
         if future is None:
