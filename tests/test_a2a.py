@@ -11,6 +11,7 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from a2a.client import ClientConfig, create_client
@@ -37,6 +38,7 @@ from opentelemetry.trace import SpanKind
 from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus, MessageType
 from audit_plugin.integrations.a2a import AuditClientInterceptor, AuditedAgentExecutor
 from tests.a2a_support import ScriptedAgent, agent_card, free_socket, serve
+from tests.test_examples import run_example, stored
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN_ID = "00f067aa0ba902b7"
@@ -278,3 +280,16 @@ def a2a_modules_after(imports: str) -> list[str]:
 def test_importing_audit_plugin_does_not_import_a2a() -> None:
     assert a2a_modules_after("audit_plugin, audit_plugin.integrations") == []
     assert "a2a.client" in a2a_modules_after("audit_plugin.integrations.a2a")  # the check sees an import
+
+
+def test_example_a2a_agents(database_url: str, tmp_path: Path) -> None:
+    out = run_example("a2a_agents.py", database_url, cwd=tmp_path)
+    assert "planner asked '100 EUR USD', got '108.00 USD'" in out
+    assert "planner asked '5 EUR JPY', TASK_STATE_FAILED: no rate for EUR -> JPY" in out
+    assert "planner -> exchange COMMAND FAILED (task failed: no rate for EUR -> JPY)" in out
+    assert "verify: OK" in out
+    assert stored(database_url) == {
+        ("planner", "exchange", MessageStatus.DELIVERED): 1,
+        ("planner", "exchange", MessageStatus.FAILED): 1,
+        ("exchange", "planner", MessageStatus.DELIVERED): 3,  # the answer, the task, its failed status
+    }

@@ -138,14 +138,15 @@ class AuditClientInterceptor(ClientCallInterceptor):
         sent_id = args.context.state.get(_REQUEST_KEY) if args.context is not None else None
         server = args.agent_card.name or UNKNOWN_AGENT
         for event in reply_events(args.result):
-            record = event_record(event, from_agent=server, to_agent=self.agent)
+            task_id = task_id_of(event)
+            answers = sent_id if isinstance(sent_id, str) else self._by_task.get(task_id or "")
+            record = event_record(event, from_agent=server, to_agent=self.agent, reply_to=answers)
             if record is None:
                 continue
             trace_id, span_id = sampled_ids(trace.get_current_span())
             plugin = self.auditor.plugin
             await self.auditor.wait(plugin.record_received(record, trace_id=trace_id, span_id=span_id))
             await self.auditor.wait(plugin.record_outcome(record, receipt(record, MessageStatus.DELIVERED)))
-            task_id = task_id_of(event)
             if task_id and isinstance(sent_id, str) and sent_id in self._sent:
                 self._by_task[task_id] = sent_id
             settled = outcome(event)

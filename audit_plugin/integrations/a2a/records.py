@@ -7,8 +7,9 @@ once: records are idempotent by ``message_id``).
 * An A2A ``Message`` becomes a record with the same ``message_id``; a
   ``Task``, ``TaskStatusUpdateEvent`` or ``TaskArtifactUpdateEvent`` becomes
   a record whose id is the id of the message its status carries, else one
-  derived from the task id, state and status time (the same status seen on
-  both sides, or polled twice, is one record), else a new id.
+  derived from the task id, state and status time when it has one
+  (``{task_id}/{state}[/{time}]``: the same status seen on both sides, or
+  polled twice, is one record), else a new id (artifact updates).
 * ``correlation_id`` is the A2A ``context_id``; ``task_id``, ``role`` and
   the kind of object travel in :attr:`Message.headers` (``a2a-task-id``,
   ``a2a-role``, ``a2a-kind``) and are also in the stored payload.
@@ -16,7 +17,8 @@ once: records are idempotent by ``message_id``).
   ``StreamResponse``: ``{"message": {...}}``, ``{"task": {...}}``,
   ``{"statusUpdate": {...}}`` or ``{"artifactUpdate": {...}}``.
 * Message types: a user's message is a COMMAND, an agent's message a
-  RESPONSE, task objects and updates are EVENTs.
+  RESPONSE, task objects and updates are EVENTs. What an agent emits while
+  handling a message has ``reply_to`` set to that message's id.
 """
 
 from __future__ import annotations
@@ -74,15 +76,18 @@ def request_record(message: A2AMessage, *, from_agent: str, to_agent: str) -> Me
     return _record(message, message.message_id, from_agent, to_agent, message.context_id)
 
 
-def event_record(event: Event, *, from_agent: str, to_agent: str, context_id: str | None = None) -> Message | None:
+def event_record(
+    event: Event, *, from_agent: str, to_agent: str, context_id: str | None = None, reply_to: str | None = None
+) -> Message | None:
     """The record of an event an agent emits (``None`` for anything that is not an A2A event).
 
-    ``context_id`` is used when the event carries none.
+    ``context_id`` is used when the event carries none; ``reply_to`` is the
+    id of the message the event answers.
     """
     if isinstance(event, A2AMessage):
-        return _record(event, event.message_id, from_agent, to_agent, event.context_id or context_id)
+        return _record(event, event.message_id, from_agent, to_agent, event.context_id or context_id, reply_to)
     if isinstance(event, Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent):
-        return _record(event, _event_id(event), from_agent, to_agent, event.context_id or context_id)
+        return _record(event, _event_id(event), from_agent, to_agent, event.context_id or context_id, reply_to)
     return None
 
 
@@ -141,12 +146,21 @@ def _event_id(event: Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent) -> 
     if status.HasField("message") and status.message.message_id:
         return status.message.message_id
     task_id = task_id_of(event)
-    if task_id and status.HasField("timestamp"):
+    if not task_id:
+        return None
+    if status.HasField("timestamp"):
         return f"{task_id}/{state_name(status.state)}/{status.timestamp.ToJsonString()}"
-    return None
+    return f"{task_id}/{state_name(status.state)}"
 
 
-def _record(event: Event, message_id: str | None, from_agent: str, to_agent: str, context_id: str | None) -> Message:
+def _record(
+    event: Event,
+    message_id: str | None,
+    from_agent: str,
+    to_agent: str,
+    context_id: str | None,
+    reply_to: str | None = None,
+) -> Message:
     kind = _KINDS[type(event)]
     headers = {KIND_HEADER: kind}
     task_id = task_id_of(event)
@@ -164,6 +178,7 @@ def _record(event: Event, message_id: str | None, from_agent: str, to_agent: str
         message_type=message_type,
         payload={kind: MessageToDict(event)},
         correlation_id=context_id or None,
+        reply_to=reply_to or None,
         headers=headers,
         **fields,
     )

@@ -113,7 +113,8 @@ class AuditedAgentExecutor(AgentExecutor):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Record the incoming message, run the wrapped executor on an audited queue, record the outcome."""
         caller = caller_of(context)
-        queue = AuditedEventQueue(event_queue, self, caller=caller, context_id=context.context_id)
+        answering = context.message.message_id if context.message is not None else None
+        queue = AuditedEventQueue(event_queue, self, caller=caller, context_id=context.context_id, reply_to=answering)
         if context.message is None:  # nothing arrived (a resumed task): only the events are recorded
             await self.executor.execute(context, queue)
             return
@@ -172,16 +173,27 @@ class AuditedAgentExecutor(AgentExecutor):
 class AuditedEventQueue(EventQueue):
     """The queue the wrapped executor sees: records each event, then passes it on to the SDK's queue."""
 
-    def __init__(self, inner: EventQueue, owner: AuditedAgentExecutor, *, caller: str, context_id: str | None) -> None:
+    def __init__(
+        self,
+        inner: EventQueue,
+        owner: AuditedAgentExecutor,
+        *,
+        caller: str,
+        context_id: str | None,
+        reply_to: str | None = None,
+    ) -> None:
         self.inner = inner
         self.owner = owner
         self.caller = caller
         self.context_id = context_id
+        self.reply_to = reply_to
         self.emitted = 0
         self.replied = False
 
     async def enqueue_event(self, event: Event) -> None:
-        record = event_record(event, from_agent=self.owner.agent, to_agent=self.caller, context_id=self.context_id)
+        record = event_record(
+            event, from_agent=self.owner.agent, to_agent=self.caller, context_id=self.context_id, reply_to=self.reply_to
+        )
         if record is None:
             await self.inner.enqueue_event(event)
             return
