@@ -17,11 +17,11 @@ and :mod:`~audit_plugin.integrations.a2a.records` for what is recorded, and docs
 from __future__ import annotations
 
 from audit_plugin.integrations.a2a.client import AuditClientInterceptor, AuditedClient
-from audit_plugin.integrations.a2a.records import SENDER_HEADER, UNKNOWN_AGENT
+from audit_plugin.integrations.a2a.records import FROM_AGENT_HEADER, UNKNOWN_AGENT
 from audit_plugin.integrations.a2a.server import AuditedAgentExecutor, AuditedEventQueue
 
 __all__ = [
-    "SENDER_HEADER",
+    "FROM_AGENT_HEADER",
     "UNKNOWN_AGENT",
     "AuditClientInterceptor",
     "AuditedAgentExecutor",

@@ -36,7 +36,7 @@ from audit_plugin import validation as v
 from audit_plugin.exceptions import FieldTypeError
 from audit_plugin.integrations.a2a.auditing import Auditor, error_text, receipt
 from audit_plugin.integrations.a2a.records import (
-    SENDER_HEADER,
+    FROM_AGENT_HEADER,
     UNKNOWN_AGENT,
     event_record,
     outcome,
@@ -127,7 +127,7 @@ class AuditClientInterceptor(ClientCallInterceptor):
         context = args.context or ClientCallContext()
         parameters = dict(context.service_parameters or {})
         parameters.update({key: value for key, value in record.headers.items() if not key.startswith("a2a-")})
-        parameters[SENDER_HEADER] = self.agent
+        parameters[FROM_AGENT_HEADER] = self.agent
         args.context = context.model_copy(
             update={"service_parameters": parameters, "state": {**context.state, _REQUEST_KEY: record.message_id}}
         )

@@ -49,7 +49,7 @@ Event = A2AMessage | Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent
 TASK_ID_HEADER = "a2a-task-id"
 ROLE_HEADER = "a2a-role"
 KIND_HEADER = "a2a-kind"
-SENDER_HEADER = "audit-from-agent"
+FROM_AGENT_HEADER = "audit-from-agent"
 """HTTP header (or request metadata key) in which an audited client names itself to the server."""
 
 UNKNOWN_AGENT = "unknown"

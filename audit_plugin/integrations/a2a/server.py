@@ -42,7 +42,7 @@ from audit_plugin import validation as v
 from audit_plugin.exceptions import AuditError, FieldTypeError
 from audit_plugin.integrations.a2a.auditing import Auditor, error_text, receipt
 from audit_plugin.integrations.a2a.records import (
-    SENDER_HEADER,
+    FROM_AGENT_HEADER,
     UNKNOWN_AGENT,
     Event,
     event_record,
@@ -219,10 +219,10 @@ class AuditedEventQueue(EventQueue):
 
 def caller_of(context: RequestContext) -> str:
     """Who sent the request: the ``audit-from-agent`` header or metadata, the authenticated user, or ``"unknown"``."""
-    named = _headers(context).get(SENDER_HEADER) or _metadata(context).get(SENDER_HEADER)
+    named = _headers(context).get(FROM_AGENT_HEADER) or _metadata(context).get(FROM_AGENT_HEADER)
     if isinstance(named, str):
         try:
-            return v.check_text(SENDER_HEADER, named) or UNKNOWN_AGENT
+            return v.check_text(FROM_AGENT_HEADER, named) or UNKNOWN_AGENT
         except AuditError:
             return UNKNOWN_AGENT  # a caller's bad name must not fail its request; it is not trusted anyway
     user = context.call_context.user if context.call_context is not None else None
