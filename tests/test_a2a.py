@@ -36,6 +36,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus, MessageType
+from audit_plugin.exceptions import FieldTypeError, InvalidFieldError
 from audit_plugin.integrations.a2a import AuditClientInterceptor, AuditedAgentExecutor
 from tests.a2a_support import ScriptedAgent, agent_card, free_socket, serve
 from tests.test_examples import run_example, stored
@@ -269,6 +270,31 @@ async def test_client_call_that_raises_is_recorded_failed_although_after_is_skip
     assert record.error_message == f"the A2A call raised {type(raised.value).__name__}: {raised.value}"
     assert audit.pending == 0
     assert (await trail.verify()).ok
+
+
+async def test_message_that_cannot_be_recorded_is_refused_before_the_agent_runs(
+    trail: MessageAuditTrail, provider: TracerProvider
+) -> None:
+    agent = ScriptedAgent(trail)
+    handler, _ = handler_for(agent, trail, provider)
+
+    with pytest.raises(InvalidFieldError) as refused:
+        await handler.on_message_send(SendMessageRequest(message=user_message("hi", "x" * 2000)), caller_context())
+    await trail.flush()
+
+    assert refused.value.field == "message_id"
+    assert await trail.count_messages() == 0
+
+
+async def test_bad_options_are_typed_errors_naming_the_field(trail: MessageAuditTrail) -> None:
+    with pytest.raises(FieldTypeError, match="executor"):
+        AuditedAgentExecutor(object(), trail, agent="ledger")  # type: ignore[arg-type]
+    with pytest.raises(InvalidFieldError, match="agent"):
+        AuditedAgentExecutor(ScriptedAgent(), trail, agent="")
+    with pytest.raises(InvalidFieldError, match="durability"):
+        AuditClientInterceptor(trail, agent="planner", durability="eventually")  # type: ignore[arg-type]
+    with pytest.raises(FieldTypeError, match="trail"):
+        AuditClientInterceptor("sqlite:///x.db", agent="planner")  # type: ignore[arg-type]
 
 
 def a2a_modules_after(imports: str) -> list[str]:
