@@ -39,7 +39,8 @@ class ScriptedAgent(AgentExecutor):
 
     ``boom``: raises. ``fail``/``reject``: runs a task that ends failed /
     rejected with a reason. ``work``: starts a task and waits until
-    cancelled. ``check``: replies whether the incoming message's record was
+    cancelled. ``ask``: runs a task that waits for input; any follow-up
+    completes it. ``check``: replies whether the incoming message's record was
     already committed in ``trail``. Anything else: replies ``echo <text>``.
     """
 
@@ -51,6 +52,14 @@ class ScriptedAgent(AgentExecutor):
         text = context.get_user_input()
         if text == "boom":
             raise RuntimeError("kaboom")
+        if context.current_task is not None:  # a follow-up to a task waiting for input: done
+            await TaskUpdater(event_queue, context.task_id, context.context_id).complete()
+            return
+        if text == "ask":
+            await event_queue.enqueue_event(new_task_from_user_message(context.message))
+            updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+            await updater.requires_input(updater.new_agent_message([Part(text="which account?")]))
+            return
         if text in ("fail", "reject", "work"):
             await event_queue.enqueue_event(new_task_from_user_message(context.message))
             updater = TaskUpdater(event_queue, context.task_id, context.context_id)

@@ -180,6 +180,28 @@ async def test_canceled_task_fails_the_message_with_the_reason(
     assert (await trail.verify()).ok
 
 
+async def test_task_waiting_for_input_delivers_the_message_and_the_follow_up_gets_its_own_record(
+    trail: MessageAuditTrail, provider: TracerProvider
+) -> None:
+    handler, audited = handler_for(ScriptedAgent(), trail, provider)
+
+    task = await handler.on_message_send(SendMessageRequest(message=user_message("ask", "q-1")), caller_context())
+    assert isinstance(task, Task) and task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    follow_up = user_message("savings", "q-2", task_id=task.id, context_id=task.context_id)
+    done = await handler.on_message_send(SendMessageRequest(message=follow_up), caller_context())
+    await trail.flush()
+
+    assert isinstance(done, Task) and done.status.state == TaskState.TASK_STATE_COMPLETED
+    first, second = await trail.get_message("q-1"), await trail.get_message("q-2")
+    assert first is not None and second is not None
+    assert first.status == second.status == MessageStatus.DELIVERED
+    assert first.correlation_id == second.correlation_id == task.context_id
+    question = await trail.get_message(task.status.message.message_id)
+    assert question is not None and question.reply_to == "q-1"
+    assert audited.open_tasks == 0
+    assert (await trail.verify()).ok
+
+
 async def test_caller_unknown_without_header_and_trace_from_request_metadata(
     trail: MessageAuditTrail, provider: TracerProvider
 ) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from a2a.client import Client, ClientCallContext, ClientCallInterceptor
 from a2a.client.interceptors import AfterArgs, BeforeArgs
 from a2a.types import SendMessageRequest
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 
 from audit_plugin import validation as v
 from audit_plugin.exceptions import FieldTypeError
@@ -126,7 +126,9 @@ class AuditClientInterceptor(ClientCallInterceptor):
         # trace headers nor its message id.
         context = args.context or ClientCallContext()
         parameters = dict(context.service_parameters or {})
-        parameters.update({key: value for key, value in record.headers.items() if not key.startswith("a2a-")})
+        parameters.update(
+            {key: record.headers[key] for key in propagate.get_global_textmap().fields & record.headers.keys()}
+        )
         parameters[FROM_AGENT_HEADER] = self.agent
         args.context = context.model_copy(
             update={"service_parameters": parameters, "state": {**context.state, _REQUEST_KEY: record.message_id}}

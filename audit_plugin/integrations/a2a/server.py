@@ -18,7 +18,8 @@ given, so those are wrapped.
   FAILED with the reason when the executor raises, is cancelled, or the task
   ends failed, rejected or canceled. A task still running when ``execute``
   returns keeps the message PENDING until a later event (from ``execute``
-  or ``cancel``) ends it.
+  or ``cancel``) ends it, or the next message for the task arrives (then
+  it is DELIVERED: the agent took it and moved on).
 * Tracing: the executor runs in a ``process {agent}`` CONSUMER span whose
   parent is the caller's W3C trace context (``traceparent``/``tracestate``/
   ``baggage`` from the HTTP headers, else from the request or message
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.types import AgentCard
+from a2a.types import Message as A2AMessage
 from google.protobuf.json_format import MessageToDict
 from opentelemetry import propagate, trace
 
@@ -43,6 +45,7 @@ from audit_plugin.exceptions import AuditError, FieldTypeError
 from audit_plugin.integrations.a2a.auditing import Auditor, error_text, receipt
 from audit_plugin.integrations.a2a.records import (
     FROM_AGENT_HEADER,
+    TASK_ID_HEADER,
     UNKNOWN_AGENT,
     Event,
     event_record,
@@ -120,7 +123,7 @@ class AuditedAgentExecutor(AgentExecutor):
             return
         incoming = request_record(context.message, from_agent=caller, to_agent=self.agent)
         incoming.headers.update(trace_carrier(context))
-        task_id = context.task_id or incoming.headers.get("a2a-task-id")
+        task_id = context.task_id or incoming.headers.get(TASK_ID_HEADER)
         recorded = False
 
         async def handle(_message: Message) -> None:
@@ -129,6 +132,7 @@ class AuditedAgentExecutor(AgentExecutor):
             await self.auditor.wait(self.auditor.plugin.record_received(incoming, trace_id=trace_id, span_id=span_id))
             recorded = True
             if task_id:
+                await self._settle_task(task_id, MessageStatus.DELIVERED, None)  # the agent took it and moved on
                 self._open[task_id] = incoming
             await self.executor.execute(context, queue)
 
@@ -209,7 +213,7 @@ class AuditedEventQueue(EventQueue):
             plugin.audit_post_delivery(message=record, receipt=receipt(record, MessageStatus.DELIVERED))
         )
         self.emitted += 1
-        self.replied = self.replied or record.headers.get("a2a-kind") == "message"
+        self.replied = self.replied or isinstance(event, A2AMessage)
         await self.owner.observe(event)
 
     def __getattr__(self, name: str) -> Any:
