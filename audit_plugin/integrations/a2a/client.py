@@ -120,7 +120,8 @@ class AuditClientInterceptor(ClientCallInterceptor):
         record = request_record(message, from_agent=self.agent, to_agent=args.agent_card.name or UNKNOWN_AGENT)
         await self.auditor.wait(self.auditor.plugin.audit_pre_send(message=record))  # injects the trace context
         self._sent[record.message_id] = record
-        if message.task_id:
+        if message.task_id:  # a follow-up: the task's previous message was taken, the task moved on
+            await self._settle(self._by_task.get(message.task_id), MessageStatus.DELIVERED, None)
             self._by_task[message.task_id] = record.message_id
         # A copy, so the user's context (possibly reused for other calls) gets neither this call's
         # trace headers nor its message id.
