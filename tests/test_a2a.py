@@ -10,7 +10,7 @@ import ast
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -105,15 +105,23 @@ async def test_message_and_reply_recorded_with_their_conversation_and_trace(
     assert (await trail.verify()).ok
 
 
+@pytest.fixture
+async def lingering_trail(database_url: str) -> AsyncIterator[MessageAuditTrail]:
+    """A trail whose writer waits 0.3 s for each batch to fill: a record is committed late unless awaited."""
+    async with MessageAuditTrail(database_url, batch_interval=0.3) as trail:
+        yield trail
+
+
+@pytest.mark.parametrize(("durability", "seen"), [("commit", "committed"), ("buffered", "not committed")])
 async def test_commit_durability_records_the_message_before_the_agent_runs(
-    trail: MessageAuditTrail, provider: TracerProvider
+    lingering_trail: MessageAuditTrail, provider: TracerProvider, durability: str, seen: str
 ) -> None:
-    handler, _ = handler_for(ScriptedAgent(trail), trail, provider)
+    handler, _ = handler_for(ScriptedAgent(lingering_trail), lingering_trail, provider, durability=durability)
 
     reply = await handler.on_message_send(SendMessageRequest(message=user_message("check", "m-c")), caller_context())
 
     assert isinstance(reply, A2AMessage)
-    assert reply.parts[0].text == "echo committed"
+    assert reply.parts[0].text == f"echo {seen}"
 
 
 async def test_executor_that_raises_fails_the_message_with_the_error(
@@ -266,6 +274,27 @@ async def test_client_and_server_over_http_share_one_conversation_and_trace(
     assert "kaboom" in str(raised.value) and "kaboom" in (boom.error_message or "")
     assert audit.pending == 0 and audited.open_tasks == 0
     assert (await trail.verify()).ok
+
+
+async def test_client_in_commit_durability_records_before_sending_to_an_unaudited_server(
+    lingering_trail: MessageAuditTrail, provider: TracerProvider
+) -> None:
+    trail = lingering_trail
+    sock = free_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    card = agent_card("ledger", url)
+    plain = DefaultRequestHandler(agent_executor=ScriptedAgent(trail), task_store=InMemoryTaskStore(), agent_card=card)
+    audit = AuditClientInterceptor(trail, agent="planner", tracer_provider=provider)
+
+    config = ClientConfig(streaming=False)
+    async with serve(plain, card, sock), audit.wrap(await create_client(url, config, interceptors=[audit])) as client:
+        replies = [e async for e in client.send_message(SendMessageRequest(message=user_message("check", "c-1")))]
+    await trail.flush()
+
+    assert replies[0].message.parts[0].text == "echo committed"  # the server found the client's record
+    sent, answer = await trail.get_message("c-1"), await trail.get_message(replies[0].message.message_id)
+    assert sent is not None and sent.status == MessageStatus.DELIVERED
+    assert answer is not None and (answer.from_agent, answer.to_agent, answer.reply_to) == ("ledger", "planner", "c-1")
 
 
 async def test_client_call_that_raises_is_recorded_failed_although_after_is_skipped(
