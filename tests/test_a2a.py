@@ -188,6 +188,18 @@ async def test_canceled_task_fails_the_message_with_the_reason(
     assert (await trail.verify()).ok
 
 
+async def test_caller_name_that_cannot_be_stored_is_recorded_as_unknown(
+    trail: MessageAuditTrail, provider: TracerProvider
+) -> None:
+    handler, _ = handler_for(ScriptedAgent(), trail, provider)
+
+    await handler.on_message_send(SendMessageRequest(message=user_message("hi", "m-nul")), caller_context("eve\x00"))
+    await trail.flush()
+
+    record = await trail.get_message("m-nul")
+    assert record is not None and (record.from_agent, record.status) == ("unknown", MessageStatus.DELIVERED)
+
+
 async def test_task_waiting_for_input_delivers_the_message_and_the_follow_up_gets_its_own_record(
     trail: MessageAuditTrail, provider: TracerProvider
 ) -> None:
