@@ -11,8 +11,9 @@ status change or retry, a retention run) is linked to the one before it::
 hash of the last pruned entry). Hashes are stored as lowercase hex.
 
 ``entry_document`` (see :func:`entry_document`) holds the event's columns
-and, for a ``"record"`` entry, the message's immutable columns with its stored
-payload. Canonical JSON: keys sorted, no whitespace, UTF-8, timestamps as UTC
+(``operation_id`` only when the entry has one, so entries written before it
+existed verify unchanged) and, for a ``"record"`` entry, the message's
+immutable columns with its stored payload. Canonical JSON: keys sorted, no whitespace, UTF-8, timestamps as UTC
 ISO-8601 strings with microseconds and ``+00:00``; payload numbers are replaced
 by an exact normalised decimal form, so the digest does not depend on how a
 database re-renders JSON (PostgreSQL ``jsonb`` reorders keys and rewrites
@@ -55,6 +56,9 @@ RECORD_FIELDS: tuple[str, ...] = (
 
 EVENT_FIELDS: tuple[str, ...] = ("kind", "message_id", "status", "at", "retry_count", "error", "delivered_at")
 """Columns of ``message_audit_events`` covered by every entry."""
+
+OPTIONAL_EVENT_FIELDS: tuple[str, ...] = ("operation_id",)
+"""Columns covered by an entry only when they hold a value: an entry without one hashes as it always did."""
 
 _NUMBER_TAG = "\x00n:"  # payload strings never contain NUL (refused at capture), so tagged numbers cannot collide
 
@@ -118,6 +122,9 @@ def canonical_json(document: Any) -> bytes:
 def entry_document(event: Mapping[str, Any], record: Mapping[str, Any] | None) -> dict[str, Any]:
     """What an entry's digest covers: the event's columns, plus the record for a ``"record"`` entry."""
     document = {name: event[name] for name in EVENT_FIELDS}
+    for name in OPTIONAL_EVENT_FIELDS:
+        if event.get(name) is not None:
+            document[name] = event[name]
     document["at"] = at = iso_utc(event["at"])
     document["delivered_at"] = iso_utc(event["delivered_at"])
     if record is not None:

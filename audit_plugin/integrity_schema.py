@@ -1,8 +1,12 @@
 """Tables for integrity and privacy, beside ``message_audit_log`` in the same metadata.
 
 * ``message_audit_events``: the append-only lifecycle. One row per recorded
-  message (``kind="record"``), per status change or retry (``"status"``) and
-  per retention run (``"retention"``); rows are never updated. ``sequence``
+  message (``kind="record"``), per status change or retry (``"status"``), per
+  update reported after the message's status was final (``"late"``: kept, not
+  applied) and per retention run (``"retention"``); rows are never updated.
+  ``operation_id`` is the identity a status update carried; a message holds
+  each one at most once (a unique index), which is what makes a redelivered
+  report a no-op. ``sequence``
   numbers the entries of one chain (``chain_id``) without gaps, and the hash
   columns link each entry to the one before it (see :mod:`audit_plugin.chain`).
 * ``message_audit_chain``: one row per chain: its hash version and the prune
@@ -14,7 +18,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table, Text
+from sqlalchemy import BigInteger, Column, Connection, Index, Integer, LargeBinary, String, Table, Text, inspect, text
+from sqlalchemy.schema import CreateIndex
 
 from audit_plugin.schema import UTCDateTime, metadata
 
@@ -34,11 +39,22 @@ events = Table(
     Column("retry_count", Integer),
     Column("error", Text),
     Column("delivered_at", UTCDateTime()),
+    Column("operation_id", String(1024)),
     Column("entry_digest", String(64)),
     Column("prev_hash", String(64)),
     Column("entry_hash", String(64)),
     Index("idx_events_message", "message_id", "sequence"),
 )
+
+operations_index = Index(
+    "idx_events_operation",
+    events.c.message_id,
+    events.c.operation_id,
+    unique=True,
+    sqlite_where=text("operation_id IS NOT NULL"),
+    postgresql_where=text("operation_id IS NOT NULL"),
+)
+"""Each operation applies to a message once; entries without an operation id are not indexed."""
 
 chains = Table(
     CHAINS_TABLE,
@@ -62,3 +78,19 @@ subject_keys = Table(
     Column("erased_at", UTCDateTime()),
     Index("idx_keys_subject", "subject_id"),
 )
+
+
+def upgrade(connection: Connection) -> None:
+    """Add what a database made before ``operation_id`` existed lacks: the column and its unique index.
+
+    Idempotent and cheap when nothing is missing (two catalogue reads). Run
+    it in a write transaction, after ``create_all``: adding a nullable column
+    is a catalogue change only; building the index reads the events table
+    once, holding off writers meanwhile.
+    """
+    found = inspect(connection)
+    if "operation_id" not in {column["name"] for column in found.get_columns(EVENTS_TABLE)}:
+        if_not_exists = "IF NOT EXISTS " if connection.dialect.name == "postgresql" else ""
+        connection.execute(text(f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN {if_not_exists}operation_id VARCHAR(1024)"))
+    if operations_index.name not in {index["name"] for index in found.get_indexes(EVENTS_TABLE)}:
+        connection.execute(CreateIndex(operations_index, if_not_exists=True))

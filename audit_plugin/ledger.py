@@ -12,7 +12,7 @@ each) are computed while it is held.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +21,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from audit_plugin import chain
+from audit_plugin import chain, transitions
 from audit_plugin import validation as v
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.integrity_schema import chains, events
@@ -29,8 +29,11 @@ from audit_plugin.records import StatusUpdate
 
 DEFAULT_CHAIN_ID = "default"
 
+BOUND_EVENT_FIELDS: tuple[str, ...] = (*chain.EVENT_FIELDS, *chain.OPTIONAL_EVENT_FIELDS)
+"""The event columns of an entry, in the order backends bind them."""
+
 LINKED_COLUMNS: tuple[str, ...] = (
-    *chain.EVENT_FIELDS,
+    *BOUND_EVENT_FIELDS,
     "entry_digest",
     "chain_id",
     "sequence",
@@ -69,6 +72,16 @@ class LedgeredRow(dict[str, Any]):
         self.digest = digest
 
 
+class FallbackRow(LedgeredRow):
+    """A record stored only if its message has none yet (the consume side's copy of the message).
+
+    Usually the producer's record is stored already, so a backend inserts
+    these expecting conflicts rather than treating one as a surprise.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(slots=True)
 class LedgerBatch:
     """The entries a write batch may append, prepared before the batch's transaction.
@@ -79,8 +92,10 @@ class LedgerBatch:
 
     records: dict[str, PendingEntry]
     """One record entry per distinct ``message_id`` (the first row wins), in batch order."""
-    changes: list[tuple[str, PendingEntry]]
-    """One status entry per update, in order, with its ``message_id``."""
+    changes: list[tuple[StatusUpdate, PendingEntry]]
+    """One status entry per update, in order, with its update."""
+    late_entry: Callable[[StatusUpdate], PendingEntry]
+    """Builds the ``"late"`` entry of an update found not to apply (rare: built only then)."""
 
     def __iter__(self) -> Iterator[PendingEntry]:
         """Every prepared entry, appended or not."""
@@ -88,11 +103,22 @@ class LedgerBatch:
         for _, entry in self.changes:
             yield entry
 
-    def entries(self, inserted: Iterable[str], applied: set[str]) -> list[PendingEntry]:
-        """Record entries of the ``inserted`` ids, then status entries of updates to ``applied`` ids."""
-        return [self.records[message_id] for message_id in inserted] + [
-            entry for message_id, entry in self.changes if message_id in applied
-        ]
+    def only(self, updates: Sequence[StatusUpdate]) -> LedgerBatch:
+        """This batch with the status entries of ``updates`` only (a subset of its own, same objects)."""
+        if len(updates) == len(self.changes):
+            return self
+        kept = {id(update) for update in updates}
+        return LedgerBatch(self.records, [c for c in self.changes if id(c[0]) in kept], self.late_entry)
+
+    def entries(self, inserted: Iterable[str], kinds: Sequence[str | None]) -> list[PendingEntry]:
+        """Record entries of the ``inserted`` ids, then each update's entry of its kind (``None``: none)."""
+        entries = [self.records[message_id] for message_id in inserted]
+        for (change, entry), kind in zip(self.changes, kinds, strict=True):
+            if kind == transitions.APPLIED:
+                entries.append(entry)
+            elif kind == transitions.LATE:
+                entries.append(self.late_entry(change))
+        return entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,29 +169,34 @@ class Ledger:
                     if isinstance(row, LedgeredRow)
                     else self.record_entry(row)
                 )
-        return LedgerBatch(records, [(u.message_id, self.status_entry(u)) for u in updates])
+        return LedgerBatch(records, [(u, self.status_entry(u)) for u in updates], self.late_entry)
 
-    def ledgered(self, row: Mapping[str, Any]) -> LedgeredRow:
-        """``row`` with its ``"record"`` entry's digest (see :class:`LedgeredRow`)."""
-        return LedgeredRow(row, self.record_entry(row).digest)
+    def ledgered(self, row: Mapping[str, Any], *, fallback: bool = False) -> LedgeredRow:
+        """``row`` with its ``"record"`` entry's digest (see :class:`LedgeredRow`, :class:`FallbackRow`)."""
+        return (FallbackRow if fallback else LedgeredRow)(row, self.record_entry(row).digest)
 
     def record_entry(self, row: Mapping[str, Any]) -> PendingEntry:
         """The ``"record"`` entry for a newly inserted ``message_audit_log`` row."""
         event = record_event(row)
         return PendingEntry(event, chain.entry_digest(event, row) if self.hashing else None)
 
-    def status_entry(self, update: StatusUpdate) -> PendingEntry:
-        """The ``"status"`` entry for an applied status change (or retry)."""
+    def status_entry(self, update: StatusUpdate, kind: str = transitions.APPLIED) -> PendingEntry:
+        """The ``"status"`` entry for an applied status change (or retry); ``kind="late"`` for one not applied."""
         event = {
-            "kind": "status",
+            "kind": kind,
             "message_id": update.message_id,
             "status": update.status.value,
             "at": update.at,
             "retry_count": update.retry_count,
             "error": update.error_message,
             "delivered_at": update.delivered_at,
+            "operation_id": update.operation_id,
         }
         return PendingEntry(event, chain.entry_digest(event) if self.hashing else None)
+
+    def late_entry(self, update: StatusUpdate) -> PendingEntry:
+        """The ``"late"`` entry of an update reported after its message's status was final."""
+        return self.status_entry(update, transitions.LATE)
 
     def retention_entry(self, cutoff: datetime, deleted: int) -> PendingEntry:
         """A retention run: records older than ``cutoff`` were deleted (``retry_count`` holds how many)."""
@@ -177,6 +208,7 @@ class Ledger:
             "retry_count": deleted,
             "error": None,
             "delivered_at": None,
+            "operation_id": None,
         }
         return PendingEntry(event, chain.entry_digest(event) if self.hashing else None)
 
@@ -303,6 +335,7 @@ def record_event(row: Mapping[str, Any]) -> dict[str, Any]:
         "retry_count": row["retry_count"],
         "error": row["error_message"],
         "delivered_at": row["delivered_at"],
+        "operation_id": None,
     }
 
 

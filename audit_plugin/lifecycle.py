@@ -19,9 +19,12 @@ class LifecycleStep:
     """One lifecycle event of a message.
 
     ``kind`` is ``"record"`` for the first (the message was recorded; ``at``
-    is its creation time) and ``"status"`` for each later change or retry
-    (``at`` is when it was reported). ``seconds`` is the time until the next
-    step, ``None`` for the last one.
+    is its creation time), ``"status"`` for each later change or retry
+    (``at`` is when it was reported) and ``"late"`` for an update reported
+    after the status was final (kept, not applied: a redelivery's second
+    outcome, a producer's report that arrived after the consumer's).
+    ``operation_id`` is the identity the update carried, if any. ``seconds``
+    is the time until the next step, ``None`` for the last one.
     """
 
     sequence: int
@@ -32,11 +35,12 @@ class LifecycleStep:
     error: str | None
     delivered_at: datetime | None
     seconds: float | None
+    operation_id: str | None = None
 
 
 async def message_history(engine: AsyncEngine, message_id: str) -> list[LifecycleStep]:
     stmt = (
-        select(e.sequence, e.kind, e.status, e.at, e.retry_count, e.error, e.delivered_at)
+        select(e.sequence, e.kind, e.status, e.at, e.retry_count, e.error, e.delivered_at, e.operation_id)
         .where(e.message_id == message_id, e.kind != "retention")
         .order_by(e.sequence)
     )
@@ -55,6 +59,7 @@ async def message_history(engine: AsyncEngine, message_id: str) -> list[Lifecycl
                 error=row.error,
                 delivered_at=row.delivered_at,
                 seconds=(following - row.at).total_seconds() if following is not None else None,
+                operation_id=row.operation_id,
             )
         )
     return steps

@@ -45,7 +45,7 @@ from audit_plugin.exceptions import (
     TrailStateError,
 )
 from audit_plugin.hookspecs import hookimpl
-from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
+from audit_plugin.messages import DeliveryReceipt, Message
 from audit_plugin.metrics import PipelineMetrics, SendMetrics, get_meter
 from audit_plugin.records import StatusUpdate
 from audit_plugin.tracing import SendTracer, sampled_ids
@@ -146,9 +146,7 @@ class AuditPlugin:
     @hookimpl
     def audit_retry(self, message: Message, attempt: int, error: BaseException) -> Any:
         """Append a lifecycle event for the retry (status stays PENDING; retry count and error recorded)."""
-        update = StatusUpdate.build(
-            message.message_id, MessageStatus.PENDING, None, f"{type(error).__name__}: {error}", attempt
-        )
+        update = StatusUpdate.retry(message.message_id, attempt, f"{type(error).__name__}: {error}")
         return self._record_status(update, message)
 
     def record_received(self, message: Message, *, trace_id: str | None = None, span_id: str | None = None) -> Any:

@@ -131,6 +131,9 @@ class StatusUpdate:
     """A validated status change for one message; ``None`` fields keep their stored value.
 
     ``at`` is when the change was reported (the lifecycle event's time).
+    ``operation_id`` names the operation (a broker delivery's outcome, one
+    retry): the store applies each operation of a message once, so a
+    redelivered report changes nothing. ``None``: no identity, never deduplicated.
     """
 
     message_id: str
@@ -139,6 +142,7 @@ class StatusUpdate:
     error_message: str | None = None
     retry_count: int | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    operation_id: str | None = None
 
     @classmethod
     def build(
@@ -148,6 +152,8 @@ class StatusUpdate:
         delivered_at: object = None,
         error_message: object = None,
         retry_count: object = None,
+        *,
+        operation_id: object = None,
     ) -> StatusUpdate:
         return cls(
             message_id=v.check_text("message_id", message_id),  # type: ignore[arg-type]
@@ -155,7 +161,29 @@ class StatusUpdate:
             delivered_at=v.to_utc("delivered_at", delivered_at, optional=True),
             error_message=v.check_text("error_message", error_message, optional=True, max_length=None),
             retry_count=v.check_int("retry_count", retry_count, minimum=0, optional=True),
+            operation_id=check_operation_id(operation_id),
         )
+
+    @classmethod
+    def retry(
+        cls, message_id: object, attempt: object, error_message: object, *, operation_id: object = None
+    ) -> StatusUpdate:
+        """Retry number ``attempt`` (1 for the first) is about to start after ``error_message``.
+
+        A retry is a lifecycle event with status PENDING, the retry count and
+        the error; like any non-final update it never touches a message whose
+        outcome is final.
+        """
+        v.check_int("attempt", attempt, minimum=1)
+        return cls.build(message_id, MessageStatus.PENDING, None, error_message, attempt, operation_id=operation_id)
+
+
+def check_operation_id(operation_id: object) -> str | None:
+    """An operation id is non-empty storable text of at most 1024 characters, or ``None``."""
+    value = v.check_text("operation_id", operation_id, optional=True)
+    if value == "":
+        raise InvalidFieldError("operation_id", "must not be empty (use None for no identity)")
+    return value
 
 
 @dataclass(slots=True)

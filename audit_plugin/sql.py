@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import AuditStoreError, driver_message
-from audit_plugin.ledger import Ledger
+from audit_plugin.integrity_schema import upgrade
+from audit_plugin.ledger import FallbackRow, Ledger
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
 from audit_plugin.schema import (
@@ -32,6 +33,7 @@ from audit_plugin.schema import (
     json_text_passthrough,
     metadata,
 )
+from audit_plugin.transitions import FINAL_STATUS_VALUES, distinct_operations, entry_kinds
 
 TOP_AGENTS = 10
 """How many agents ``top_senders`` / ``top_receivers`` list."""
@@ -91,14 +93,19 @@ def first_per_message_id(rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, A
 
 
 def merge_updates(updates: Sequence[StatusUpdate]) -> list[StatusUpdate]:
-    """One update per message with the effect of applying ``updates`` in order.
+    """One update per message with the effect of applying ``updates`` in order to a non-final status.
 
     A later update sets the status; its ``None`` fields keep what earlier
-    ones set (as they keep the stored value). Bulk ``UPDATE ... FROM`` needs
-    this: it applies at most one source row per target row.
+    ones set (as they keep the stored value). Updates after a message's
+    first final one are not applied (see :mod:`audit_plugin.transitions`).
+    Bulk ``UPDATE ... FROM`` needs this: it applies at most one source row
+    per target row.
     """
     merged: dict[str, StatusUpdate] = {}
+    closed: set[str] = set()
     for later in updates:
+        if later.message_id in closed:
+            continue
         earlier = merged.get(later.message_id)
         if earlier is not None:
             later = dataclasses.replace(  # keeps the later update's time, not a new one
@@ -108,6 +115,8 @@ def merge_updates(updates: Sequence[StatusUpdate]) -> list[StatusUpdate]:
                 retry_count=later.retry_count if later.retry_count is not None else earlier.retry_count,
             )
         merged[later.message_id] = later
+        if later.status.is_final:
+            closed.add(later.message_id)
     return list(merged.values())
 
 
@@ -130,8 +139,8 @@ class FoldedBatch:
     usually land in the same batch; writing the final row once is far cheaper
     than an insert and an ``UPDATE`` (on PostgreSQL a status update rewrites
     the row and every index). If a row turns out to be stored already (so its
-    insert is skipped), the writer still applies its folded update to the
-    stored row.
+    insert is skipped), the writer applies the message's merged update to the
+    stored row instead (:meth:`updates_of`), unless that row is final.
     """
 
     rows: Sequence[dict[str, Any]]
@@ -140,27 +149,60 @@ class FoldedBatch:
     """Updates folded into ``rows``."""
     rest: list[StatusUpdate]
     """Updates of messages not inserted in this batch, at most one per message."""
+    updates: Sequence[StatusUpdate] = ()
+    """Every update of the batch, in order, repeated operations removed."""
+    merged: dict[str, StatusUpdate] = dataclasses.field(default_factory=dict)
+    """Per message, the merged update a stored non-final row gets."""
+    final_rows: frozenset[str] = frozenset()
+    """Ids of ``rows`` whose own status is final (nothing folds into them)."""
+    fallback_ids: frozenset[str] = frozenset()
+    """Ids of ``rows`` that are :class:`~audit_plugin.ledger.FallbackRow` (probably stored already)."""
 
     @classmethod
     def of(cls, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> FoldedBatch:
         rows = first_per_message_id(rows)
-        pending = {u.message_id: u for u in merge_updates(updates)}
+        updates = distinct_operations(updates)
+        merged = {u.message_id: u for u in merge_updates(updates)}
+        fallback_ids = frozenset(row["message_id"] for row in rows if isinstance(row, FallbackRow))
+        pending = dict(merged)
         if not rows or not pending:
-            return cls(rows, [], list(pending.values()))
+            return cls(rows, [], list(pending.values()), updates, merged, frozenset(), fallback_ids)
         folded: list[StatusUpdate] = []
+        final_rows: set[str] = set()
         out: list[dict[str, Any]] = []
         for row in rows:
             update = pending.pop(row["message_id"], None)
             if update is None:
                 out.append(row)
+            elif row["status"] in FINAL_STATUS_VALUES:
+                final_rows.add(row["message_id"])
+                out.append(row)
             else:
                 out.append(with_update(row, update))
                 folded.append(update)
-        return cls(out, folded, list(pending.values()))
+        return cls(out, folded, list(pending.values()), updates, merged, frozenset(final_rows), fallback_ids)
 
     @property
     def folded_ids(self) -> set[str]:
         return {u.message_id for u in self.folded}
+
+    def updates_of(self, message_ids: Iterable[str]) -> list[StatusUpdate]:
+        """The merged updates of ``message_ids`` (rows found stored), for their stored rows."""
+        return [self.merged[message_id] for message_id in message_ids if message_id in self.merged]
+
+    def settle(
+        self, inserted: Collection[str], opened: Collection[str], stored: Collection[str]
+    ) -> tuple[list[str | None], set[str]]:
+        """Each update's entry kind (see :func:`~audit_plugin.transitions.entry_kinds`) and the stored ids.
+
+        ``inserted``: ids this batch inserted; ``opened``: ids whose merged
+        update was applied to a stored row; ``stored``: ids stored before the
+        batch (at least those of the other updates). The stored ids are the
+        updated messages that exist: what the callers of their updates learn.
+        """
+        kinds = entry_kinds(self.updates, final_rows=self.final_rows, inserted=inserted, opened=opened, stored=stored)
+        existing = {u.message_id for u, kind in zip(self.updates, kinds, strict=True) if kind is not None}
+        return kinds, existing
 
 
 class SQLBackend:
@@ -204,6 +246,7 @@ class SQLBackend:
             async with self.engine.begin() as conn:
                 await conn.run_sync(metadata.create_all, checkfirst=True)
             async with self.write_transaction() as conn:
+                await conn.run_sync(upgrade)
                 await self.ledger.ensure_chain(conn)
         except (DBAPIError, OSError) as exc:
             where = self.engine.url.render_as_string(hide_password=True)

@@ -245,10 +245,11 @@ class MessageAuditTrail:
         row = self._record_row(message, trace_id=trace_id, span_id=span_id)
         return writer.submit(row=row)
 
-    def _record_row(self, message: Message, **fields: Any) -> dict[str, Any]:
+    def _record_row(self, message: Message, *, fallback: bool = False, **fields: Any) -> dict[str, Any]:
         if not isinstance(message, Message):
             raise v.FieldTypeError("message", "audit_plugin.Message", message)
-        return self.ledger.ledgered(record_row(message, payload_json=self.protection.encode(message), **fields))
+        row = record_row(message, payload_json=self.protection.encode(message), **fields)
+        return self.ledger.ledgered(row, fallback=fallback)
 
     async def update_message_status(
         self,
@@ -257,15 +258,102 @@ class MessageAuditTrail:
         delivered_at: datetime | None = None,
         error_message: str | None = None,
         retry_count: int | None = None,
+        *,
+        operation_id: str | None = None,
     ) -> bool:
         """Set a message's status (and, when given, delivery time, error, retries).
 
         Returns ``False`` if no message with ``message_id`` is stored. Fields
-        left as ``None`` keep their stored value.
+        left as ``None`` keep their stored value. A message whose status is
+        final (DELIVERED, FAILED, EXPIRED) keeps it: a later update is kept in
+        its lifecycle as a ``"late"`` step and not applied. An update whose
+        ``operation_id`` the message already holds changes nothing (a
+        redelivered report); see ``docs/lifecycle.md``.
         """
-        update = StatusUpdate.build(message_id, status, delivered_at, error_message, retry_count)
+        update = StatusUpdate.build(
+            message_id, status, delivered_at, error_message, retry_count, operation_id=operation_id
+        )
         future = await self._require_writer().put(update=update)
         return bool(await future)
+
+    async def record_retry(
+        self, message_id: str, attempt: int, error_message: str | None, *, operation_id: str | None = None
+    ) -> bool:
+        """Append retry number ``attempt`` (1 for the first) after ``error_message`` to the lifecycle.
+
+        The status stays PENDING with ``retry_count = attempt``; a retry of a
+        message whose status is final is kept as a ``"late"`` step and not
+        applied. Deduplicated by ``operation_id`` like any status update.
+        Returns ``False`` if no message with ``message_id`` is stored.
+        """
+        update = StatusUpdate.retry(message_id, attempt, error_message, operation_id=operation_id)
+        future = await self._require_writer().put(update=update)
+        return bool(await future)
+
+    async def record_outcome(
+        self,
+        message: Message,
+        status: MessageStatus,
+        *,
+        delivered_at: datetime | None = None,
+        error_message: str | None = None,
+        retry_count: int | None = None,
+        operation_id: str | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+    ) -> None:
+        """Record ``message``'s outcome as the consume side saw it; return once committed.
+
+        ``message`` is stored as its record (PENDING) unless a record with its
+        ``message_id`` is stored already (normally the producer's), and the
+        outcome is applied to whichever record is stored, in the same
+        transaction: an outcome that overtakes the producer's record, or has
+        no producer's record at all, is never lost. A producer's record
+        arriving later is a no-op, so it never moves a final status back.
+        The status rules and ``operation_id`` are those of
+        :meth:`update_message_status`.
+        """
+        await (
+            await self.enqueue_outcome(
+                message,
+                status,
+                delivered_at=delivered_at,
+                error_message=error_message,
+                retry_count=retry_count,
+                operation_id=operation_id,
+                trace_id=trace_id,
+                span_id=span_id,
+            )
+        )
+
+    async def enqueue_outcome(
+        self,
+        message: Message,
+        status: MessageStatus,
+        *,
+        delivered_at: datetime | None = None,
+        error_message: str | None = None,
+        retry_count: int | None = None,
+        operation_id: str | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+        timeout: float | None = None,
+    ) -> asyncio.Future[Any]:
+        """Validate and queue :meth:`record_outcome`'s record and outcome as one operation; return its future.
+
+        The future resolves when both are committed (``"buffered"``
+        durability need not wait for it). Under the ``"block"`` policy this
+        waits for queue space, at most ``timeout`` seconds.
+        """
+        writer = self._require_writer()
+        if not isinstance(message, Message):
+            raise v.FieldTypeError("message", "audit_plugin.Message", message)
+        update = StatusUpdate.build(
+            message.message_id, status, delivered_at, error_message, retry_count, operation_id=operation_id
+        )
+        await self.protection.prepare(message)
+        row = self._record_row(message, fallback=True, trace_id=trace_id, span_id=span_id)
+        return await writer.put(row=row, update=update, timeout=timeout)
 
     def enqueue_status_nowait(self, update: StatusUpdate) -> asyncio.Future[Any] | None:
         """Queue a validated status update without waiting; ``None`` if full and blocking."""

@@ -15,7 +15,8 @@ for every entry after the prune point:
 
 Then, if the chain is intact: every row of ``message_audit_log`` has a record
 entry (a row inserted behind the writer's back has none), and each message's
-current status is the status of its last lifecycle entry.
+current status is the status of its last lifecycle entry that applied (a
+``"late"`` entry records an update that was not applied).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from audit_plugin.checkpoint import Checkpoint
 from audit_plugin.integrity_schema import events
 from audit_plugin.ledger import ChainHead, Ledger
 from audit_plugin.schema import audit_log
+from audit_plugin.transitions import APPLIED
 
 STREAM_CHUNK = 2000
 e = events.c
@@ -222,7 +224,7 @@ async def _state_problem(conn: Any, chain_id: str) -> tuple[str, str] | None:
         return orphan, "record is in message_audit_log but not in the chain (inserted behind the writer)"
     last = (
         select(e.message_id, func.max(e.sequence).label("sequence"))
-        .where(e.chain_id == chain_id, e.kind != "retention")
+        .where(e.chain_id == chain_id, e.kind.in_(("record", APPLIED)))
         .group_by(e.message_id)
         .subquery()
     )

@@ -47,22 +47,23 @@ async def test_update_message_status(trail: MessageAuditTrail) -> None:
     await trail.log_message(message)
     delivered = BASE_TIME + timedelta(seconds=2)
 
-    assert await trail.update_message_status(
-        message.message_id, MessageStatus.DELIVERED, delivered_at=delivered, retry_count=2
-    )
+    assert await trail.update_message_status(message.message_id, "sent", error_message="slow link", retry_count=2)
+    record = await trail.get_message(message.message_id)
+    assert record is not None
+    assert (record.status, record.error_message, record.retry_count) == (MessageStatus.SENT, "slow link", 2)
+
+    # Fields left as None keep their stored value.
+    assert await trail.update_message_status(message.message_id, MessageStatus.DELIVERED, delivered_at=delivered)
     record = await trail.get_message(message.message_id)
     assert record is not None
     assert record.status is MessageStatus.DELIVERED
     assert record.delivered_at == delivered
-    assert record.retry_count == 2
+    assert (record.error_message, record.retry_count) == ("slow link", 2)
     assert record.delivery_seconds == 2.0
 
-    # Fields left as None keep their stored value.
+    # A final status is final: a later outcome is acknowledged (the record exists) but not applied.
     assert await trail.update_message_status(message.message_id, "failed", error_message="boom")
-    record = await trail.get_message(message.message_id)
-    assert record is not None
-    assert (record.status, record.error_message, record.retry_count) == (MessageStatus.FAILED, "boom", 2)
-    assert record.delivered_at == delivered
+    assert await trail.get_message(message.message_id) == record
 
 
 async def test_update_unknown_message_returns_false(trail: MessageAuditTrail) -> None:

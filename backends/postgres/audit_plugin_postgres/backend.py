@@ -39,18 +39,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_plugin.backend import BucketUnit
-from audit_plugin.chain import EVENT_FIELDS
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
-from audit_plugin.ledger import LINKED_COLUMNS, ChainHead, LedgerBatch, PendingEntry
+from audit_plugin.ledger import BOUND_EVENT_FIELDS, LINKED_COLUMNS, ChainHead, LedgerBatch, PendingEntry
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
 from audit_plugin.sql import FoldedBatch, SQLBackend, delivered_in_window
+from audit_plugin.transitions import FINAL_STATUS_VALUES, distinct_operations, operations
 
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
 _as_record = operator.itemgetter(*COLUMNS)
 """A row dict as a tuple in column order (in C: this runs once per stored message)."""
 _ID = COLUMNS.index("message_id")
+_NOT_FINAL = "t.status NOT IN (" + ", ".join(f"'{value}'" for value in sorted(FINAL_STATUS_VALUES)) + ")"
+"""Updates apply to rows whose status is not final (see :mod:`audit_plugin.transitions`)."""
 _UPDATE_FROM_ARRAYS = f"""
 UPDATE {TABLE_NAME} AS t SET
     status = u.status,
@@ -59,7 +61,7 @@ UPDATE {TABLE_NAME} AS t SET
     retry_count = COALESCE(u.retry_count, t.retry_count)
 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int4[])
     AS u(message_id, status, delivered_at, error_message, retry_count)
-WHERE t.message_id = u.message_id
+WHERE t.message_id = u.message_id AND {_NOT_FINAL}
 RETURNING t.message_id
 """
 
@@ -80,10 +82,19 @@ WITH inserted AS (
         retry_count = COALESCE(u.retry_count, t.retry_count)
     FROM unnest(${_U + 1}::text[], ${_U + 2}::text[], ${_U + 3}::timestamptz[], ${_U + 4}::text[], ${_U + 5}::int4[])
         AS u(message_id, status, delivered_at, error_message, retry_count)
-    WHERE t.message_id = u.message_id
+    WHERE t.message_id = u.message_id AND {_NOT_FINAL}
     RETURNING t.message_id
+), found AS (
+    SELECT message_id FROM {TABLE_NAME} WHERE message_id = ANY(${_U + 1}::text[])
 )
-SELECT true AS inserted, message_id FROM inserted UNION ALL SELECT false, message_id FROM updated
+SELECT 'i' AS tag, message_id FROM inserted
+UNION ALL SELECT 'u', message_id FROM updated
+UNION ALL SELECT 's', message_id FROM found
+"""
+_INSERT_RETURNING = f"""
+INSERT INTO {TABLE_NAME} ({", ".join(COLUMNS)}) SELECT * FROM unnest({_UNNEST_ROWS})
+ON CONFLICT (message_id) DO NOTHING
+RETURNING message_id
 """
 
 ONE_STATEMENT_MAX = 256
@@ -175,55 +186,79 @@ class PostgresBackend(SQLBackend):
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
         batch = FoldedBatch.of(rows, updates)
-        lifecycle = self.ledger.prepare(rows, updates)
+        lifecycle = self.ledger.prepare(rows, batch.updates)
         records = {row["message_id"]: _as_record(row) for row in batch.rows}
+        update_ids = {u.message_id for u in updates}
         async with self.writing() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             try:
                 try:
-                    return await self._write(driver, records, batch, lifecycle, optimistic=True)
+                    return await self._write(driver, rows, records, batch, lifecycle, update_ids, optimistic=True)
                 except _Conflict:
-                    return await self._write(driver, records, batch, lifecycle, optimistic=False)
+                    return await self._write(driver, rows, records, batch, lifecycle, update_ids, optimistic=False)
             except CONNECTION_ERRORS as exc:  # writing() discards the connection
                 raise ConnectionError(f"PostgreSQL connection lost: {type(exc).__name__}: {exc}") from exc
 
     async def _write(
         self,
         driver: asyncpg.Connection,
+        rows: Sequence[dict[str, Any]],
         records: dict[str, tuple[Any, ...]],
         batch: FoldedBatch,
         lifecycle: LedgerBatch,
+        update_ids: set[str],
         *,
         optimistic: bool,
     ) -> set[str]:
-        """One batch in one transaction; ``optimistic``: no record stored yet, the chain head kept from last time.
+        """One batch in one transaction; ``optimistic``: no record stored yet (but fallback ones), no operation id
+        stored yet, the chain head kept from last time.
 
         Raises :class:`_Conflict` (after rolling back) when an assumption fails.
+        Returns the ids among ``update_ids`` that are stored.
         """
         kept_head, self.ledger.kept_head = self.ledger.kept_head, None
         chain_id = self.ledger.chain_id
         await driver.execute(f"BEGIN; SELECT pg_advisory_xact_lock({chain_lock_key(chain_id)})")
         try:
             stored: set[str] = set()
-            if not optimistic and records:
-                stored = {row[0] for row in await driver.fetch(_STORED_IDS, list(records))}
+            if not optimistic:
+                looked_up = [*records, *(update_ids - records.keys())]
+                stored = {row[0] for row in await driver.fetch(_STORED_IDS, looked_up)} if looked_up else set()
+                with_operations = [message_id for message_id, _ in operations(batch.updates)]
+                if with_operations:
+                    applied = {(row[0], row[1]) for row in await driver.fetch(_STORED_OPERATIONS, with_operations)}
+                    distinct = distinct_operations(batch.updates, applied)
+                    if len(distinct) != len(batch.updates):
+                        batch = FoldedBatch.of(rows, distinct)
+                        lifecycle = lifecycle.only(batch.updates)
+                        records = {row["message_id"]: _as_record(row) for row in batch.rows}
             new_records = [record for message_id, record in records.items() if message_id not in stored]
             if len(new_records) + len(batch.rest) + len(batch.folded) <= ONE_STATEMENT_MAX:
-                inserted, found = await _write_in_one_statement(driver, new_records, batch.rest + batch.folded)
+                pending = batch.rest + batch.updates_of(records)
+                inserted, opened, found = await _write_in_one_statement(driver, new_records, pending)
+                stored |= found
             else:
                 try:
-                    pending = batch.rest + [u for u in batch.folded if u.message_id in stored]
-                    found = await _write_with_copy(driver, new_records, pending)
+                    if optimistic and batch.fallback_ids:
+                        fallback = [records[message_id] for message_id in records if message_id in batch.fallback_ids]
+                        taken = await _insert_returning(driver, fallback)
+                        stored = {message_id for message_id in batch.fallback_ids if message_id not in taken}
+                        new_records = [r for message_id, r in records.items() if message_id not in batch.fallback_ids]
+                    pending = batch.rest + batch.updates_of(m for m in records if m in stored)
+                    opened = await _write_with_copy(driver, new_records, pending)
                 except asyncpg.UniqueViolationError:
                     if not optimistic:
                         raise
                     raise _Conflict from None
                 inserted = [message_id for message_id in records if message_id not in stored]
-            applied = found | batch.folded_ids
+                unknown = [u.message_id for u in batch.rest if u.message_id not in opened]
+                if optimistic and unknown:
+                    stored |= {row[0] for row in await driver.fetch(_STORED_IDS, unknown)}
+            kinds, existing = batch.settle(inserted, opened, stored)
             head = kept_head if optimistic else None
-            entries = lifecycle.entries(inserted, applied)
+            entries = lifecycle.entries(inserted, kinds)
             if entries:
-                head, linked = await self._append_lifecycle(driver, head, entries)
+                head, linked = await self._append_lifecycle(driver, head, entries, optimistic=optimistic)
                 if not linked:
                     raise _Conflict
             await driver.execute("COMMIT")
@@ -233,17 +268,17 @@ class PostgresBackend(SQLBackend):
                     await driver.execute("ROLLBACK")
             raise
         self.ledger.kept_head = head
-        return applied
+        return existing | (stored & update_ids)
 
     async def _append_lifecycle(
-        self, driver: asyncpg.Connection, head: ChainHead | None, entries: list[PendingEntry]
+        self, driver: asyncpg.Connection, head: ChainHead | None, entries: list[PendingEntry], *, optimistic: bool
     ) -> tuple[ChainHead, bool]:
         """Link ``entries`` after ``head`` (read under the lock when ``None``) and ``COPY`` them in.
 
         Returns the new head and whether the entries went in: ``False`` when
-        ``head`` was a kept one and its successor's sequence number is taken.
+        ``optimistic`` and a sequence number (``head`` was a kept one that
+        another writer moved) or an operation id is taken.
         """
-        trusted = head is None
         if head is None:
             last = await driver.fetchrow(_CHAIN_HEAD, self.ledger.chain_id)
             head = ChainHead.of(last if last is not None else await driver.fetchrow(_PRUNE_POINT, self.ledger.chain_id))
@@ -256,7 +291,7 @@ class PostgresBackend(SQLBackend):
         try:
             await driver.copy_records_to_table(EVENTS_TABLE, records=rows, columns=LINKED_COLUMNS)
         except asyncpg.UniqueViolationError:
-            if trusted:
+            if not optimistic:
                 raise
             return head, False
         return new_head, True
@@ -267,9 +302,13 @@ class _Conflict(Exception):
 
 
 _STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id = ANY($1::text[])"
+_STORED_OPERATIONS = (
+    f"SELECT message_id, operation_id FROM {EVENTS_TABLE} "
+    "WHERE operation_id IS NOT NULL AND message_id = ANY($1::text[])"
+)
 _CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1"
 _PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = $1"
-_event_values = operator.itemgetter(*EVENT_FIELDS)
+_event_values = operator.itemgetter(*BOUND_EVENT_FIELDS)
 
 
 def chain_lock_key(chain_id: str) -> int:
@@ -290,17 +329,29 @@ def _update_arrays(updates: list[StatusUpdate]) -> list[list[Any]]:
 
 async def _write_in_one_statement(
     driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate]
-) -> tuple[list[str], set[str]]:
-    """Insert and update in one statement (one round trip); return the inserted ids (in order) and the updated ids.
+) -> tuple[list[str], set[str], set[str]]:
+    """Insert and update in one statement (one round trip).
 
-    The ``UPDATE`` sees the table as it was before the statement, so of the
-    folded updates it touches only rows whose insert was skipped as already
+    Returns the inserted ids (in order), the ids whose update applied, and
+    the ids of ``updates`` stored before the statement. The ``UPDATE`` sees
+    the table as it was before the statement, so of the updates of rows in
+    this batch it touches only rows whose insert was skipped as already
     stored: exactly the ones that still need it.
     """
     row_arrays = [[record[index] for record in records] for index in range(len(COLUMNS))]
     result = await driver.fetch(_INSERT_AND_UPDATE, *row_arrays, *_update_arrays(updates))
-    inserted = {row[1] for row in result if row[0]}
-    return [record[_ID] for record in records if record[_ID] in inserted], {row[1] for row in result if not row[0]}
+    inserted = {row[1] for row in result if row[0] == "i"}
+    return (
+        [record[_ID] for record in records if record[_ID] in inserted],
+        {row[1] for row in result if row[0] == "u"},
+        {row[1] for row in result if row[0] == "s"},
+    )
+
+
+async def _insert_returning(driver: asyncpg.Connection, records: list[tuple[Any, ...]]) -> set[str]:
+    """Insert those of ``records`` whose message is not stored (inside the caller's transaction); return their ids."""
+    row_arrays = [[record[index] for record in records] for index in range(len(COLUMNS))]
+    return {row[0] for row in await driver.fetch(_INSERT_RETURNING, *row_arrays)}
 
 
 async def _write_with_copy(

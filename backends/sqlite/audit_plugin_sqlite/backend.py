@@ -36,13 +36,13 @@ from sqlalchemy import ColumnElement, Integer, cast, event, func
 from sqlalchemy.engine import make_url
 
 from audit_plugin.backend import BucketUnit
-from audit_plugin.chain import EVENT_FIELDS
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
-from audit_plugin.ledger import LINKED_COLUMNS, ChainHead, LedgerBatch
+from audit_plugin.ledger import BOUND_EVENT_FIELDS, LINKED_COLUMNS, ChainHead, LedgerBatch, PendingEntry
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
 from audit_plugin.sql import FoldedBatch, SQLBackend
+from audit_plugin.transitions import FINAL_STATUS_VALUES, distinct_operations, operations
 
 T = TypeVar("T")
 
@@ -65,11 +65,17 @@ UPDATES_PER_STATEMENT = 1000
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
 _DATETIME_INDEXES = (COLUMNS.index("timestamp"), COLUMNS.index("delivered_at"))
 _in_column_order = operator.itemgetter(*COLUMNS)
-_EVENT_DATETIME_INDEXES = (EVENT_FIELDS.index("at"), EVENT_FIELDS.index("delivered_at"))
-_event_in_column_order = operator.itemgetter(*EVENT_FIELDS)
+_EVENT_DATETIME_INDEXES = (BOUND_EVENT_FIELDS.index("at"), BOUND_EVENT_FIELDS.index("delivered_at"))
+_event_in_column_order = operator.itemgetter(*BOUND_EVENT_FIELDS)
 
 _IGNORING_STORED_IDS = " ON CONFLICT (message_id) DO NOTHING"
+_RETURNING_INSERTED = " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
 _STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id IN (SELECT value FROM json_each(?))"
+_STORED_OPERATIONS = (
+    f"SELECT message_id, operation_id FROM {EVENTS_TABLE} "
+    "WHERE operation_id IS NOT NULL AND message_id IN (SELECT value FROM json_each(?))"
+)
+_NOT_FINAL = " AND t.status NOT IN (" + ", ".join(f"'{value}'" for value in sorted(FINAL_STATUS_VALUES)) + ")"
 _CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = ? ORDER BY sequence DESC LIMIT 1"
 _PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = ?"
 
@@ -88,7 +94,7 @@ def _update_from_values(count: int) -> str:
     return (
         f"UPDATE {TABLE_NAME} AS t SET status = u.column2, delivered_at = COALESCE(u.column3, t.delivered_at), "
         "error_message = COALESCE(u.column4, t.error_message), retry_count = COALESCE(u.column5, t.retry_count) "
-        f"FROM (VALUES {values}) AS u WHERE t.message_id = u.column1 RETURNING message_id"
+        f"FROM (VALUES {values}) AS u WHERE t.message_id = u.column1{_NOT_FINAL} RETURNING message_id"
     )
 
 
@@ -169,76 +175,104 @@ class SQLiteBackend(SQLBackend):
         # Everything that needs no database runs here, beside the writer thread's SQLite work:
         # digests, and every row as SQLite parameters.
         batch = FoldedBatch.of(rows, updates)
-        lifecycle = self.ledger.prepare(rows, updates)
-        records = {row["message_id"]: _sqlite_values(row, _in_column_order, _DATETIME_INDEXES) for row in batch.rows}
+        lifecycle = self.ledger.prepare(rows, batch.updates)
+        records = _record_parameters(batch)
         for entry in lifecycle:
-            entry.parameters = (
-                *_sqlite_values(entry.event, _event_in_column_order, _EVENT_DATETIME_INDEXES),
-                entry.digest,
-            )
-        return await self.in_writer_thread(lambda db: self._write(db, records, batch, lifecycle))
+            entry.parameters = _entry_parameters(entry)
+        update_ids = {u.message_id for u in updates}
+        return await self.in_writer_thread(lambda db: self._write(db, rows, records, batch, lifecycle, update_ids))
 
     def _write(
-        self, db: sqlite3.Connection, records: dict[str, list[Any]], batch: FoldedBatch, lifecycle: LedgerBatch
+        self,
+        db: sqlite3.Connection,
+        rows: Sequence[dict[str, Any]],
+        records: dict[str, list[Any]],
+        batch: FoldedBatch,
+        lifecycle: LedgerBatch,
+        update_ids: set[str],
     ) -> set[str]:
         """One batch in one transaction, on the writer thread.
 
         The common case takes four statements (``BEGIN IMMEDIATE``, the
         records, the lifecycle entries, ``COMMIT``): after each one the
         thread must win the GIL back from a busy event loop, so every
-        statement saved counts. It assumes no record is stored yet and that
-        the chain's head is the one this writer committed last. Either
-        assumption failing shows up as a conflict (fewer rows inserted than
-        given; a sequence number already taken, by another writer or a
-        retention run), and the batch is rolled back and written again the
-        careful way: stored ids looked up, the head read under the lock.
+        statement saved counts. It assumes no record is stored yet (except
+        :class:`~audit_plugin.ledger.FallbackRow` ones, inserted apart to
+        learn which are), that no operation id is stored yet, and that the
+        chain's head is the one this writer committed last. Any assumption
+        failing shows up as a conflict (fewer rows inserted than given; an
+        operation id or a sequence number already taken, by another writer
+        or a retention run), and the batch is rolled back and written again
+        the careful way: stored ids and operation ids looked up, the head
+        read under the lock.
         """
         try:
-            return self._write_once(db, records, batch, lifecycle, optimistic=True)
+            return self._write_once(db, rows, records, batch, lifecycle, update_ids, optimistic=True)
         except _Conflict:
             db.execute("ROLLBACK")
-        return self._write_once(db, records, batch, lifecycle, optimistic=False)
+        return self._write_once(db, rows, records, batch, lifecycle, update_ids, optimistic=False)
 
     def _write_once(
         self,
         db: sqlite3.Connection,
+        rows: Sequence[dict[str, Any]],
         records: dict[str, list[Any]],
         batch: FoldedBatch,
         lifecycle: LedgerBatch,
+        update_ids: set[str],
         *,
         optimistic: bool,
     ) -> set[str]:
         kept_head, self.ledger.kept_head = self.ledger.kept_head, None
         db.execute("BEGIN IMMEDIATE")
+        stored: set[str]
         if optimistic:
+            regular = [values for message_id, values in records.items() if message_id not in batch.fallback_ids]
             before = db.total_changes
-            _insert(db, TABLE_NAME, COLUMNS, list(records.values()), _IGNORING_STORED_IDS)
-            if db.total_changes - before != len(records):
+            _insert(db, TABLE_NAME, COLUMNS, regular, _IGNORING_STORED_IDS)
+            if db.total_changes - before != len(regular):
                 raise _Conflict
-            stored: set[str] = set()
-            new_ids = list(records)
+            fallback = [message_id for message_id in records if message_id in batch.fallback_ids]
+            inserted = _insert_returning(db, [records[message_id] for message_id in fallback])
+            stored = {message_id for message_id in fallback if message_id not in inserted}
         else:
-            stored = {row[0] for row in db.execute(_STORED_IDS, (orjson.dumps(list(records)),))} if records else set()
-            new_ids = [message_id for message_id in records if message_id not in stored]
-            _insert(db, TABLE_NAME, COLUMNS, [records[message_id] for message_id in new_ids])
-        pending = batch.rest + [u for u in batch.folded if u.message_id in stored]
-        applied = _apply_updates(db, pending) | batch.folded_ids
-        entries = lifecycle.entries(new_ids, applied)
+            looked_up = [*records, *(update_ids - records.keys())]
+            stored = {row[0] for row in db.execute(_STORED_IDS, (orjson.dumps(looked_up),))} if looked_up else set()
+            with_operations = [m for m, _ in operations(batch.updates)]
+            if with_operations:
+                applied = set(db.execute(_STORED_OPERATIONS, (orjson.dumps(with_operations),)).fetchall())
+                distinct = distinct_operations(batch.updates, applied)
+                if len(distinct) != len(batch.updates):
+                    batch = FoldedBatch.of(rows, distinct)
+                    lifecycle = lifecycle.only(batch.updates)
+                    records = _record_parameters(batch)
+            _insert(db, TABLE_NAME, COLUMNS, [values for m, values in records.items() if m not in stored])
+        new_ids = [message_id for message_id in records if message_id not in stored]
+        opened = _apply_updates(db, batch.rest + batch.updates_of(m for m in records if m in stored))
+        if optimistic:
+            unknown = [u.message_id for u in batch.rest if u.message_id not in opened]
+            if unknown:
+                stored |= {row[0] for row in db.execute(_STORED_IDS, (orjson.dumps(unknown),))}
+        kinds, existing = batch.settle(new_ids, opened, stored)
+        entries = lifecycle.entries(new_ids, kinds)
         chain_id = self.ledger.chain_id
         head = kept_head if optimistic else None
         if entries:
             links, new_head = self.ledger.links(head or self._read_head(db), entries)
-            rows = [(*entry.parameters, chain_id, *link) for entry, link in zip(entries, links, strict=True)]
+            linked = [
+                (*(entry.parameters or _entry_parameters(entry)), chain_id, *link)
+                for entry, link in zip(entries, links, strict=True)
+            ]
             try:
-                _insert(db, EVENTS_TABLE, LINKED_COLUMNS, rows)
+                _insert(db, EVENTS_TABLE, LINKED_COLUMNS, linked)
             except sqlite3.IntegrityError:
-                if head is None:
+                if not optimistic:
                     raise
                 raise _Conflict from None
             head = new_head
         db.execute("COMMIT")
         self.ledger.kept_head = head
-        return applied
+        return existing | (stored & update_ids)
 
     def _read_head(self, db: sqlite3.Connection) -> ChainHead:
         last = db.execute(_CHAIN_HEAD, (self.ledger.chain_id,)).fetchone()
@@ -279,8 +313,26 @@ def _insert(
         db.execute(_insert_statement(table, columns, size, suffix), parameters)
 
 
+def _insert_returning(db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> set[str]:
+    """Insert those of ``rows`` whose message is not stored; return their ids."""
+    inserted: set[str] = set()
+    for start, size in _statement_sizes(len(rows), len(COLUMNS)):
+        parameters = [value for row in rows[start : start + size] for value in row]
+        statement = _insert_statement(TABLE_NAME, COLUMNS, size, _RETURNING_INSERTED)
+        inserted.update(row[0] for row in db.execute(statement, parameters))
+    return inserted
+
+
+def _record_parameters(batch: FoldedBatch) -> dict[str, list[Any]]:
+    return {row["message_id"]: _sqlite_values(row, _in_column_order, _DATETIME_INDEXES) for row in batch.rows}
+
+
+def _entry_parameters(entry: PendingEntry) -> tuple[Any, ...]:
+    return (*_sqlite_values(entry.event, _event_in_column_order, _EVENT_DATETIME_INDEXES), entry.digest)
+
+
 def _apply_updates(db: sqlite3.Connection, updates: Sequence[StatusUpdate]) -> set[str]:
-    """Apply ``updates`` (at most one per message); return the ids that exist."""
+    """Apply ``updates`` (at most one per message) to stored rows that are not final; return their ids."""
     found: set[str] = set()
     for start in range(0, len(updates), UPDATES_PER_STATEMENT):
         chunk = updates[start : start + UPDATES_PER_STATEMENT]
