@@ -134,12 +134,26 @@ class AuditPlugin:
 
     @hookimpl
     def audit_post_delivery(self, message: Message, receipt: DeliveryReceipt) -> Any:
+        return self.record_delivery(message, receipt)
+
+    def record_delivery(self, message: Message, receipt: DeliveryReceipt, *, operation_id: str | None = None) -> Any:
+        """:meth:`audit_post_delivery` with an identity for the outcome (``operation_id``).
+
+        For integrations whose outcome may be reported more than once (by
+        both ends of a call, or again after a redelivery): the store applies
+        an ``operation_id`` once per message.
+        """
         span = self._in_flight.pop(message.message_id, None)
         if span is not None:
             self._tracer.end(span, receipt)
         self._send_metrics.record(message, receipt)
         update = StatusUpdate.build(
-            receipt.message_id, receipt.status, receipt.delivered_at, receipt.error_message, receipt.retry_count
+            receipt.message_id,
+            receipt.status,
+            receipt.delivered_at,
+            receipt.error_message,
+            receipt.retry_count,
+            operation_id=operation_id,
         )
         return self._record_status(update, message)
 
@@ -166,16 +180,35 @@ class AuditPlugin:
             return self._put_and_wait(enqueued, message)
         return self._settle(future, message)
 
-    def record_outcome(self, message: Message, receipt: DeliveryReceipt) -> Any:
-        """Record the outcome of a message recorded with :meth:`record_received` (durability as above).
+    def record_outcome(
+        self,
+        message: Message,
+        receipt: DeliveryReceipt,
+        *,
+        operation_id: str | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+    ) -> Any:
+        """Record the outcome of a message received from outside the bus (durability as above).
 
-        Unlike :meth:`audit_post_delivery` it ends no send span and counts no
-        sent message.
+        Through :meth:`MessageAuditTrail.enqueue_outcome`: ``message`` is
+        stored first if no record of it is (with ``trace_id``/``span_id``),
+        so the outcome is kept even when its record never arrived. Unlike
+        :meth:`audit_post_delivery` it ends no send span and counts no sent
+        message.
         """
-        update = StatusUpdate.build(
-            receipt.message_id, receipt.status, receipt.delivered_at, receipt.error_message, receipt.retry_count
+        enqueued = self.trail.enqueue_outcome(
+            message,
+            receipt.status,
+            delivered_at=receipt.delivered_at,
+            error_message=receipt.error_message,
+            retry_count=receipt.retry_count,
+            operation_id=operation_id,
+            trace_id=trace_id,
+            span_id=span_id,
+            timeout=self.commit_timeout,
         )
-        return self._record_status(update, message)
+        return self._put_and_wait(enqueued, message)
 
     def _record_status(self, update: StatusUpdate, message: Message) -> Any:
         future = self.trail.enqueue_status_nowait(update)

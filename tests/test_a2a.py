@@ -271,6 +271,13 @@ async def test_client_and_server_over_http_share_one_conversation_and_trace(
     assert sent.span_id == format(client_send.context.span_id, "016x")
     assert server_process.parent.span_id == client_send.context.span_id
     assert sent.trace_id == answer.trace_id == format(client_send.context.trace_id, "032x")
+    # Both ends report each outcome; the store applies it once (one operation id per message's outcome).
+    for message_id in ("h-1", reply.message_id):
+        history = await trail.get_message_history(message_id)
+        assert [(step.kind, step.status) for step in history] == [
+            ("record", MessageStatus.PENDING),
+            ("status", MessageStatus.DELIVERED),
+        ]
 
     assert failed[0].task.status.state == TaskState.TASK_STATE_FAILED
     failed_record = await trail.get_message("h-2")

@@ -37,6 +37,7 @@ from audit_plugin.exceptions import FieldTypeError
 from audit_plugin.integrations.a2a.auditing import Auditor, error_text, receipt
 from audit_plugin.integrations.a2a.records import (
     FROM_AGENT_HEADER,
+    OUTCOME_OPERATION,
     UNKNOWN_AGENT,
     event_record,
     outcome,
@@ -147,9 +148,12 @@ class AuditClientInterceptor(ClientCallInterceptor):
             if record is None:
                 continue
             trace_id, span_id = sampled_ids(trace.get_current_span())
-            plugin = self.auditor.plugin
-            await self.auditor.wait(plugin.record_received(record, trace_id=trace_id, span_id=span_id))
-            await self.auditor.wait(plugin.record_outcome(record, receipt(record, MessageStatus.DELIVERED)))
+            delivered = receipt(record, MessageStatus.DELIVERED)
+            await self.auditor.wait(
+                self.auditor.plugin.record_outcome(
+                    record, delivered, operation_id=OUTCOME_OPERATION, trace_id=trace_id, span_id=span_id
+                )
+            )
             if task_id and isinstance(sent_id, str) and sent_id in self._sent:
                 self._by_task[task_id] = sent_id
             settled = outcome(event)
@@ -164,16 +168,17 @@ class AuditClientInterceptor(ClientCallInterceptor):
             return
         self._forget_tasks(message_id)
         failed = receipt(record, MessageStatus.FAILED, f"the A2A call raised {error_text(exc)}")
-        await self.auditor.settle(self.auditor.plugin.audit_post_delivery(message=record, receipt=failed), exc)
+        await self.auditor.settle(
+            self.auditor.plugin.record_delivery(record, failed, operation_id=OUTCOME_OPERATION), exc
+        )
 
     async def _settle(self, message_id: Any, status: MessageStatus, error: str | None) -> None:
         record = self._sent.pop(message_id, None) if isinstance(message_id, str) else None
         if record is None:
             return
         self._forget_tasks(message_id)
-        await self.auditor.wait(
-            self.auditor.plugin.audit_post_delivery(message=record, receipt=receipt(record, status, error))
-        )
+        settled = receipt(record, status, error)
+        await self.auditor.wait(self.auditor.plugin.record_delivery(record, settled, operation_id=OUTCOME_OPERATION))
 
     def _forget_tasks(self, message_id: str) -> None:
         for task_id in [task_id for task_id, sent in self._by_task.items() if sent == message_id]:

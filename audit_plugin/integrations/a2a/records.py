@@ -52,6 +52,10 @@ KIND_HEADER = "a2a-kind"
 FROM_AGENT_HEADER = "audit-from-agent"
 """HTTP header (or request metadata key) in which an audited client names itself to the server."""
 
+OUTCOME_OPERATION = "a2a-outcome"
+"""``operation_id`` of every outcome the adapters record: a message's outcome is applied once,
+though both ends of the call report it (the store deduplicates per message)."""
+
 UNKNOWN_AGENT = "unknown"
 """``from_agent``/``to_agent`` when the other side did not say who it is."""
 

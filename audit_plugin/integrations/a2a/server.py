@@ -45,6 +45,7 @@ from audit_plugin.exceptions import AuditError, FieldTypeError
 from audit_plugin.integrations.a2a.auditing import Auditor, error_text, receipt
 from audit_plugin.integrations.a2a.records import (
     FROM_AGENT_HEADER,
+    OUTCOME_OPERATION,
     TASK_ID_HEADER,
     UNKNOWN_AGENT,
     Event,
@@ -145,7 +146,8 @@ class AuditedAgentExecutor(AgentExecutor):
                     if isinstance(exc, asyncio.CancelledError)
                     else f"agent {self.agent!r} raised {error_text(exc)}"
                 )
-                result = self.auditor.plugin.record_outcome(incoming, receipt(incoming, MessageStatus.FAILED, reason))
+                failed = receipt(incoming, MessageStatus.FAILED, reason)
+                result = self.auditor.plugin.record_outcome(incoming, failed, operation_id=OUTCOME_OPERATION)
                 await self.auditor.settle(result, exc)
             raise
         if task_id is None:
@@ -164,7 +166,10 @@ class AuditedAgentExecutor(AgentExecutor):
             await self._record_outcome(incoming, status, error)
 
     async def _record_outcome(self, incoming: Message, status: MessageStatus, error: str | None) -> None:
-        await self.auditor.wait(self.auditor.plugin.record_outcome(incoming, receipt(incoming, status, error)))
+        result = self.auditor.plugin.record_outcome(
+            incoming, receipt(incoming, status, error), operation_id=OUTCOME_OPERATION
+        )
+        await self.auditor.wait(result)
 
     async def observe(self, event: Event) -> None:
         """Settle the incoming message of the event's task if the event ends it."""
@@ -207,11 +212,10 @@ class AuditedEventQueue(EventQueue):
             await self.inner.enqueue_event(event)
         except BaseException as exc:
             failed = receipt(record, MessageStatus.FAILED, f"the A2A event queue refused it: {error_text(exc)}")
-            await self.owner.auditor.settle(plugin.audit_post_delivery(message=record, receipt=failed), exc)
+            await self.owner.auditor.settle(plugin.record_delivery(record, failed, operation_id=OUTCOME_OPERATION), exc)
             raise
-        await self.owner.auditor.wait(
-            plugin.audit_post_delivery(message=record, receipt=receipt(record, MessageStatus.DELIVERED))
-        )
+        delivered = receipt(record, MessageStatus.DELIVERED)
+        await self.owner.auditor.wait(plugin.record_delivery(record, delivered, operation_id=OUTCOME_OPERATION))
         self.emitted += 1
         self.replied = self.replied or isinstance(event, A2AMessage)
         await self.owner.observe(event)
