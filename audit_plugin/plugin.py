@@ -134,12 +134,26 @@ class AuditPlugin:
 
     @hookimpl
     def audit_post_delivery(self, message: Message, receipt: DeliveryReceipt) -> Any:
+        return self.record_delivery(message, receipt)
+
+    def record_delivery(self, message: Message, receipt: DeliveryReceipt, *, operation_id: str | None = None) -> Any:
+        """:meth:`audit_post_delivery` with an identity for the outcome (``operation_id``).
+
+        For integrations whose outcome may be reported more than once (by
+        both ends of a call, or again after a redelivery): the store applies
+        an ``operation_id`` once per message.
+        """
         span = self._in_flight.pop(message.message_id, None)
         if span is not None:
             self._tracer.end(span, receipt)
         self._send_metrics.record(message, receipt)
         update = StatusUpdate.build(
-            receipt.message_id, receipt.status, receipt.delivered_at, receipt.error_message, receipt.retry_count
+            receipt.message_id,
+            receipt.status,
+            receipt.delivered_at,
+            receipt.error_message,
+            receipt.retry_count,
+            operation_id=operation_id,
         )
         return self._record_status(update, message)
 
@@ -148,6 +162,53 @@ class AuditPlugin:
         """Append a lifecycle event for the retry (status stays PENDING; retry count and error recorded)."""
         update = StatusUpdate.retry(message.message_id, attempt, f"{type(error).__name__}: {error}")
         return self._record_status(update, message)
+
+    def record_received(self, message: Message, *, trace_id: str | None = None, span_id: str | None = None) -> Any:
+        """Record a message that reached this process from outside the bus (an integration's receiving side).
+
+        Same durability as :meth:`audit_pre_send` (in ``"commit"`` mode the
+        returned awaitable completes when the PENDING record is committed, at
+        most ``commit_timeout`` later), but no send span is started: the
+        caller passes the ids of the span it received the message in.
+        Returns ``None`` when there is nothing to wait for.
+        """
+        future = self.trail.enqueue_message_nowait(message, trace_id=trace_id, span_id=span_id)
+        if future is None:
+            enqueued = self.trail.enqueue_message(
+                message, trace_id=trace_id, span_id=span_id, timeout=self.commit_timeout
+            )
+            return self._put_and_wait(enqueued, message)
+        return self._settle(future, message)
+
+    def record_outcome(
+        self,
+        message: Message,
+        receipt: DeliveryReceipt,
+        *,
+        operation_id: str | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+    ) -> Any:
+        """Record the outcome of a message received from outside the bus (durability as above).
+
+        Through :meth:`MessageAuditTrail.enqueue_outcome`: ``message`` is
+        stored first if no record of it is (with ``trace_id``/``span_id``),
+        so the outcome is kept even when its record never arrived. Unlike
+        :meth:`audit_post_delivery` it ends no send span and counts no sent
+        message.
+        """
+        enqueued = self.trail.enqueue_outcome(
+            message,
+            receipt.status,
+            delivered_at=receipt.delivered_at,
+            error_message=receipt.error_message,
+            retry_count=receipt.retry_count,
+            operation_id=operation_id,
+            trace_id=trace_id,
+            span_id=span_id,
+            timeout=self.commit_timeout,
+        )
+        return self._put_and_wait(enqueued, message)
 
     def _record_status(self, update: StatusUpdate, message: Message) -> Any:
         future = self.trail.enqueue_status_nowait(update)
