@@ -193,6 +193,11 @@ class AuditQuery:
     Times are inclusive (``start_time <= timestamp <= end_time``); naive
     datetimes are taken as UTC. Results are newest first with
     ``message_id`` breaking ties, so ``limit``/``offset`` pages are stable.
+
+    ``before`` is a keyset cursor: ``(timestamp, message_id)`` of the last
+    record of the previous page; only records after it in that order
+    (older, or as old with a smaller ``message_id``) match. Page 500 then
+    costs what page 1 does, where ``offset`` reads and skips every row before.
     """
 
     from_agent: str | None = None
@@ -205,6 +210,7 @@ class AuditQuery:
     end_time: datetime | None = None
     limit: int = 100
     offset: int = 0
+    before: tuple[datetime, str] | None = None
 
     def __post_init__(self) -> None:
         v.check_text("AuditQuery.from_agent", self.from_agent, optional=True)
@@ -219,6 +225,11 @@ class AuditQuery:
         v.check_int("AuditQuery.offset", self.offset, minimum=0)
         if self.start_time and self.end_time and self.start_time > self.end_time:
             raise InvalidFieldError("AuditQuery.start_time", "is after end_time")
+        if self.before is not None:
+            if not isinstance(self.before, tuple) or len(self.before) != 2:
+                raise v.FieldTypeError("AuditQuery.before", "(datetime, str) tuple", self.before)
+            at = v.to_utc("AuditQuery.before", self.before[0])
+            self.before = (at, v.check_text("AuditQuery.before", self.before[1]))  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
