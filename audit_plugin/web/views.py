@@ -1,0 +1,211 @@
+"""The pages: each reads through :class:`~audit_plugin.trail.MessageAuditTrail`'s public API and renders a template.
+
+Handlers only read. Input arrives as query parameters and is turned into
+typed values (:mod:`audit_plugin.web.filters`) before the trail sees it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from audit_plugin import validation as v
+from audit_plugin.checkpoint import Checkpoint
+from audit_plugin.cli.conversation import build_thread, walk
+from audit_plugin.exceptions import InvalidFieldError
+from audit_plugin.messages import MessageStatus
+from audit_plugin.records import AuditQuery, AuditRecord
+from audit_plugin.trail import MessageAuditTrail
+from audit_plugin.web.agent_numbers import agent_numbers
+from audit_plugin.web.diagram import MAX_DIAGRAM_MESSAGES, sequence_diagram
+from audit_plugin.web.filters import parse_int, parse_search
+from audit_plugin.web.rendering import render
+
+HOME_CONVERSATIONS = 12
+HOME_RECORDS = 20
+HOME_SCAN = 300
+"""Latest records scanned for the home page's latest conversations."""
+AGENT_CAP = 5000
+"""Most messages an agent page reads for its numbers (the newest of the period)."""
+AGENT_RECENT = 25
+MAX_CONVERSATION_TABLE = 2000
+LIVE_BACKLOG = 50
+
+
+def trail_of(request: Request) -> MessageAuditTrail:
+    return request.app.state.trail  # type: ignore[no-any-return]
+
+
+def required(request: Request, name: str) -> str:
+    value = request.query_params.get(name, "")
+    v.check_text(name, value)  # empty or unstorable text: a 400 naming the parameter
+    return value
+
+
+class NotFound(LookupError):
+    """Nothing stored under what the URL names; shown as a 404 page."""
+
+
+async def home(request: Request) -> Response:
+    trail = trail_of(request)
+    latest = await trail.query_messages(AuditQuery(limit=HOME_SCAN))
+    conversations: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for record in latest:
+        cid = record.correlation_id
+        if cid is None or cid in seen:
+            continue
+        seen.add(cid)
+        total = await trail.count_messages(AuditQuery(correlation_id=cid))
+        failed = await trail.count_messages(AuditQuery(correlation_id=cid, status=MessageStatus.FAILED))
+        agents = sorted({r.from_agent for r in latest if r.correlation_id == cid})
+        conversations.append({"id": cid, "last": record, "total": total, "failed": failed, "agents": agents})
+        if len(conversations) == HOME_CONVERSATIONS:
+            break
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    last_hour = await trail.get_statistics(start_time=hour_ago)
+    return render(
+        request,
+        "home.html",
+        conversations=conversations,
+        records=latest[:HOME_RECORDS],
+        last_hour=last_hour,
+    )
+
+
+async def search(request: Request) -> Response:
+    parsed = parse_search(request.query_params)
+    rows = await trail_of(request).query_messages(parsed.query)
+    page, more = rows[: parsed.page_size], len(rows) > parsed.page_size
+    path = request.url.path
+    return render(
+        request,
+        "search.html",
+        search=parsed,
+        records=page,
+        next_url=parsed.next_page_url(path, page[-1]) if more else None,
+        first_url=parsed.first_page_url(path) if "cursor" in request.query_params else None,
+        statuses=list(MessageStatus),
+    )
+
+
+async def load_conversation(trail: MessageAuditTrail, wanted: str) -> tuple[str, list[AuditRecord]]:
+    """A conversation by correlation id, or the conversation of the message with id ``wanted``."""
+    records = await trail.get_conversation_history(wanted)
+    if records:
+        return wanted, records
+    message = await trail.get_message(wanted)
+    if message is None:
+        raise NotFound(f"no conversation or message with id {wanted!r}")
+    if message.correlation_id is None:
+        return wanted, [message]
+    return message.correlation_id, await trail.get_conversation_history(message.correlation_id)
+
+
+def conversation_context(correlation_id: str, records: list[AuditRecord], *, standalone: bool) -> dict[str, Any]:
+    """What the conversation template needs (shared by the page and the self-contained file).
+
+    In the self-contained file a message links to its details further down
+    the same file; on the page, to its own page.
+    """
+    number = {record.message_id: index for index, record in enumerate(records, start=1)}
+    hrefs = {
+        r.message_id: f"#m-{number[r.message_id]}" if standalone else f"/message?{urlencode({'id': r.message_id})}"
+        for r in records
+    }
+    agents = list(dict.fromkeys(a for r in records for a in (r.from_agent, r.to_agent)))
+    failed = sum(r.status is MessageStatus.FAILED for r in records)
+    return {
+        "correlation_id": correlation_id,
+        "records": records[:MAX_CONVERSATION_TABLE],
+        "total": len(records),
+        "agents": agents,
+        "failed": failed,
+        "diagram": sequence_diagram(records),
+        "diagram_capped": len(records) > MAX_DIAGRAM_MESSAGES,
+        "max_diagram": MAX_DIAGRAM_MESSAGES,
+        "thread": [(min(depth, 12), node.record) for depth, node in walk(build_thread(records))],
+        "number": number,
+        "hrefs": hrefs,
+        "diagram_links": [hrefs[r.message_id] for r in records[:MAX_DIAGRAM_MESSAGES]],
+        "standalone": standalone,
+        "started": records[0].timestamp if records else None,
+        "ended": records[-1].timestamp if records else None,
+    }
+
+
+async def conversation(request: Request) -> Response:
+    trail = trail_of(request)
+    correlation_id, records = await load_conversation(trail, required(request, "id"))
+    return render(request, "conversation.html", **conversation_context(correlation_id, records, standalone=False))
+
+
+async def message(request: Request) -> Response:
+    trail = trail_of(request)
+    message_id = required(request, "id")
+    record = await trail.get_message(message_id)
+    if record is None:
+        raise NotFound(f"no message with id {message_id!r}")
+    steps = await trail.get_message_history(message_id)
+    replies = []
+    if record.correlation_id is not None:
+        conversation = await trail.get_conversation_history(record.correlation_id)
+        replies = [r for r in conversation if r.reply_to == record.message_id]
+    return render(
+        request,
+        "message.html",
+        record=record,
+        steps=steps,
+        trace_url=trail.trace_url(record),
+        chain_id=trail.ledger.chain_id,
+        replies=replies,
+    )
+
+
+async def agent(request: Request) -> Response:
+    trail = trail_of(request)
+    name = required(request, "name")
+    days = 7
+    if request.query_params.get("days", "").strip():
+        days = parse_int("days", request.query_params["days"], minimum=1, maximum=3650)
+    records = await trail.get_agent_communication_history(name, days=days, limit=AGENT_CAP)
+    numbers = agent_numbers(name, records, days=days, cap=AGENT_CAP)
+    return render(request, "agent.html", numbers=numbers, days=days, records=records[:AGENT_RECENT])
+
+
+async def live(request: Request) -> Response:
+    records = await trail_of(request).query_messages(AuditQuery(limit=LIVE_BACKLOG))
+    return render(request, "live.html", records=records)
+
+
+def checkpoint_of(request: Request) -> Checkpoint | None:
+    text = request.query_params.get("checkpoint", "").strip()
+    if not text:
+        return None
+    try:
+        return Checkpoint.from_json(text)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidFieldError(
+            "checkpoint", f"is not a checkpoint as `audit-plugin verify` writes it ({exc})"
+        ) from None
+
+
+async def integrity(request: Request) -> Response:
+    trail = trail_of(request)
+    against = checkpoint_of(request)
+    report = None
+    if request.query_params.get("run") or against is not None:
+        report = await trail.verify(against)
+    head = await trail.checkpoint()
+    return render(
+        request,
+        "integrity.html",
+        head=head,
+        report=report,
+        against=against,
+        checkpoint_text=request.query_params.get("checkpoint", ""),
+    )
