@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import typer
 
-from audit_plugin.cli import agent, conversation, demo, export, integrity, query, retention, stats, tail
+from audit_plugin.cli import agent, conversation, demo, export, integrity, query, retention, serve, stats, tail
 from audit_plugin.cli.runner import EXIT_USAGE, exit_on_error, fail
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ for command in (
     tail.tail,
     integrity.verify,
     integrity.erase,
+    serve.serve,
 ):
     app.command(command.__name__)(command)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -29,7 +30,7 @@ from audit_plugin.cli.output import (
     short_time,
     trace_linker,
 )
-from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
+from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
 from audit_plugin.records import AuditRecord
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
 
@@ -127,13 +128,42 @@ def conversation(
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: AsJson = False,
     as_csv: AsCsv = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            help="Write the web view's conversation page (diagram, reply tree, table, payloads) as one "
+            "self-contained HTML file instead (needs audit-plugin[web]).",
+        ),
+    ] = None,
 ) -> None:
     """Show a conversation as a reply tree, with status, latency and agents per message."""
     fmt = output_format(as_json, as_csv)
+    write_file = html_writer() if html is not None else None
 
     async def show() -> None:
         async with open_trail(database_url) as trail:
             correlation_id, records = await load_conversation(trail, conversation_id)
-            print_thread(correlation_id, records, trace_linker(trail), fmt)
+            if write_file is None:
+                print_thread(correlation_id, records, trace_linker(trail), fmt)
+                return
+            assert html is not None
+            try:
+                html.write_text(write_file(trail, correlation_id, records), encoding="utf-8")
+            except OSError as exc:
+                raise CliError(f"cannot write {html}: {exc.strerror or exc}", EXIT_USAGE) from None
+            console.print(f"wrote conversation {correlation_id} ({len(records)} messages) to {html}")
 
     run(show())
+
+
+def html_writer() -> Any:
+    """The web extra's self-contained page writer, or a clear error when the extra is not installed."""
+    try:
+        from audit_plugin.web.export import conversation_file
+    except ImportError as exc:
+        raise CliError(
+            f"--html needs the web extra ({exc.name} is missing): pip install 'audit-plugin[web]'", EXIT_USAGE
+        ) from None
+    return conversation_file
