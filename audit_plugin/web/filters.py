@@ -73,7 +73,7 @@ def parse_cursor(text: str) -> tuple[datetime, str]:
     at, separator, message_id = text.partition(CURSOR_SEPARATOR)
     if not separator or not message_id:
         raise InvalidFieldError("cursor", "is not a paging cursor (use the page links)")
-    return parse_time("cursor", at), message_id
+    return parse_time("cursor", at), v.check_text("cursor", message_id)  # type: ignore[return-value]
 
 
 def parse_search(params: Mapping[str, str]) -> Search:

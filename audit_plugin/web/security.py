@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
-from starlette.datastructures import URL, MutableHeaders
+from starlette.datastructures import URL, MutableHeaders, QueryParams
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -110,7 +110,7 @@ class GuardMiddleware:
         if self.token is None:
             return None
         url = URL(scope=scope)
-        offered = url.query_params.get("token")
+        offered = QueryParams(scope.get("query_string", b"")).get("token")
         if offered is not None and _same(offered, self.token):
             response = RedirectResponse(str(url.remove_query_params("token")), status_code=303)
             response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict", path="/")
