@@ -6,6 +6,7 @@ typed values (:mod:`audit_plugin.web.filters`) before the trail sees it.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -25,9 +26,9 @@ from audit_plugin.web.diagram import MAX_DIAGRAM_MESSAGES, sequence_diagram
 from audit_plugin.web.filters import parse_int, parse_search
 from audit_plugin.web.rendering import render
 
-HOME_CONVERSATIONS = 12
+HOME_CONVERSATIONS = 10
 HOME_RECORDS = 20
-HOME_SCAN = 300
+HOME_SCAN = 200
 """Latest records scanned for the home page's latest conversations."""
 AGENT_CAP = 5000
 """Most messages an agent page reads for its numbers (the newest of the period)."""
@@ -53,28 +54,29 @@ class NotFound(LookupError):
 async def home(request: Request) -> Response:
     trail = trail_of(request)
     latest = await trail.query_messages(AuditQuery(limit=HOME_SCAN))
-    conversations: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    newest: dict[str, AuditRecord] = {}
     for record in latest:
-        cid = record.correlation_id
-        if cid is None or cid in seen:
-            continue
-        seen.add(cid)
-        total = await trail.count_messages(AuditQuery(correlation_id=cid))
-        failed = await trail.count_messages(AuditQuery(correlation_id=cid, status=MessageStatus.FAILED))
-        agents = sorted({r.from_agent for r in latest if r.correlation_id == cid})
-        conversations.append({"id": cid, "last": record, "total": total, "failed": failed, "agents": agents})
-        if len(conversations) == HOME_CONVERSATIONS:
-            break
+        if record.correlation_id is not None and len(newest) < HOME_CONVERSATIONS:
+            newest.setdefault(record.correlation_id, record)
     hour_ago = datetime.now(UTC) - timedelta(hours=1)
-    last_hour = await trail.get_statistics(start_time=hour_ago)
-    return render(
-        request,
-        "home.html",
-        conversations=conversations,
-        records=latest[:HOME_RECORDS],
-        last_hour=last_hour,
-    )
+    counts = [AuditQuery(correlation_id=cid) for cid in newest]
+    counts += [AuditQuery(correlation_id=cid, status=MessageStatus.FAILED) for cid in newest]
+    counts += [AuditQuery(start_time=hour_ago, status=status) for status in MessageStatus]
+    # Independent indexed counts: run them side by side on the pool's connections.
+    totals = await asyncio.gather(*(trail.count_messages(query) for query in counts))
+    n = len(newest)
+    conversations = [
+        {
+            "id": cid,
+            "last": record,
+            "total": totals[index],
+            "failed": totals[n + index],
+            "agents": sorted({r.from_agent for r in latest if r.correlation_id == cid} | {record.to_agent}),
+        }
+        for index, (cid, record) in enumerate(newest.items())
+    ]
+    last_hour = dict(zip([status.value for status in MessageStatus], totals[2 * n :], strict=True))
+    return render(request, "home.html", conversations=conversations, records=latest[:HOME_RECORDS], last_hour=last_hour)
 
 
 async def search(request: Request) -> Response:
