@@ -224,3 +224,16 @@ def test_importing_audit_plugin_does_not_import_the_web_stack() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+async def test_a_store_failure_is_a_503_page_without_database_text(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "audit.db"
+    async with client_for(f"sqlite+aiosqlite:///{path}") as client:
+        with sqlite3.connect(path) as conn:
+            conn.execute("DROP TABLE message_audit_log")
+        response = await client.get("/search")
+    assert response.status_code == 503
+    assert "could not be read" in response.text
+    assert not re.search(r"no such table|message_audit_log|sqlite3|OperationalError", response.text)
