@@ -7,6 +7,7 @@ typed values (:mod:`audit_plugin.web.filters`) before the trail sees it.
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -95,20 +96,41 @@ async def search(request: Request) -> Response:
     )
 
 
-async def load_conversation(trail: MessageAuditTrail, wanted: str) -> tuple[str, list[AuditRecord]]:
-    """A conversation by correlation id, or the conversation of the message with id ``wanted``."""
-    records = await trail.get_conversation_history(wanted)
-    if records:
-        return wanted, records
-    message = await trail.get_message(wanted)
-    if message is None:
-        raise NotFound(f"no conversation or message with id {wanted!r}")
-    if message.correlation_id is None:
-        return wanted, [message]
-    return message.correlation_id, await trail.get_conversation_history(message.correlation_id)
+async def first_records(trail: MessageAuditTrail, query: AuditQuery, most: int) -> list[AuditRecord]:
+    """The oldest ``most`` records matching ``query``'s filters, streamed (a huge conversation is not loaded whole)."""
+    records: list[AuditRecord] = []
+    async with aclosing(trail.stream_messages(query)) as stream:
+        async for record in stream:
+            records.append(record)
+            if len(records) == most:
+                break
+    return records
 
 
-def conversation_context(correlation_id: str, records: list[AuditRecord], *, standalone: bool) -> dict[str, Any]:
+async def load_conversation(trail: MessageAuditTrail, wanted: str) -> tuple[str, list[AuditRecord], int]:
+    """A conversation by correlation id, or the conversation of the message with id ``wanted``.
+
+    Returns its id, its first :data:`MAX_CONVERSATION_TABLE` records (oldest first) and how many it has.
+    """
+    correlation_id = wanted
+    records = await first_records(trail, AuditQuery(correlation_id=wanted), MAX_CONVERSATION_TABLE)
+    if not records:
+        message = await trail.get_message(wanted)
+        if message is None:
+            raise NotFound(f"no conversation or message with id {wanted!r}")
+        if message.correlation_id is None:
+            return wanted, [message], 1
+        correlation_id = message.correlation_id
+        records = await first_records(trail, AuditQuery(correlation_id=correlation_id), MAX_CONVERSATION_TABLE)
+    total = len(records)
+    if total == MAX_CONVERSATION_TABLE:
+        total = await trail.count_messages(AuditQuery(correlation_id=correlation_id))
+    return correlation_id, records, total
+
+
+def conversation_context(
+    correlation_id: str, records: list[AuditRecord], *, standalone: bool, total: int | None = None
+) -> dict[str, Any]:
     """What the conversation template needs (shared by the page and the self-contained file).
 
     In the self-contained file a message links to its details further down
@@ -124,7 +146,7 @@ def conversation_context(correlation_id: str, records: list[AuditRecord], *, sta
     return {
         "correlation_id": correlation_id,
         "records": records[:MAX_CONVERSATION_TABLE],
-        "total": len(records),
+        "total": total if total is not None else len(records),
         "agents": agents,
         "failed": failed,
         "diagram": sequence_diagram(records),
@@ -142,8 +164,9 @@ def conversation_context(correlation_id: str, records: list[AuditRecord], *, sta
 
 async def conversation(request: Request) -> Response:
     trail = trail_of(request)
-    correlation_id, records = await load_conversation(trail, required(request, "id"))
-    return render(request, "conversation.html", **conversation_context(correlation_id, records, standalone=False))
+    correlation_id, records, total = await load_conversation(trail, required(request, "id"))
+    context = conversation_context(correlation_id, records, standalone=False, total=total)
+    return render(request, "conversation.html", **context)
 
 
 async def message(request: Request) -> Response:
@@ -154,9 +177,9 @@ async def message(request: Request) -> Response:
         raise NotFound(f"no message with id {message_id!r}")
     steps = await trail.get_message_history(message_id)
     replies = []
-    if record.correlation_id is not None:
-        conversation = await trail.get_conversation_history(record.correlation_id)
-        replies = [r for r in conversation if r.reply_to == record.message_id]
+    if record.correlation_id is not None:  # replies come later in the same conversation
+        later = AuditQuery(correlation_id=record.correlation_id, start_time=record.timestamp)
+        replies = [r for r in await first_records(trail, later, MAX_CONVERSATION_TABLE) if r.reply_to == message_id]
     return render(
         request,
         "message.html",
