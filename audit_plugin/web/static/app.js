@@ -74,6 +74,7 @@
       for (var i = 0; i < rows.rows.length; i++) {
         if (rows.rows[i].dataset.id === item.id) { existing = rows.rows[i]; break; }
       }
+      if (existing && existing.dataset.status === row.dataset.status) return;  // already shown as it is
       if (existing) existing.replaceWith(row); else rows.prepend(row);
       while (rows.rows.length > 500) rows.deleteRow(-1);
     });
