@@ -237,3 +237,25 @@ async def test_a_store_failure_is_a_503_page_without_database_text(tmp_path: Pat
     assert response.status_code == 503
     assert "could not be read" in response.text
     assert not re.search(r"no such table|message_audit_log|sqlite3|OperationalError", response.text)
+
+
+async def test_encrypted_and_erased_payloads_are_shown_as_such(database_url: str, tmp_path: Path) -> None:
+    from audit_plugin import Message, MessageAuditTrail, MessageType
+    from audit_plugin.crypto import SUBJECT_HEADER, LocalKeyFileProvider
+
+    provider = LocalKeyFileProvider(tmp_path / "master.key")
+    secret = "card 4111 1111 1111 1111"
+    async with MessageAuditTrail(database_url, key_provider=provider) as sealed:
+        kept = Message("alice-agent", "bank", MessageType.COMMAND, {"pay": secret}, headers={SUBJECT_HEADER: "alice"})
+        gone = Message("bob-agent", "bank", MessageType.COMMAND, {"pay": secret}, headers={SUBJECT_HEADER: "bob"})
+        await sealed.log_message(kept)
+        await sealed.log_message(gone)
+        assert await sealed.erase_subject("bob") == 1
+    async with client_for(database_url) as client:  # the view has no key: it cannot open either
+        encrypted = await client.get(f"/message?id={kept.message_id}")
+        erased = await client.get(f"/message?id={gone.message_id}")
+        listing = await client.get("/search?to_agent=bank")
+    assert encrypted.status_code == erased.status_code == 200
+    assert "<strong>encrypted</strong>" in encrypted.text and secret not in encrypted.text
+    assert "<strong>erased</strong>" in erased.text and "<code>bob</code>" in erased.text
+    assert "payload encrypted" in listing.text and "payload erased" in listing.text
