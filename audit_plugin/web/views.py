@@ -7,9 +7,10 @@ typed values (:mod:`audit_plugin.web.filters`) before the trail sees it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -31,11 +32,17 @@ HOME_CONVERSATIONS = 10
 HOME_RECORDS = 20
 HOME_SCAN = 200
 """Latest records scanned for the home page's latest conversations."""
-AGENT_CAP = 5000
+AGENT_CAP = 2000
 """Most messages an agent page reads for its numbers (the newest of the period)."""
+AGENT_DAYS = 1
+"""The agent page's default period: the last day, per hour."""
 AGENT_RECENT = 25
 MAX_CONVERSATION_TABLE = 2000
 LIVE_BACKLOG = 50
+PARALLEL_READS = 4
+"""Reads a page runs at once: below SQLAlchemy's default pool size (5), so no connection is opened per request."""
+
+T = TypeVar("T")
 
 
 def trail_of(request: Request) -> MessageAuditTrail:
@@ -52,6 +59,17 @@ class NotFound(LookupError):
     """Nothing stored under what the URL names; shown as a 404 page."""
 
 
+async def side_by_side(calls: list[Coroutine[Any, Any, T]], width: int = PARALLEL_READS) -> list[T]:
+    """Await independent reads ``width`` at a time, results in order (more would open connections beyond the pool)."""
+    gate = asyncio.Semaphore(width)
+
+    async def gated(call: Coroutine[Any, Any, T]) -> T:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(gated(call) for call in calls)))
+
+
 async def home(request: Request) -> Response:
     trail = trail_of(request)
     latest = await trail.query_messages(AuditQuery(limit=HOME_SCAN))
@@ -63,8 +81,7 @@ async def home(request: Request) -> Response:
     counts = [AuditQuery(correlation_id=cid) for cid in newest]
     counts += [AuditQuery(correlation_id=cid, status=MessageStatus.FAILED) for cid in newest]
     counts += [AuditQuery(start_time=hour_ago, status=status) for status in MessageStatus]
-    # Independent indexed counts: run them side by side on the pool's connections.
-    totals = await asyncio.gather(*(trail.count_messages(query) for query in counts))
+    totals = await side_by_side([trail.count_messages(query) for query in counts])
     n = len(newest)
     conversations = [
         {
@@ -194,7 +211,7 @@ async def message(request: Request) -> Response:
 async def agent(request: Request) -> Response:
     trail = trail_of(request)
     name = required(request, "name")
-    days = 7
+    days = AGENT_DAYS
     if request.query_params.get("days", "").strip():
         days = parse_int("days", request.query_params["days"], minimum=1, maximum=3650)
     records = await trail.get_agent_communication_history(name, days=days, limit=AGENT_CAP)
