@@ -31,7 +31,7 @@ class FieldTypeError(AuditError, TypeError):
     def __init__(self, field: str, expected: str, value: object) -> None:
         self.field = field
         self.expected = expected
-        super().__init__(f"{field}: expected {expected}, got {type(value).__name__} {value!r:.80}")
+        super().__init__(f"{field}: expected {expected}, got {type(value).__name__} {preview(value)}")
 
 
 class PayloadNotSerializableError(InvalidFieldError, TypeError):
@@ -62,7 +62,10 @@ class TrailStateError(AuditError, RuntimeError):
 
 
 class AuditStoreError(AuditError):
-    """The store rejected a write for a reason retrying cannot fix."""
+    """The store refused an operation: a write for a reason retrying cannot fix, or a read.
+
+    The message is the driver's own first line, never the SQL statement or its parameters.
+    """
 
 
 class RecordDroppedError(AuditError):
@@ -96,6 +99,21 @@ class EncryptionError(AuditError):
 
 class ChainError(AuditError):
     """The hash chain cannot be used as asked (unknown chain, checkpoint of another chain, bad signature)."""
+
+
+def preview(value: object, width: int = 80) -> str:
+    """``repr(value)`` cut to ``width`` characters, for error messages; never raises.
+
+    An int of more than 4,300 digits has no ``repr`` (Python's conversion
+    limit) and an object's own ``__repr__`` may fail: both are described instead.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<{value.bit_length()}-bit integer>"
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__} without a usable repr>"
+    return text[:width]
 
 
 def driver_message(exc: BaseException) -> str:

@@ -85,6 +85,15 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check and normalise every field; raise a typed error naming the first bad one.
+
+        Runs when the message is built and again when it is recorded, so a
+        field changed in between (a ``Message`` is mutable) cannot carry a
+        value the store would refuse past the audit plugin.
+        """
         v.check_text("from_agent", self.from_agent)
         v.check_text("to_agent", self.to_agent)
         self.message_type = v.check_enum("message_type", MessageType, self.message_type)  # type: ignore[assignment]
@@ -93,7 +102,7 @@ class Message:
         v.check_text("correlation_id", self.correlation_id, optional=True)
         v.check_text("reply_to", self.reply_to, optional=True)
         self.timestamp = v.to_utc("timestamp", self.timestamp)  # type: ignore[assignment]
-        v.check_int("ttl_seconds", self.ttl_seconds, minimum=0, optional=True)
+        v.check_int("ttl_seconds", self.ttl_seconds, minimum=0, maximum=v.INT32_MAX, optional=True)
         if not isinstance(self.payload, dict):
             raise FieldTypeError("payload", "dict", self.payload)
         if not isinstance(self.headers, dict):
@@ -125,5 +134,5 @@ class DeliveryReceipt:
         v.check_text("message_id", self.message_id)
         self.status = v.check_enum("status", MessageStatus, self.status)  # type: ignore[assignment]
         self.delivered_at = v.to_utc("delivered_at", self.delivered_at, optional=True)
-        v.check_int("retry_count", self.retry_count, minimum=0)
+        v.check_int("retry_count", self.retry_count, minimum=0, maximum=v.INT32_MAX)
         v.check_text("error_message", self.error_message, optional=True, max_length=None)

@@ -106,6 +106,7 @@ def record_row(
     """
     if not isinstance(message, Message):
         raise v.FieldTypeError("message", "audit_plugin.Message", message)
+    message.validate()
     return {
         "message_id": message.message_id,
         "from_agent": message.from_agent,
@@ -160,7 +161,7 @@ class StatusUpdate:
             status=v.check_enum("status", MessageStatus, status),  # type: ignore[arg-type]
             delivered_at=v.to_utc("delivered_at", delivered_at, optional=True),
             error_message=v.check_text("error_message", error_message, optional=True, max_length=None),
-            retry_count=v.check_int("retry_count", retry_count, minimum=0, optional=True),
+            retry_count=v.check_int("retry_count", retry_count, minimum=0, maximum=v.INT32_MAX, optional=True),
             operation_id=check_operation_id(operation_id),
         )
 
@@ -222,7 +223,7 @@ class AuditQuery:
         self.start_time = v.to_utc("AuditQuery.start_time", self.start_time, optional=True)
         self.end_time = v.to_utc("AuditQuery.end_time", self.end_time, optional=True)
         v.check_int("AuditQuery.limit", self.limit, minimum=1, maximum=MAX_QUERY_LIMIT)
-        v.check_int("AuditQuery.offset", self.offset, minimum=0)
+        v.check_int("AuditQuery.offset", self.offset, minimum=0, maximum=v.INT64_MAX)
         if self.start_time and self.end_time and self.start_time > self.end_time:
             raise InvalidFieldError("AuditQuery.start_time", "is after end_time")
         if self.before is not None:

@@ -4,18 +4,26 @@ Everything that reaches a store passes through here first, so that a bad value
 becomes a typed error naming its field instead of a driver error (or, worse, a
 value one backend stores and the other refuses). The rules are the common
 ground of SQLite and PostgreSQL: text must be valid UTF-8 without NUL
-characters, JSON must be strict (no NaN or Infinity), datetimes are UTC.
+characters, JSON must be strict (no NaN or Infinity), datetimes are UTC and
+representable, integers fit the narrower column (PostgreSQL's ``INTEGER`` for
+counts stored in a row, ``BIGINT`` for ``LIMIT``/``OFFSET``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
-from audit_plugin.exceptions import FieldTypeError, InvalidFieldError, PayloadNotSerializableError, PayloadTooDeepError
+from audit_plugin.exceptions import (
+    FieldTypeError,
+    InvalidFieldError,
+    PayloadNotSerializableError,
+    PayloadTooDeepError,
+    preview,
+)
 
 E = TypeVar("E", bound=Enum)
 
@@ -27,6 +35,12 @@ DEFAULT_MAX_DEPTH = 64
 
 MAX_DEPTH_LIMIT = 500
 """The largest ``max_depth`` accepted: deeper structures would come near Python's recursion limit in ``json``."""
+
+INT32_MAX = 2**31 - 1
+"""Largest value an ``INTEGER`` column holds on PostgreSQL (``ttl_seconds``, ``retry_count``); SQLite holds more."""
+
+INT64_MAX = 2**63 - 1
+"""Largest ``LIMIT``/``OFFSET`` either store accepts (PostgreSQL ``BIGINT``, SQLite's 64-bit integers)."""
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -72,21 +86,26 @@ def check_enum(field: str, enum_type: type[E], value: object, *, optional: bool 
         except ValueError:
             pass
     allowed = ", ".join(m.value for m in enum_type)  # type: ignore[attr-defined]
-    raise InvalidFieldError(field, f"{value!r:.80} is not a valid {enum_type.__name__} (one of: {allowed})")
+    raise InvalidFieldError(field, f"{preview(value)} is not a valid {enum_type.__name__} (one of: {allowed})")
 
 
 def check_int(
     field: str, value: object, *, minimum: int | None = None, maximum: int | None = None, optional: bool = False
 ) -> int | None:
-    """Return ``value`` if it is an int (not a bool) within bounds."""
+    """Return ``value`` if it is an int (not a bool) within bounds.
+
+    Callers storing or binding the value pass the column's limit as
+    ``maximum`` (:data:`INT32_MAX`, :data:`INT64_MAX`), so a number the store
+    cannot hold is refused here, the same way on every backend.
+    """
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise FieldTypeError(field, "int", value)
+        raise FieldTypeError(field, "int" if not optional else "int or None", value)
     if minimum is not None and value < minimum:
-        raise InvalidFieldError(field, f"must be >= {minimum}, got {value}")
+        raise InvalidFieldError(field, f"must be >= {minimum}, got {preview(value)}")
     if maximum is not None and value > maximum:
-        raise InvalidFieldError(field, f"must be <= {maximum}, got {value}")
+        raise InvalidFieldError(field, f"must be <= {maximum}, got {preview(value)}")
     return value
 
 
@@ -102,7 +121,22 @@ def to_utc(field: str, value: object, *, optional: bool = False) -> datetime | N
         raise FieldTypeError(field, "datetime", value)
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is in year 0 in UTC
+        raise InvalidFieldError(field, f"{value.isoformat()} has no UTC equivalent between years 1 and 9999") from None
+
+
+def days_ago(field: str, days: object, now: datetime | None = None) -> datetime:
+    """The aware UTC time ``days`` whole days before ``now``; refuses a count that reaches before year 1."""
+    count = check_int(field, days, minimum=0)
+    assert count is not None
+    now = now or datetime.now(UTC)
+    try:
+        return now - timedelta(days=count)
+    except OverflowError:
+        most = (now.replace(tzinfo=None) - datetime.min).days
+        raise InvalidFieldError(field, f"must be <= {most} (that is back to year 1), got {preview(count)}") from None
 
 
 def check_hex_id(field: str, value: object, length: int, *, optional: bool = True) -> str | None:
@@ -114,7 +148,7 @@ def check_hex_id(field: str, value: object, length: int, *, optional: bool = Tru
     lowered = value.lower()
     pattern = _HEX32 if length == 32 else _HEX16
     if not pattern.fullmatch(lowered):
-        raise InvalidFieldError(field, f"must be {length} hexadecimal characters, got {value!r:.80}")
+        raise InvalidFieldError(field, f"must be {length} hexadecimal characters, got {preview(value)}")
     return lowered
 
 
