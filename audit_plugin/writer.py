@@ -22,9 +22,16 @@ Failure handling, so that nothing is lost silently:
   counted in ``stats.dropped``, its future fails with
   :class:`~audit_plugin.exceptions.RecordDroppedError`, and one warning is
   logged per overflow episode;
-* ``stop()`` (``trail.close()``) drains the queue; if its timeout runs out
-  first, what is left is counted in ``stats.abandoned``, logged as an error,
-  and each waiting caller gets :class:`~audit_plugin.exceptions.AuditTimeoutError`.
+* ``stop()`` (``trail.close()``) accepts nothing more: callers still waiting
+  for queue space get :class:`~audit_plugin.exceptions.TrailStateError` at
+  once, and everything already accepted is written. Only if its timeout runs
+  out first is what is left counted in ``stats.abandoned``, logged as an
+  error, and each of its callers gets :class:`~audit_plugin.exceptions.AuditTimeoutError`.
+
+The loss window is exact: ``max_queue`` bounds every operation accepted and
+not yet committed, the batch being written included (it keeps its slots
+until its transaction ends). A process killed at any moment loses at most
+``max_queue`` operations, and only ones whose futures were not yet resolved.
 
 Batches form by themselves: the writer takes everything queued (up to
 ``batch_size``) as soon as the previous transaction ends. ``batch_interval``
@@ -84,7 +91,7 @@ class WriterStats:
     last_batch_seconds: float = 0.0
     """Duration of the last committed transaction."""
     queue_depth: int = 0
-    """Operations waiting to be written (updated as the queue changes)."""
+    """Operations accepted and not yet committed: queued, or in the batch being written (at most ``max_queue``)."""
     store_available: bool = True
     """False while the writer is retrying a failing store."""
 
@@ -165,6 +172,7 @@ class AuditWriter:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: list[_Op] = []
+        """The batch being written; it holds its queue slots until its transaction ends."""
         self._overflowing = False
         self._stopped = False
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -197,27 +205,30 @@ class AuditWriter:
             ) from None
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Flush, then end the writer task.
+        """Accept nothing more, write everything accepted, then end the writer task.
 
-        If the flush times out, whatever is still unwritten is abandoned:
-        counted in ``stats.abandoned``, logged as an error, and every waiting
-        caller gets :class:`~audit_plugin.exceptions.AuditTimeoutError`
-        (the flush's own error is raised).
+        Callers still waiting for queue space get
+        :class:`~audit_plugin.exceptions.TrailStateError` at once (nothing of
+        theirs was accepted). If writing what was accepted takes longer than
+        ``timeout``, the rest is abandoned: counted in ``stats.abandoned``,
+        logged as an error, and each of its callers gets
+        :class:`~audit_plugin.exceptions.AuditTimeoutError` (the flush's own
+        error is raised).
         """
         if self._task is None:
             return
+        self._stopped = True
+        self._refuse_waiters()
         try:
             await self.flush(timeout)
         finally:
-            self._stopped = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-            self._abandon_unwritten()
-            self._refuse_waiters()
+            self._abandon_unwritten(timeout)
 
-    def _abandon_unwritten(self) -> None:
+    def _abandon_unwritten(self, timeout: float | None) -> None:
         left = [op for op in (*self._in_flight, *self._queue) if not op.future.done()]
         self._in_flight = []
         self._queue.clear()
@@ -225,7 +236,11 @@ class AuditWriter:
         real = [op for op in left if not op.is_barrier]
         if real:
             self.stats.abandoned += len(real)
-            log.error("audit writer stopped with %d operations unwritten (store unavailable)", len(real))
+            log.error(
+                "audit writer stopped with %d operations unwritten: the store did not take them within %ss",
+                len(real),
+                timeout,
+            )
         for op in left:
             op.future.set_exception(AuditTimeoutError("audit writer stopped before the store accepted this operation"))
             op.future.exception()
@@ -251,7 +266,7 @@ class AuditWriter:
         if self._stopped:
             raise TrailStateError("the audit writer is stopped; the trail is closed")
         op = _Op(self._new_future(), row, update)
-        if not reserved and len(self._queue) >= self.max_queue:
+        if not reserved and self._held() >= self.max_queue:
             self._overflow(op)
         else:
             self._enqueue(op)
@@ -296,10 +311,14 @@ class AuditWriter:
         order and reserved for them, so a caller that never yields cannot take
         it first and starve them.
         """
-        return len(self._queue) + self._granted >= self.max_queue or bool(self._waiters)
+        return self._held() + self._granted >= self.max_queue or bool(self._waiters)
+
+    def _held(self) -> int:
+        """Operations holding a queue slot: queued, or in the batch being written."""
+        return len(self._queue) + len(self._in_flight)
 
     def _grant_space(self) -> None:
-        while self._waiters and len(self._queue) + self._granted < self.max_queue:
+        while self._waiters and self._held() + self._granted < self.max_queue:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
@@ -322,7 +341,7 @@ class AuditWriter:
 
     def _enqueue(self, op: _Op) -> None:
         self._queue.append(op)
-        self.stats.queue_depth = len(self._queue)
+        self.stats.queue_depth = self._held()
         self._work.set()
 
     def _overflow(self, op: _Op) -> None:
@@ -332,12 +351,13 @@ class AuditWriter:
         if self.overflow == "drop_newest":
             self._drop(op)
             return
-        for index, queued in enumerate(self._queue):  # drop_oldest: the oldest real operation
+        for index, queued in enumerate(self._queue):  # drop_oldest: the oldest real operation not being written
             if not queued.is_barrier:
                 del self._queue[index]
                 self._drop(queued)
-                break
-        self._enqueue(op)
+                self._enqueue(op)
+                return
+        self._drop(op)  # every slot is held by the batch being written: nothing older can go
 
     def _drop(self, op: _Op) -> None:
         self.stats.dropped += 1
@@ -362,7 +382,7 @@ class AuditWriter:
                 continue
             if self.batch_interval and len(self._queue) < self.batch_size:
                 await asyncio.sleep(self.batch_interval)  # linger: let a small batch grow
-            batch = self._in_flight = self._take_batch()
+            batch = self._take_batch()
             try:
                 await self._write(batch)
             except asyncio.CancelledError:
@@ -371,11 +391,12 @@ class AuditWriter:
                 log.exception("audit writer failed on a batch of %d operations", len(batch))
                 for op in batch:
                     if not op.future.done():
-                        op.future.set_exception(AuditStoreError(f"audit writer failed: {_describe(exc)}"))
+                        op.future.set_exception(AuditStoreError(f"audit writer failed ({type(exc).__name__})"))
                         op.future.exception()
-            self._in_flight = []
+            self._batch_done()
 
     def _take_batch(self) -> list[_Op]:
+        """Move up to ``batch_size`` operations from the queue to the batch being written (slots stay held)."""
         batch: list[_Op] = []
         real = 0
         while self._queue and real < self.batch_size:
@@ -383,13 +404,17 @@ class AuditWriter:
             batch.append(op)
             if not op.is_barrier:
                 real += 1
-        self.stats.queue_depth = len(self._queue)
-        if len(self._queue) < self.max_queue:
-            self._grant_space()
-            if self._overflowing and len(self._queue) <= self.max_queue // 2:
-                self._overflowing = False
-                log.info("audit queue drained below half; %d operations dropped so far", self.stats.dropped)
+        self._in_flight = batch
         return batch
+
+    def _batch_done(self) -> None:
+        """The batch being written is settled (committed or refused): its slots go to waiting callers."""
+        self._in_flight = []
+        self.stats.queue_depth = self._held()
+        self._grant_space()
+        if self._overflowing and self._held() <= self.max_queue // 2:
+            self._overflowing = False
+            log.info("audit queue drained below half; %d operations dropped so far", self.stats.dropped)
 
     async def _write(self, batch: list[_Op]) -> None:
         """Commit ``batch``, retrying transient failures until it succeeds."""

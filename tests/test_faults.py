@@ -322,7 +322,8 @@ async def test_a_caller_granted_space_is_queued_even_if_a_flush_barrier_filled_t
     await asyncio.sleep(0)
     assert not waiting.done()  # the queue is full: the caller waits
     flushing = asyncio.create_task(writer.flush())  # ready to run before the caller is woken
-    writer._take_batch()  # what the writer task does: the queue empties and the slot goes to the waiting caller
+    writer._take_batch()  # what the writer task does: the queue empties into the batch being written...
+    writer._batch_done()  # ...whose slot goes to the waiting caller once it is settled
     future = await waiting  # the flush's barrier went in first; this used to raise asyncio.QueueFull
     assert not future.done()
     assert len(writer._queue) == 2  # the barrier and the caller's record
