@@ -20,7 +20,9 @@ space at most ``commit_timeout`` seconds too (both modes); a record that
 still finds no space is dropped, counted in ``trail.writer_stats.dropped``
 and logged, and the message goes on. A message the trail *cannot* record (payload not JSON, a NUL
 character) is refused: ``send()`` raises the typed validation error before
-anything is delivered.
+anything is delivered. The same holds for a record the store refuses for
+good in ``"commit"`` mode (:class:`~audit_plugin.exceptions.AuditStoreError`):
+the message is not delivered.
 
 Tracing: each message gets one ``send {to_agent}`` PRODUCER span (see
 :mod:`audit_plugin.tracing`), started in ``audit_pre_send``, injected into
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from audit_plugin.deadlines import Deadlines
 from audit_plugin.exceptions import (
     AuditError,
+    AuditStoreError,
     AuditTimeoutError,
     InvalidFieldError,
     RecordDroppedError,
@@ -129,8 +132,8 @@ class AuditPlugin:
             enqueued = self.trail.enqueue_message(
                 message, trace_id=trace_id, span_id=span_id, timeout=self.commit_timeout
             )
-            return self._put_and_wait(enqueued, message)
-        return self._settle(future, message)
+            return self._put_and_wait(enqueued, message, before_delivery=True)
+        return self._settle(future, message, before_delivery=True)
 
     @hookimpl
     def audit_post_delivery(self, message: Message, receipt: DeliveryReceipt) -> Any:
@@ -216,12 +219,12 @@ class AuditPlugin:
             return self._put_and_wait(self.trail.enqueue_status(update, timeout=self.commit_timeout), message)
         return self._settle(future, message)
 
-    def _settle(self, future: asyncio.Future[Any], message: Message) -> Any:
+    def _settle(self, future: asyncio.Future[Any], message: Message, *, before_delivery: bool = False) -> Any:
         if self.durability == "commit":
-            return self._wait_for_commit(future, message)
+            return self._wait_for_commit(future, message, before_delivery=before_delivery)
         return None  # buffered: nobody waits; the writer counts, logs and retrieves every failure itself
 
-    async def _put_and_wait(self, enqueued: Any, message: Message) -> None:
+    async def _put_and_wait(self, enqueued: Any, message: Message, *, before_delivery: bool = False) -> None:
         try:
             future = await enqueued
         except RecordDroppedError:
@@ -232,9 +235,12 @@ class AuditPlugin:
                 self._tracer.abandon(span, exc)
             raise
         if self.durability == "commit":
-            await self._wait_for_commit(future, message)
+            await self._wait_for_commit(future, message, before_delivery=before_delivery)
 
-    async def _wait_for_commit(self, future: asyncio.Future[Any], message: Message) -> None:
+    async def _wait_for_commit(
+        self, future: asyncio.Future[Any], message: Message, *, before_delivery: bool = False
+    ) -> None:
+        """Wait for ``future``'s commit; ``before_delivery``: it is the message's record, which must exist first."""
         if self._deadlines is not None:
             # On timeout the future fails: only this waiter gives up, the writer still writes the record.
             self._deadlines.watch(future)
@@ -257,5 +263,12 @@ class AuditPlugin:
                     message.message_id,
                     self.commit_timeout,
                 )
+        except AuditStoreError as exc:
+            if before_delivery:  # the store refused the record for good: a delivery now would leave no trace
+                span = self._in_flight.pop(message.message_id, None)
+                if span is not None:
+                    self._tracer.abandon(span, exc)
+                raise
+            # an outcome the store refused: counted in trail.writer_stats.failed and logged by the writer
         except AuditError:
-            pass  # dropped or refused: counted in trail.writer_stats and logged by the writer
+            pass  # dropped: counted in trail.writer_stats and logged by the writer
