@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -36,6 +36,7 @@ from audit_plugin.records import (
     record_row,
 )
 from audit_plugin.registry import create_backend, extension_manager
+from audit_plugin.store_errors import mapped_stream, store_errors
 from audit_plugin.tracing import TRACE_URL_ENV, check_trace_url_template, trace_url
 from audit_plugin.verify import VerifyReport, verify_chain
 from audit_plugin.writer import AuditWriter, OverflowPolicy, WriterStats
@@ -168,7 +169,13 @@ class MessageAuditTrail:
 
     @property
     def writer_stats(self) -> WriterStats:
-        """Counters of the write pipeline: written, dropped, failed, queue depth..."""
+        """Counters of the write pipeline: written, dropped, failed, abandoned, queue depth...
+
+        Still readable after :meth:`close` (the final counts, e.g. what a
+        timed-out close abandoned); before :meth:`initialize` it is an error.
+        """
+        if self._closed and self._writer is not None:
+            return self._writer.stats
         return self._require_writer().stats
 
     @property
@@ -374,7 +381,9 @@ class MessageAuditTrail:
         if not isinstance(query, AuditQuery):
             raise v.FieldTypeError("query", "AuditQuery", query)
         self._require_writer()
-        return await self.protection.open(await self.backend.query(query))
+        with store_errors("query_messages"):
+            records = await self.backend.query(query)
+        return await self.protection.open(records)
 
     def stream_messages(
         self, query: AuditQuery | None = None, *, oldest_first: bool = True
@@ -382,13 +391,14 @@ class MessageAuditTrail:
         """Every record matching ``query``'s filters (limit/offset ignored), in constant memory."""
         self._require_writer()
         records = self.backend.stream(query if query is not None else AuditQuery(), oldest_first=oldest_first)
-        return self.protection.open_stream(records)
+        return self.protection.open_stream(mapped_stream("stream_messages", records))
 
     async def get_message(self, message_id: str) -> AuditRecord | None:
         """The record of one message, or ``None``."""
         v.check_text("message_id", message_id)
         self._require_writer()
-        record = await self.backend.get(message_id)
+        with store_errors("get_message"):
+            record = await self.backend.get(message_id)
         return None if record is None else (await self.protection.open([record]))[0]
 
     async def get_conversation_history(self, correlation_id: str) -> list[AuditRecord]:
@@ -417,11 +427,12 @@ class MessageAuditTrail:
     ) -> list[AuditRecord]:
         """Messages ``agent_id`` sent or received in the last ``days`` days, newest first."""
         v.check_text("agent_id", agent_id)
-        v.check_int("days", days, minimum=0)
-        v.check_int("limit", limit, minimum=1, optional=True)
+        since = v.days_ago("days", days)
+        v.check_int("limit", limit, minimum=1, maximum=v.INT64_MAX, optional=True)
         self._require_writer()
-        since = datetime.now(UTC) - timedelta(days=days)
-        return await self.protection.open(await self.backend.agent_history(agent_id, since, limit))
+        with store_errors("get_agent_communication_history"):
+            records = await self.backend.agent_history(agent_id, since, limit)
+        return await self.protection.open(records)
 
     async def get_statistics(
         self, start_time: datetime | None = None, end_time: datetime | None = None
@@ -430,7 +441,8 @@ class MessageAuditTrail:
         start = v.to_utc("start_time", start_time, optional=True)
         end = v.to_utc("end_time", end_time, optional=True)
         self._require_writer()
-        return await self.backend.statistics(start, end)
+        with store_errors("get_statistics"):
+            return await self.backend.statistics(start, end)
 
     async def count_messages(self, query: AuditQuery | None = None) -> int:
         """How many records match ``query``'s filters (limit/offset ignored)."""
@@ -438,7 +450,8 @@ class MessageAuditTrail:
         if not isinstance(query, AuditQuery):
             raise v.FieldTypeError("query", "AuditQuery", query)
         self._require_writer()
-        return await self.backend.count(query)
+        with store_errors("count_messages"):
+            return await self.backend.count(query)
 
     async def get_delivery_percentiles(
         self,
@@ -458,7 +471,8 @@ class MessageAuditTrail:
             if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 100:
                 raise InvalidFieldError("percentiles", f"each must be a number from 0 to 100, got {p!r}")
         self._require_writer()
-        return await self.backend.delivery_percentiles(start, end, list(percentiles))
+        with store_errors("get_delivery_percentiles"):
+            return await self.backend.delivery_percentiles(start, end, list(percentiles))
 
     async def get_message_volume(
         self, start_time: datetime | None = None, end_time: datetime | None = None, bucket: BucketUnit = "hour"
@@ -469,7 +483,8 @@ class MessageAuditTrail:
         if bucket not in BUCKET_UNITS:
             raise InvalidFieldError("bucket", f"{bucket!r} is not one of {', '.join(BUCKET_UNITS)}")
         self._require_writer()
-        return await self.backend.message_volume(start, end, bucket)
+        with store_errors("get_message_volume"):
+            return await self.backend.message_volume(start, end, bucket)
 
     # -- retention ------------------------------------------------------------------
 
@@ -486,13 +501,17 @@ class MessageAuditTrail:
         self._require_writer()
         if cutoff is None:
             return 0
-        return await self.backend.delete_older_than(cutoff)
+        with store_errors("apply_retention_policy"):
+            return await self.backend.delete_older_than(cutoff)
 
     async def count_past_retention(self) -> int:
         """How many records ``apply_retention_policy()`` would delete now."""
         cutoff = self.retention_cutoff()
         self._require_writer()
-        return 0 if cutoff is None else await self.backend.count_older_than(cutoff)
+        if cutoff is None:
+            return 0
+        with store_errors("count_past_retention"):
+            return await self.backend.count_older_than(cutoff)
 
     async def apply_retention_policy_in_chunks(self, chunk_size: int = 10_000) -> AsyncIterator[int]:
         """Apply the retention policy ``chunk_size`` rows per transaction, yielding each chunk's count.
@@ -501,7 +520,7 @@ class MessageAuditTrail:
         held up), memory stays flat, and the caller can report progress.
         Stopping early leaves the remaining old records for the next run.
         """
-        v.check_int("chunk_size", chunk_size, minimum=1)
+        v.check_int("chunk_size", chunk_size, minimum=1, maximum=v.INT64_MAX)
         cutoff = self.retention_cutoff()
         self._require_writer()
         if cutoff is None:
