@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl
+from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl, days_back
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
@@ -98,7 +97,7 @@ def agent(
     fmt = output_format(as_json, as_csv)
 
     async def show() -> None:
-        since = datetime.now(UTC) - timedelta(days=days)
+        since = days_back("--days", days)
         async with open_trail(database_url) as trail:
             recent = await trail.get_agent_communication_history(name, days=days, limit=limit)
             sent = await tally(trail, AuditQuery(from_agent=name, start_time=since), "to_agent")

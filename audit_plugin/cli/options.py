@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from audit_plugin import validation as v
+from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.messages import MessageStatus, MessageType
 from audit_plugin.records import MAX_QUERY_LIMIT, AuditQuery
 
@@ -28,7 +31,7 @@ DatabaseUrl = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 AsCsv = Annotated[bool, typer.Option("--csv", help="CSV on stdout (header row first).")]
 Limit = Annotated[int, typer.Option("--limit", min=1, max=MAX_QUERY_LIMIT, help="Most records to show.")]
-Offset = Annotated[int, typer.Option("--offset", min=0, help="Records to skip (for paging).")]
+Offset = Annotated[int, typer.Option("--offset", min=0, max=v.INT64_MAX, help="Records to skip (for paging).")]
 Since = Annotated[str | None, typer.Option("--since", help="Start: 2h, 30m, 3d, 1w ago, or an ISO date/time (UTC).")]
 Until = Annotated[str | None, typer.Option("--until", help="End: same forms as --since.")]
 
@@ -37,7 +40,10 @@ _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w
 
 
 def parse_time(option: str, text: str | None, now: datetime | None = None) -> datetime | None:
-    """``2h`` / ``90m`` / ``3d`` / ``1w`` (that long ago), ``now``, or ISO 8601 (naive = UTC)."""
+    """``2h`` / ``90m`` / ``3d`` / ``1w`` (that long ago), ``now``, or ISO 8601 (naive = UTC).
+
+    A time before year 1 or after 9999 (in UTC) is bad input naming ``option``, like an unreadable one.
+    """
     if text is None:
         return None
     now = now or datetime.now(UTC)
@@ -46,7 +52,10 @@ def parse_time(option: str, text: str | None, now: datetime | None = None) -> da
     relative = _RELATIVE.match(text)
     if relative:
         amount, unit = relative.groups()
-        return now - timedelta(seconds=float(amount) * _UNIT_SECONDS[unit.lower()])
+        try:
+            return now - timedelta(seconds=float(amount) * _UNIT_SECONDS[unit.lower()])
+        except (OverflowError, ValueError):  # timedelta or the subtraction out of range (ValueError: infinity)
+            raise typer.BadParameter(f"{text!r} reaches before year 1", param_hint=f"'{option}'") from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -54,7 +63,25 @@ def parse_time(option: str, text: str | None, now: datetime | None = None) -> da
             f"{text!r} is not a time: use 2h, 30m, 3d, 1w, now, or ISO like 2026-01-31 or 2026-01-31T12:00:00Z",
             param_hint=f"'{option}'",
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return v.to_utc(option, moment)
+    except InvalidFieldError as exc:
+        raise typer.BadParameter(exc.reason, param_hint=f"'{option}'") from None
+
+
+def days_back(option: str, days: int, now: datetime | None = None) -> datetime:
+    """The time ``days`` days before ``now``; a count reaching before year 1 is bad input naming ``option``."""
+    try:
+        return v.days_ago(option, days, now)
+    except InvalidFieldError as exc:
+        raise typer.BadParameter(exc.reason, param_hint=f"'{option}'") from None
+
+
+def finite(value: float | None) -> float | None:
+    """Option callback: refuse ``nan`` (a range check lets it through: every comparison with it is false)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 _KW = inspect.Parameter.KEYWORD_ONLY

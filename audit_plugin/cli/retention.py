@@ -22,6 +22,7 @@ from audit_plugin.cli.runner import open_trail, run
 from audit_plugin.cli.stats import gather_report, statistics_renderables
 from audit_plugin.records import RetentionPolicy
 from audit_plugin.trail import DEFAULT_DATABASE_URL
+from audit_plugin.validation import INT64_MAX
 
 DEFAULT_CHUNK = 10_000
 
@@ -36,7 +37,7 @@ def retention(
     ] = PolicyName.DAYS_90,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")] = False,
     chunk_size: Annotated[
-        int, typer.Option("--chunk-size", min=1, help="Rows deleted per transaction.")
+        int, typer.Option("--chunk-size", min=1, max=INT64_MAX, help="Rows deleted per transaction.")
     ] = DEFAULT_CHUNK,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: AsJson = False,

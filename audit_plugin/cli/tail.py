@@ -22,7 +22,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from audit_plugin.cli.options import AsCsv, DatabaseUrl, query_filters
+from audit_plugin.cli.options import AsCsv, DatabaseUrl, finite, query_filters
 from audit_plugin.cli.output import (
     OutputFormat,
     RecordWriter,
@@ -37,11 +37,17 @@ from audit_plugin.cli.output import (
 )
 from audit_plugin.cli.runner import open_trail, run
 from audit_plugin.messages import MessageStatus
-from audit_plugin.records import AuditQuery, AuditRecord
+from audit_plugin.records import MAX_QUERY_LIMIT, AuditQuery, AuditRecord
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
 
 DEFAULT_LOOKBACK = 60.0
 """Seconds back each poll looks for new records and status changes."""
+
+MAX_LOOKBACK = 365 * 86400.0
+"""Longest ``--lookback`` (a year): each poll reads the whole window."""
+
+MAX_INTERVAL = 3600.0
+"""Longest ``--interval`` between polls (an hour)."""
 
 
 class LinePrinter:
@@ -116,10 +122,21 @@ async def follow(
 @query_filters
 def tail(
     filters: AuditQuery,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Recent records to print first.")] = 10,
-    interval: Annotated[float, typer.Option("--interval", min=0.05, help="Seconds between polls.")] = 1.0,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, max=MAX_QUERY_LIMIT, help="Recent records to print first.")
+    ] = 10,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.05, max=MAX_INTERVAL, callback=finite, help="Seconds between polls.")
+    ] = 1.0,
     lookback: Annotated[
-        float, typer.Option("--lookback", min=1, help="Seconds after creation a record can still show up.")
+        float,
+        typer.Option(
+            "--lookback",
+            min=1,
+            max=MAX_LOOKBACK,
+            callback=finite,
+            help="Seconds after creation a record can still show up.",
+        ),
     ] = DEFAULT_LOOKBACK,
     stop_after: Annotated[
         int | None, typer.Option("--stop-after", min=1, help="Exit after this many new lines (for scripts).")
