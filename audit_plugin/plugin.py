@@ -9,7 +9,8 @@ Durability modes:
 * ``"buffered"``: the hooks only queue the record (in-memory work) and
   ``send()`` goes on at once. Records are committed by the writer in the
   background, normally within one batch time; a crash loses at most what was
-  queued and not yet committed (``trail.writer_stats.queue_depth``).
+  accepted and not yet committed (``trail.writer_stats.queue_depth``, never
+  more than the trail's ``max_queue`` operations, the batch being written included).
 
 A store outage never breaks ``send()``. In ``"commit"`` mode the plugin waits
 up to ``commit_timeout`` seconds for the commit, then lets the message go on,
