@@ -31,7 +31,7 @@ from audit_plugin.exceptions import FieldTypeError, InvalidFieldError
 from audit_plugin.messages import DeliveryReceipt, Message, MessageStatus
 from audit_plugin.metrics import ConsumerMetrics, get_meter
 from audit_plugin.tracing import ProcessTracer, error_type
-from audit_plugin.validation import check_int, check_text
+from audit_plugin.validation import INT32_MAX, check_int, check_seconds, check_text
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -80,9 +80,8 @@ class MessageBus:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
-        check_int("max_retries", max_retries, minimum=0)
-        if isinstance(retry_delay, bool) or not isinstance(retry_delay, int | float) or retry_delay < 0:
-            raise InvalidFieldError("retry_delay", f"must be a number >= 0, got {retry_delay!r}")
+        check_int("max_retries", max_retries, minimum=0, maximum=INT32_MAX)  # retry_count is an INTEGER column
+        check_seconds("retry_delay", retry_delay)
         self.max_retries = max_retries
         self.retry_delay = float(retry_delay)
         self._tracer = ProcessTracer(tracer_provider)

@@ -54,6 +54,7 @@ from audit_plugin.metrics import PipelineMetrics, SendMetrics, get_meter
 from audit_plugin.records import StatusUpdate
 from audit_plugin.tracing import SendTracer, sampled_ids
 from audit_plugin.trail import MessageAuditTrail
+from audit_plugin.validation import check_seconds
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -95,6 +96,7 @@ class AuditPlugin:
     ) -> None:
         if durability not in ("commit", "buffered"):
             raise InvalidFieldError("durability", f"{durability!r} is not 'commit' or 'buffered'")
+        check_seconds("commit_timeout", commit_timeout, optional=True)
         self.trail = trail
         self.durability: Durability = durability
         self.commit_timeout = commit_timeout

@@ -493,7 +493,11 @@ class MessageAuditTrail:
         max_age = self.retention_policy.max_age
         if max_age is None:
             return None
-        return (now or datetime.now(UTC)) - max_age
+        now = v.to_utc("now", now, optional=True) or datetime.now(UTC)
+        try:
+            return now - max_age
+        except OverflowError:  # nothing can be older than the first representable time
+            return datetime.min.replace(tzinfo=UTC)
 
     async def apply_retention_policy(self) -> int:
         """Delete records older than the retention policy allows; return how many."""

@@ -12,6 +12,7 @@ counts stored in a row, ``BIGINT`` for ``LIMIT``/``OFFSET``).
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -107,6 +108,17 @@ def check_int(
     if maximum is not None and value > maximum:
         raise InvalidFieldError(field, f"must be <= {maximum}, got {preview(value)}")
     return value
+
+
+def check_seconds(field: str, value: object, *, optional: bool = False) -> float | None:
+    """Return ``value`` if it is a finite number of seconds >= 0 (``nan`` and infinity are refused)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FieldTypeError(field, "a number of seconds" + (" or None" if optional else ""), value)
+    if not math.isfinite(value) or value < 0:
+        raise InvalidFieldError(field, f"must be a finite number of seconds >= 0, got {preview(value)}")
+    return float(value)
 
 
 def to_utc(field: str, value: object, *, optional: bool = False) -> datetime | None:

@@ -63,6 +63,7 @@ from audit_plugin.exceptions import (
     driver_message,
 )
 from audit_plugin.records import StatusUpdate
+from audit_plugin.validation import check_int, check_seconds
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +151,9 @@ class AuditWriter:
         retry_max_delay: float = 5.0,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise InvalidFieldError("batch_size", "must be >= 1")
-        if batch_interval < 0:
-            raise InvalidFieldError("batch_interval", "must be >= 0 seconds")
-        if max_queue < 1:
-            raise InvalidFieldError("max_queue", "must be >= 1")
+        check_int("batch_size", batch_size, minimum=1)
+        check_seconds("batch_interval", batch_interval)
+        check_int("max_queue", max_queue, minimum=1)
         if overflow not in OVERFLOW_POLICIES:
             raise InvalidFieldError("overflow", f"{overflow!r} is not one of {', '.join(OVERFLOW_POLICIES)}")
         self.backend = backend
@@ -194,6 +192,7 @@ class AuditWriter:
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued before this call is committed (or failed for good)."""
+        check_seconds("timeout", timeout, optional=True)
         barrier = _Op(self._new_future())
         self._queue.append(barrier)
         self._work.set()

@@ -277,3 +277,35 @@ async def test_the_batch_being_written_counts_against_max_queue(database_url: st
         stats = trail.writer_stats
         assert most_unsettled == 10
         assert stats.written == await trail.count_messages() == sum(f.exception() is None for f in accepted)
+
+
+# -- durations and the remaining numeric options -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, "5"])
+async def test_durations_must_be_finite_seconds(trail: MessageAuditTrail, seconds: object) -> None:
+    with pytest.raises(AuditError) as caught:
+        AuditPlugin(trail, commit_timeout=seconds)  # type: ignore[arg-type]
+    _input_error(caught.value, "commit_timeout")
+    with pytest.raises(AuditError) as caught:
+        MessageBus(retry_delay=seconds)  # type: ignore[arg-type]
+    _input_error(caught.value, "retry_delay")
+    with pytest.raises(AuditError) as caught:
+        await trail.flush(seconds)  # type: ignore[arg-type]
+    _input_error(caught.value, "timeout")
+    with pytest.raises(AuditError) as caught:
+        MessageAuditTrail(trail.database_url, batch_interval=seconds)  # type: ignore[arg-type]
+    _input_error(caught.value, "batch_interval")
+
+
+def test_more_retries_than_a_retry_count_column_holds_are_refused() -> None:
+    with pytest.raises(InvalidFieldError) as caught:
+        MessageBus(max_retries=INT32_MAX + 1)
+    _input_error(caught.value, "max_retries")
+
+
+async def test_the_retention_cutoff_of_the_first_day_is_the_first_representable_time(trail: MessageAuditTrail) -> None:
+    assert trail.retention_cutoff(datetime(1, 1, 2, tzinfo=UTC)) == datetime.min.replace(tzinfo=UTC)
+    with pytest.raises(InvalidFieldError) as caught:
+        trail.retention_cutoff(datetime(1, 1, 1, tzinfo=PLUS_5))
+    _input_error(caught.value, "now")
