@@ -146,6 +146,7 @@ class MessageAuditTrail:
         """
         if self._closed:
             return
+        v.check_seconds("timeout", timeout, optional=True)  # before closing: a bad value leaves the trail open
         self._closed = True
         try:
             if self._writer is not None:

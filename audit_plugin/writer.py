@@ -214,6 +214,7 @@ class AuditWriter:
         :class:`~audit_plugin.exceptions.AuditTimeoutError` (the flush's own
         error is raised).
         """
+        check_seconds("timeout", timeout, optional=True)  # before anything stops: a bad value abandons nothing
         if self._task is None:
             return
         self._stopped = True

@@ -296,6 +296,10 @@ async def test_durations_must_be_finite_seconds(trail: MessageAuditTrail, second
     with pytest.raises(AuditError) as caught:
         MessageAuditTrail(trail.database_url, batch_interval=seconds)  # type: ignore[arg-type]
     _input_error(caught.value, "batch_interval")
+    with pytest.raises(AuditError) as caught:
+        await trail.close(seconds)  # type: ignore[arg-type]
+    _input_error(caught.value, "timeout")
+    await trail.log_message(make_message())  # the refused close() left the trail open
 
 
 def test_more_retries_than_a_retry_count_column_holds_are_refused() -> None:
