@@ -297,9 +297,9 @@ def trail_attributes(trail: MessageAuditTrail) -> dict[str, str]:
 
 
 def _stats_of(trail: Any) -> WriterStats | None:
-    if trail is None:
+    if trail is None or trail.closed:  # a closed trail keeps its final stats readable but reports no more
         return None
     try:
         return trail.writer_stats
-    except TrailStateError:  # not initialised yet, or closed
+    except TrailStateError:  # not initialised yet
         return None

@@ -164,6 +164,11 @@ class MessageAuditTrail:
         await self.close()
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has begun."""
+        return self._closed
+
+    @property
     def writer(self) -> AuditWriter:
         """The group-commit writer (its ``stats``; retry delays can be tuned on it)."""
         return self._require_writer()

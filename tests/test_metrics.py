@@ -17,6 +17,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sqlalchemy.engine import make_url
 
 from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageStatus, MessageType
+from audit_plugin.exceptions import AuditStoreError
 from audit_plugin.metrics import DURATION_BUCKETS
 
 
@@ -163,7 +164,7 @@ async def test_store_outage_shows_in_metrics_then_recovers(
         assert value(points, "audit_plugin.writer.store.available") == 0
         assert value(points, "audit_plugin.writer.retries") >= 1
         assert value(points, "audit_plugin.commit.timeouts") == 2  # the record and its outcome
-        assert value(points, "audit_plugin.writer.queue.depth") == 1  # the outcome waits behind the record
+        assert value(points, "audit_plugin.writer.queue.depth") == 2  # the record being retried, its outcome queued
         assert value(points, "audit_plugin.writer.written") == 0
 
         del bus
@@ -195,9 +196,10 @@ async def test_refused_writes_are_counted_as_failed(
             await conn.execute("DROP TABLE message_audit_log")
         finally:
             await conn.close()
-        assert (await bus.send(Message("a", "b", MessageType.EVENT))).status is MessageStatus.DELIVERED
+        with pytest.raises(AuditStoreError):  # commit mode: a record refused for good stops the delivery
+            await bus.send(Message("a", "b", MessageType.EVENT))
         points = collect(reader)
-        assert value(points, "audit_plugin.writer.failed") == trail.writer_stats.failed == 2
+        assert value(points, "audit_plugin.writer.failed") == trail.writer_stats.failed == 1
         assert value(points, "audit_plugin.writer.written") == 0
 
 
