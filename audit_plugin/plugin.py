@@ -183,8 +183,8 @@ class AuditPlugin:
             enqueued = self.trail.enqueue_message(
                 message, trace_id=trace_id, span_id=span_id, timeout=self.commit_timeout
             )
-            return self._put_and_wait(enqueued, message)
-        return self._settle(future, message)
+            return self._put_and_wait(enqueued, message, before_delivery=True)
+        return self._settle(future, message, before_delivery=True)
 
     def record_outcome(
         self,
