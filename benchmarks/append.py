@@ -1,27 +1,33 @@
-"""Appending to an empty store and to a large one: write throughput must not depend on what is stored.
+"""Appending to a small store and to a large one: write throughput must not depend on what is stored.
 
     python benchmarks/append.py             # 1,000,000 stored messages, 3 repetitions: ~15 minutes on 2 cores
     python benchmarks/append.py --quick     # 50,000 stored messages, one repetition
 
-One trail stays open while its table grows, as in a long-running service
-(its connections, and the statements prepared on them, live on). Each
-workload runs on the empty store, then ``--rows`` delivered messages are
-bulk-loaded beside the trail (records and their lifecycle entries, as the
-bus would have left them: a ``"record"`` and a ``"status"`` entry each, hash
-columns filled with fixed strings; the chain is not verified), then each
-workload runs again through the same trail. Workloads, both through the
-reference bus with 64 concurrent senders and the audit plugin:
+Per backend, four stores are opened at once, each with its own trail that
+stays open throughout, as in a long-running service (its connections, and
+the statements prepared on them, live on): a small and a large store for
+each kind of message id, the default time-ordered one (UUIDv7) and random
+``uuid4`` text. Each workload first runs once on every store while all are
+empty (so statements are prepared on young tables); then ``--rows``
+delivered messages are bulk-loaded beside the open trails of the large
+stores (records and their lifecycle entries, as the bus leaves them: a
+``"record"`` and a ``"status"`` entry each, the stored ids of the store's
+kind, hash columns filled with fixed strings; that chain is not verified).
+Then each repetition runs every workload on the four stores in turn, so the
+ratios compare runs made back to back on a shared machine. The small stores
+hold only what the runs wrote (tens of thousands of messages).
+
+Workloads, both through the reference bus with 64 concurrent senders and
+the audit plugin:
 
 * ``commit``: every ``send()`` waits until its record is committed, then the
   DELIVERED update follows (small batches: what arrives during one commit);
 * ``buffered``: ``send()`` does not wait; the writer drains large batches.
 
-This runs with each kind of message id: the default time-ordered one
-(UUIDv7) and random ``uuid4`` text, the stored rows carrying the same kind.
-Printed per backend and workload: the rate on the empty store and on the
-large one, their ratio (goal >= 0.8), and the time-ordered/random ratio on
-the large store. Each repetition builds fresh stores; the table shows the
-median and half the spread of the per-repetition ratios.
+Printed per backend and workload: the rate on the small and on the large
+store and their ratio (goal >= 0.8), and the time-ordered/uuid4 ratio on the
+large stores; medians over the repetitions with half the spread of the
+per-repetition ratios.
 
 PostgreSQL runs on ``AUDIT_BENCH_POSTGRES_URL`` (see ``benchmarks/common.py``),
 in throwaway databases; SQLite in temporary files.
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sqlite3
 import sys
 import time
@@ -76,8 +83,9 @@ LOAD_CHUNK = 50_000
 HASHES = ("0123456789abcdef" * 4,) * 3
 """entry_digest, prev_hash, entry_hash of a loaded entry: the database's work, not the hashing."""
 
+SIZES = ("small", "large")
 Rates = dict[tuple[str, str, str, str], list[float]]
-"""(backend, id kind, workload, "empty" | "full") -> messages/s, one per repetition."""
+"""(backend, id kind, workload, size) -> messages/s, one per repetition."""
 
 
 # -- the stored rows ----------------------------------------------------------------------------
@@ -172,25 +180,33 @@ async def run_workload(trail: MessageAuditTrail, workload: str, count: int, new_
     return count / run.seconds
 
 
-async def one_store(
-    open_store: Callable[[], AbstractAsyncContextManager[Store]], kind: str, rates: Rates, args: argparse.Namespace
+async def one_backend(
+    open_store: Callable[[], AbstractAsyncContextManager[Store]], rates: Rates, args: argparse.Namespace
 ) -> None:
-    """Run every workload on an empty store, load ``args.rows`` messages beside the open trail, run them again."""
-    new_id = ID_KINDS[kind]
-    async with open_store() as store:
-        trail = MessageAuditTrail(store.url, **TRAIL_OPTIONS)  # type: ignore[arg-type]
-        await trail.initialize()
-        try:
-            for workload in WORKLOADS:
-                rate = await run_workload(trail, workload, args.messages, new_id)
-                rates.setdefault((store.kind, kind, workload, "empty"), []).append(rate)
-            seconds = await load(store, args.rows, new_id, trail.ledger.chain_id)
+    """Small and large stores for each id kind on one backend, measured in turn; see the module docstring."""
+    async with contextlib.AsyncExitStack() as stack:
+        trails: dict[tuple[str, str], tuple[Store, MessageAuditTrail]] = {}
+        for kind in args.ids:
+            for size in SIZES:
+                store = await stack.enter_async_context(open_store())
+                trail = MessageAuditTrail(store.url, **TRAIL_OPTIONS)  # type: ignore[arg-type]
+                await trail.initialize()
+                stack.push_async_callback(trail.close)
+                trails[kind, size] = store, trail
+        for (kind, _size), (_store, trail) in trails.items():
+            for workload in WORKLOADS:  # statements prepared and run on young tables
+                await run_workload(trail, workload, args.messages, ID_KINDS[kind])
+        for kind in args.ids:
+            store, trail = trails[kind, "large"]
+            seconds = await load(store, args.rows, ID_KINDS[kind], trail.ledger.chain_id)
             print(f"    {store.kind}, {kind} ids: loaded {args.rows:,} messages in {seconds:.1f} s", file=sys.stderr)
-            for workload in WORKLOADS:
-                rate = await run_workload(trail, workload, args.messages, new_id)
-                rates.setdefault((store.kind, kind, workload, "full"), []).append(rate)
-        finally:
-            await trail.close()
+        for repetition in range(args.repeat):
+            print(f"    {open_store.__name__}: repetition {repetition + 1} of {args.repeat}", file=sys.stderr)
+            order = list(trails.items())
+            for (kind, size), (store, trail) in order if repetition % 2 == 0 else reversed(order):
+                for workload in WORKLOADS:
+                    rate = await run_workload(trail, workload, args.messages, ID_KINDS[kind])
+                    rates.setdefault((store.kind, kind, workload, size), []).append(rate)
 
 
 def _ratio(numerators: list[float], denominators: list[float], label: str) -> str:
@@ -206,7 +222,7 @@ def _rate(values: list[float]) -> str:
 
 
 async def measure(args: argparse.Namespace) -> Rates:
-    """Every workload on every reachable backend and id kind, ``args.repeat`` times, each time on new stores."""
+    """Every workload on every reachable backend and id kind, small and large stores, ``args.repeat`` times."""
     backends: list[Callable[[], AbstractAsyncContextManager[Store]]] = [] if args.no_sqlite else [sqlite_store]
     if not args.no_postgres:
         if await postgres_available():
@@ -214,31 +230,29 @@ async def measure(args: argparse.Namespace) -> Rates:
         else:
             print("PostgreSQL not reachable; skipping it", file=sys.stderr)
     rates: Rates = {}
-    for repetition in range(args.repeat):
-        print(f"... appending: repetition {repetition + 1} of {args.repeat}", file=sys.stderr)
-        for open_store in backends:
-            for kind in args.ids:
-                await one_store(open_store, kind, rates, args)
+    for open_store in backends:
+        print(f"... appending: {open_store.__name__}", file=sys.stderr)
+        await one_backend(open_store, rates, args)
     return rates
 
 
 def table_rows(rates: Rates, args: argparse.Namespace) -> list[Row]:
-    """One row per backend, workload and id kind (rates and stored/empty), and one time-ordered/uuid4 ratio."""
+    """One row per backend, workload and id kind (rates and large/small), and one time-ordered/uuid4 ratio."""
     rows: list[Row] = []
     for backend in dict.fromkeys(backend for backend, *_ in rates):
         for workload in WORKLOADS:
             for kind in args.ids:
-                empty, full = rates[backend, kind, workload, "empty"], rates[backend, kind, workload, "full"]
+                small, large = rates[backend, kind, workload, "small"], rates[backend, kind, workload, "large"]
                 rows.append(
                     (
                         f"{backend}: append, {workload}, {kind} ids",
-                        f"empty {_rate(empty)} / {args.rows:,} stored {_rate(full)} msg/s",
-                        _ratio(full, empty, "stored/empty"),
+                        f"small {_rate(small)} / {args.rows:,} stored {_rate(large)} msg/s",
+                        _ratio(large, small, "large/small"),
                         ">= 0.8" if kind == DEFAULT_IDS else "",
                     )
                 )
             if len(args.ids) == len(ID_KINDS):
-                ordered, random = (rates[backend, kind, workload, "full"] for kind in ID_KINDS)
+                ordered, random = (rates[backend, kind, workload, "large"] for kind in ID_KINDS)
                 label = f"{backend}: append, {workload}, {args.rows:,} stored"
                 rows.append((label, "", _ratio(ordered, random, "time-ordered/uuid4 ids"), ""))
     return rows
@@ -252,7 +266,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="50,000 stored messages, one repetition")
+    parser.add_argument("--quick", action="store_true", help="50,000 stored messages, one repetition, small runs")
     parser.add_argument("--rows", type=int, default=1_000_000, help="messages loaded before the second run")
     parser.add_argument("--messages", type=int, default=20_000, help="messages per workload run")
     parser.add_argument("--repeat", type=int, default=3)
