@@ -14,6 +14,8 @@ Two families of hooks share this module:
 * **Extension hooks** (``audit_create_backend``, ``audit_redact``):
   implemented by backend distributions and other extensions, found through
   the ``audit_plugin`` entry-point group and called by the trail.
+* **Test hook** (``audit_test_database``): a backend distribution makes
+  throwaway databases for the conformance suite (see ``docs/backends.md``).
 
 Hook names start with ``audit_``; call them with keyword arguments only.
 """
@@ -26,6 +28,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
+    from contextlib import AbstractAsyncContextManager
+    from pathlib import Path
 
     from audit_plugin.backend import AuditBackend
     from audit_plugin.messages import DeliveryReceipt, Message
@@ -118,4 +122,24 @@ def audit_create_backend(url: str) -> AuditBackend | None:
     :param url: the database URL as the user gave it.
     :return: an object implementing :class:`audit_plugin.backend.AuditBackend`,
         not yet initialised, or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def audit_test_database(backend: str, directory: Path) -> AbstractAsyncContextManager[str] | None:
+    """Make a throwaway empty database for the conformance suite, or return ``None`` if ``backend`` is not yours.
+
+    Called by the pytest plugin :mod:`audit_plugin.testing` for each test
+    that needs a database on the backend named ``backend`` (the name of the
+    backend's ``audit_plugin`` entry point, as given to ``--audit-backend``).
+
+    :param backend: the entry-point name of the backend under test.
+    :param directory: a new temporary directory of the test's own, for
+        stores kept in files.
+    :return: an async context manager whose entering creates an empty
+        database and yields a URL that the backend's own
+        ``audit_create_backend`` claims, and whose exit drops it; or
+        ``None``. When no database can be made here (no server configured),
+        entering raises :class:`unittest.SkipTest` saying why: the tests
+        needing it are skipped, not failed.
     """

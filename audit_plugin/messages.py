@@ -7,11 +7,12 @@ value fails where it was written, not later inside the audit writer.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+import uuid_utils
 
 from audit_plugin import validation as v
 from audit_plugin.exceptions import FieldTypeError
@@ -54,8 +55,16 @@ class MessageStatus(StrEnum):
         return self in (MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.EXPIRED)
 
 
-def _new_message_id() -> str:
-    return str(uuid.uuid4())
+def new_message_id() -> str:
+    """A fresh time-ordered message id: a UUID version 7 (RFC 9562) in canonical text form.
+
+    Ids made one after another sort in the order they were made (within one
+    process, even inside one millisecond), so new records land at the end of
+    the ``message_id`` index instead of at random places in it: the index
+    stays dense and the pages a write touches stay in memory however large
+    the table grows.
+    """
+    return str(uuid_utils.uuid7())
 
 
 def _utc_now() -> datetime:
@@ -70,6 +79,8 @@ class Message:
     audited). ``headers`` is transport metadata (string to string); the audit
     plugin puts the W3C ``traceparent`` there. ``timestamp`` is when the
     message was created, aware UTC; ``ttl_seconds`` counts from it.
+    ``message_id`` defaults to a time-ordered UUID (see :func:`new_message_id`);
+    any non-empty string given instead is kept as it is.
     """
 
     from_agent: str
@@ -79,7 +90,7 @@ class Message:
     priority: Priority = Priority.NORMAL
     correlation_id: str | None = None
     reply_to: str | None = None
-    message_id: str = field(default_factory=_new_message_id)
+    message_id: str = field(default_factory=new_message_id)
     timestamp: datetime = field(default_factory=_utc_now)
     ttl_seconds: int | None = None
     headers: dict[str, str] = field(default_factory=dict)

@@ -21,7 +21,10 @@ current status is the status of its last lifecycle entry that applied (a
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +43,11 @@ STREAM_CHUNK = 2000
 e = events.c
 log = audit_log.c
 _RECORD_COLUMNS = (*chain.RECORD_FIELDS, "payload_json")
+_EVENT_COLUMNS = tuple(column.name for column in events.columns)
+"""The walk's rows: these event columns, then ``_RECORD_COLUMNS`` of the joined record (all ``None`` if none)."""
+_SPLIT = len(_EVENT_COLUMNS)
+_RECORD_ID = _SPLIT + _RECORD_COLUMNS.index("message_id")
+_SEQUENCE, _ENTRY_HASH, _MESSAGE_ID = (_EVENT_COLUMNS.index(name) for name in ("sequence", "entry_hash", "message_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,35 +111,72 @@ class _Walk:
         index = bisect.bisect_right(self.retention_sequences, sequence)
         return index < len(self.retention_cutoffs) and at < self.retention_cutoffs[index]
 
-    def check(self, row: Any) -> str | None:
-        """The reason ``row`` breaks the chain, or ``None`` (and advance)."""
-        expected = self.sequence + 1
-        if row.sequence != expected:
-            return f"entries {expected}..{row.sequence - 1} are missing (sequence jumps from {self.sequence})"
-        if row.entry_hash is None or row.entry_digest is None:
+    def check(self, row: Sequence[Any]) -> str | None:
+        """The reason ``row`` (see ``_EVENT_COLUMNS``) breaks the chain, or ``None`` (and advance)."""
+        entry = dict(zip(_EVENT_COLUMNS, row[:_SPLIT], strict=True))
+        sequence, expected = entry["sequence"], self.sequence + 1
+        if sequence != expected:
+            return f"entries {expected}..{sequence - 1} are missing (sequence jumps from {self.sequence})"
+        entry_hash, digest = entry["entry_hash"], entry["entry_digest"]
+        if entry_hash is None or digest is None:
             return "entry is not hashed (written with hash_chain=False)"
-        if row.prev_hash != self.previous:
+        if entry["prev_hash"] != self.previous:
             return "prev_hash does not match the previous entry's hash (entries removed, inserted or reordered)"
         record = None
-        if row.kind == "record":
-            if row.r_message_id is not None:
-                record = {name: getattr(row, "r_" + name) for name in _RECORD_COLUMNS}
-            elif not self.covered_by_retention(row.sequence, row.at):
+        is_record = entry["kind"] == "record"
+        if is_record:
+            if row[_RECORD_ID] is not None:
+                record = dict(zip(_RECORD_COLUMNS, row[_SPLIT:], strict=True))
+            elif not self.covered_by_retention(sequence, entry["at"]):
                 return "its record is missing from message_audit_log (deleted outside retention)"
-        if record is not None or row.kind != "record":
+        if record is not None or not is_record:
             try:
-                digest = chain.entry_digest(row._mapping, record)
+                content_digest = chain.entry_digest(entry, record)
             except (ValueError, TypeError) as exc:
                 return f"content cannot be read for hashing ({type(exc).__name__}: {exc})"
-            if digest != row.entry_digest:
+            if content_digest != digest:
                 what = "record or its payload" if record is not None else "lifecycle event"
                 return f"content does not match its digest ({what} altered)"
-        if chain.link_hash(self.chain_id, row.sequence, self.previous, row.entry_digest) != row.entry_hash:
+        if chain.link_hash(self.chain_id, sequence, self.previous, digest) != entry_hash:
             return "entry_hash does not match (digest or hash rewritten)"
-        self.sequence = row.sequence
-        self.previous = row.entry_hash
+        self.sequence = sequence
+        self.previous = entry_hash
         self.count += 1
         return None
+
+
+async def _first_break(
+    walk: _Walk, partitions: AsyncIterator[Sequence[Any]], against: Checkpoint | None
+) -> tuple[str, int, str | None] | None:
+    """Check every row; the first problem as (reason, sequence, message id), or ``None``."""
+    async with contextlib.aclosing(_read_ahead(partitions)) as ahead:
+        async for partition in ahead:
+            for row in partition:
+                reason = walk.check(row)
+                sequence = row[_SEQUENCE]
+                if reason is None and against is not None and sequence == against.sequence:
+                    reason = None if row[_ENTRY_HASH] == against.hash else "entry differs from the checkpoint"
+                if reason is not None:
+                    return reason, sequence, row[_MESSAGE_ID]
+    return None
+
+
+async def _read_ahead(partitions: AsyncIterator[Sequence[Any]]) -> AsyncIterator[Sequence[Any]]:
+    """``partitions``, the next one fetched while the caller checks the current one.
+
+    The database (SQLite's thread, PostgreSQL's server) then produces rows
+    while the walk hashes, instead of each waiting for the other. Stops
+    fetching when closed early; a fetch in flight is let finish first (one
+    operation at a time on a connection), its rows dropped.
+    """
+    pending = asyncio.ensure_future(anext(partitions, None))
+    try:
+        while (partition := await pending) is not None:
+            pending = asyncio.ensure_future(anext(partitions, None))
+            yield partition
+    finally:
+        with contextlib.suppress(Exception):
+            await pending
 
 
 def _suffix_max(values: list[Any]) -> list[Any]:
@@ -180,7 +225,7 @@ async def verify_chain(engine: AsyncEngine, ledger: Ledger, against: Checkpoint 
 
     joined = events.outerjoin(audit_log, and_(e.kind == "record", log.message_id == e.message_id))
     stmt = (
-        select(events, *(log[name].label("r_" + name) for name in _RECORD_COLUMNS))
+        select(*(e[name] for name in _EVENT_COLUMNS), *(log[name].label("r_" + name) for name in _RECORD_COLUMNS))
         .select_from(joined)
         .where(e.chain_id == chain_id, e.sequence > start.sequence)
         .order_by(e.sequence)
@@ -188,14 +233,10 @@ async def verify_chain(engine: AsyncEngine, ledger: Ledger, against: Checkpoint 
     )
     async with engine.connect() as conn:
         result = await conn.stream(stmt)
-        async for partition in result.partitions():  # one await per chunk, not per row
-            for row in partition:
-                reason = walk.check(row)
-                if reason is None and against is not None and row.sequence == against.sequence:
-                    reason = None if row.entry_hash == against.hash else "entry differs from the checkpoint"
-                if reason is not None:
-                    await result.close()
-                    return report(reason, row.sequence, row.message_id)
+        broken = await _first_break(walk, result.tuples().partitions(), against)
+        if broken is not None:
+            await result.close()
+            return report(*broken)
         if against is not None and walk.sequence < against.sequence:
             return report(
                 f"chain ends at {walk.sequence} but the checkpoint is at {against.sequence} (entries truncated)",

@@ -37,6 +37,17 @@ async def run_bus(store: Store | None, messages: list[Message], durability: str 
         plugin = AuditPlugin(trail, durability=durability)  # type: ignore[arg-type]
         bus.register(plugin)
 
+    result = await send_all(bus, messages, trail)
+    if trail is not None and plugin is not None:
+        result.commit_timeouts = plugin.commit_timeouts
+        result.dropped = trail.writer_stats.dropped
+        await trail.close()
+    return result
+
+
+async def send_all(bus: MessageBus, messages: list[Message], trail: MessageAuditTrail | None = None) -> BusRun:
+    """Send ``messages`` from ``SENDERS`` tasks to trivial handlers; timed until ``trail`` (if any) has flushed."""
+
     async def handler(message: Message) -> None:
         return None
 
@@ -56,13 +67,7 @@ async def run_bus(store: Store | None, messages: list[Message], durability: str 
     await asyncio.gather(*(sender() for _ in range(SENDERS)))
     if trail is not None:
         await trail.flush()
-    seconds = clock() - started
-    result = BusRun(seconds, latencies)
-    if trail is not None and plugin is not None:
-        result.commit_timeouts = plugin.commit_timeouts
-        result.dropped = trail.writer_stats.dropped
-        await trail.close()
-    return result
+    return BusRun(clock() - started, latencies)
 
 
 def percentile(values: list[float], fraction: float) -> float:

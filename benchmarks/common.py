@@ -16,6 +16,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from audit_plugin import Message, MessageType
+from audit_plugin.messages import new_message_id
 
 POSTGRES_URL = os.environ.get("AUDIT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 """Server the PostgreSQL benchmarks create their throwaway databases on."""
@@ -23,8 +24,8 @@ POSTGRES_URL = os.environ.get("AUDIT_BENCH_POSTGRES_URL", "postgresql://postgres
 PAYLOAD_TEXT = "lorem ipsum dolor sit amet " * 6  # ~160 characters: a ~200-byte JSON payload
 
 
-def make_messages(count: int) -> list[Message]:
-    """``count`` messages like a busy agent fleet sends: 16 agents, ~200-byte payloads."""
+def make_messages(count: int, new_id: Callable[[], str] = new_message_id) -> list[Message]:
+    """``count`` messages like a busy agent fleet sends: 16 agents, ~200-byte payloads, ids from ``new_id``."""
     return [
         Message(
             from_agent=f"agent-{n % 16}",
@@ -32,6 +33,7 @@ def make_messages(count: int) -> list[Message]:
             message_type=MessageType.COMMAND,
             payload={"task": "summarise", "n": n, "text": PAYLOAD_TEXT},
             correlation_id=f"conv-{n // 10}",
+            message_id=new_id(),
         )
         for n in range(count)
     ]
@@ -94,6 +96,23 @@ def spread(values: list[float]) -> float:
     """(max - min) / median: the run-to-run noise of one measurement, as a fraction."""
     middle = statistics.median(values)
     return (max(values) - min(values)) / middle if middle else 0.0
+
+
+Row = tuple[str, str, str, str]
+"""One line of a results table: measurement, result, ratio, goal."""
+
+
+def print_table(rows: list[Row]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    header = ("measurement", "result", "ratio", "goal")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    line = "  ".join("-" * w for w in widths)
+    print(line)
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print(line)
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print(line)
 
 
 TRAIL_OPTIONS: dict[str, object] = {}

@@ -3,6 +3,7 @@
     python benchmarks/run.py            # default: ~6 minutes on 2 cores
     python benchmarks/run.py --quick    # smaller and one repetition: a ~15 s smoke run
     python benchmarks/run.py --memory   # also peak memory at 1,000,000 messages (subprocesses, ~9 min more)
+    python benchmarks/run.py --append   # also appending to an empty store vs a 1,000,000-message one (~25 min more)
 
 PostgreSQL runs on ``AUDIT_BENCH_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``) in a throwaway database
@@ -24,21 +25,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from benchmarks import hot_path, stores
+from benchmarks import append, hot_path, stores
 from benchmarks.bus import run_bus
 from benchmarks.common import (
     TRAIL_OPTIONS,
+    Row,
     Store,
     make_messages,
     median,
     postgres_available,
     postgres_store,
+    print_table,
     spread,
     sqlite_store,
     timed,
 )
 
-Row = tuple[str, str, str, str]
 RAW_PATH = {"postgresql": "asyncpg COPY", "sqlite": "sqlite3 executemany"}
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -159,19 +161,6 @@ def memory_section(count: int) -> list[Row]:
     return rows
 
 
-def print_table(rows: list[Row]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    header = ("measurement", "result", "ratio", "goal")
-    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
-    line = "  ".join("-" * w for w in widths)
-    print(line)
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print(line)
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-    print(line)
-
-
 async def main(args: argparse.Namespace) -> None:
     backends: list[Callable[[], AbstractAsyncContextManager[Store]]] = [sqlite_store]
     if not args.no_postgres:
@@ -190,6 +179,9 @@ async def main(args: argparse.Namespace) -> None:
         print("... hot path", file=sys.stderr)
         for piece, micros in (await hot_path.measure(store, args.hot_path_messages)).items():
             rows.append((f"hot path: {piece}", f"{micros:.2f} µs/msg", "", ""))
+    if args.append:
+        options = append.parse_args([*(["--quick"] if args.quick else []), *(["--no-postgres"] * args.no_postgres)])
+        rows += append.table_rows(await append.measure(options), options)
     if args.memory:
         print("... memory (subprocesses)", file=sys.stderr)
         rows += memory_section(args.memory_messages)
@@ -212,6 +204,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-hash-chain", action="store_true", help="measure trails with hash_chain=False (lifecycle kept, no hashes)"
     )
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (subprocesses)")
+    parser.add_argument("--append", action="store_true", help="also appending to an empty vs a large store (append.py)")
     parser.add_argument("--memory-messages", type=int, default=1_000_000)
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args(argv)

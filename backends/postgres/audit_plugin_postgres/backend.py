@@ -97,6 +97,20 @@ ONE_STATEMENT_MAX = 256
 """Batches up to this many operations go in one ``INSERT ... unnest`` + ``UPDATE`` statement (one round
 trip); larger ones by ``COPY`` in a transaction (more round trips, less work per row)."""
 
+WRITER_SESSION = "SET plan_cache_mode = force_custom_plan"
+"""Set on the writer's connection: plan each batch statement for the batch and table it meets.
+
+The batch statements are prepared and run thousands of times on one
+connection. With the default plan cache mode PostgreSQL switches, after five
+runs, to a generic plan costed for the table as it was then; planned while
+the table is young, that plan hash-joins the batch against a full scan of
+``message_audit_log``, and it stays cached while the table grows (until an
+``ANALYZE`` happens to invalidate it), so each batch costs more than the one
+before. A custom plan sees the batch's array sizes and the table's current
+size and finds the rows through the primary key whatever the table's
+statistics say; planning these statements is cheap next to running them.
+"""
+
 CONNECTION_ERRORS = (
     asyncpg.InterfaceError,  # e.g. ConnectionDoesNotExistError: the socket closed under us
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08
@@ -157,16 +171,21 @@ class PostgresBackend(SQLBackend):
         """The connection the writer uses, kept between batches (one writer task per trail).
 
         Keeping it saves a pool checkout, a liveness ping and a reset per
-        batch. If a batch fails the connection is discarded, not returned to
-        the pool: one cut off mid-operation may be left in a state no later
-        statement can use, so the retry starts on a fresh one.
+        batch; a new one gets :data:`WRITER_SESSION` first. If a batch fails
+        the connection is discarded, not returned to the pool: one cut off
+        mid-operation may be left in a state no later statement can use, so
+        the retry starts on a fresh one.
         """
-        if self._write_connection is None:
-            self._write_connection = await self.engine.connect()
         try:
+            if self._write_connection is None:
+                self._write_connection = await self.engine.connect()
+                driver = (await self._write_connection.get_raw_connection()).driver_connection
+                await driver.execute(WRITER_SESSION)
             yield self._write_connection
         except BaseException:
             connection, self._write_connection = self._write_connection, None
+            if connection is None:
+                raise
             with contextlib.suppress(Exception):
                 await connection.invalidate()
             with contextlib.suppress(Exception):
