@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from contextvars import ContextVar
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
