@@ -19,7 +19,9 @@ from opentelemetry.trace import SpanKind
 
 from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus, MessageType
 from audit_plugin.integrations.faststream import UNKNOWN_SENDER, AuditMiddleware
+from tests.cli_support import run_cli
 from tests.faststream_support import KINDS, BrokerKind, running, wait_for_final
+from tests.test_examples import run_example
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -286,3 +288,16 @@ async def test_jetstream_consumer_stopped_mid_handler_is_redelivered_into_the_sa
             assert (await trail.verify()).ok
     finally:
         await kind.cleanup(target)
+
+
+def test_faststream_agents_example_leaves_one_conversation(database_url: str, tmp_path: Path) -> None:
+    KINDS["redis"].require_server()
+    out = run_example("faststream_agents.py", database_url, cwd=tmp_path)
+    assert "planner got {'title': 'On audited agents', 'paragraphs': 2}" in out
+    conversation = out.split("conversation ", 1)[1].split()[0]
+    shown = run_cli("conversation", conversation, database_url=database_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "3 messages" in shown.stdout
+    for hop in ("planner → research-tasks-", "researcher → findings-", "writer → drafts-"):
+        assert hop in shown.stdout
+    assert shown.stdout.count("DELIVERED") == 3
