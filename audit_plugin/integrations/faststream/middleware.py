@@ -307,9 +307,13 @@ class _AuditScope(BaseMiddleware):
             return False
         handler = self.context.get_local("handler_")
         outcome = consume_outcome(exc_val, msg.committed, getattr(handler, "ack_policy", None))
-        if outcome is not None:
+        if outcome is None:
+            return False
+        try:
             await self.audit.record_consumed(message, outcome, delivery_count(msg), *self.trace_ids)
-            _CONSUMED_HERE.set(message.message_id)
+        except Exception:  # auditing never changes what the broker is told
+            log.exception("recording the outcome of message %s failed", message.message_id)
+        _CONSUMED_HERE.set(message.message_id)
         return False
 
 
