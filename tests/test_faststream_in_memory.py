@@ -190,3 +190,27 @@ def test_consume_outcome_follows_the_acknowledgement_middleware(
 ) -> None:
     outcome = consume_outcome(exc, committed, policy)
     assert (outcome if outcome is None else (outcome.status, outcome.error)) == expected
+
+
+@pytest.mark.parametrize("system", ["kafka", "mqtt"])
+async def test_kafka_and_mqtt_take_the_same_path(system: str, trail: MessageAuditTrail) -> None:
+    if system == "kafka":
+        from faststream.kafka import KafkaBroker as Broker
+        from faststream.kafka import TestKafkaBroker as TestBroker
+    else:
+        from faststream.mqtt import MQTTBroker as Broker
+        from faststream.mqtt import TestMQTTBroker as TestBroker
+    broker = Broker(middlewares=[AuditMiddleware(trail, agent="shop")], logger=None)
+    broker.subscriber("orders")(handle)
+    async with TestBroker(broker) as test_broker:
+        await test_broker.publish({"do": "ok", "n": 1}, "orders")
+        with pytest.raises(ValueError, match="cannot do order 2"):
+            await test_broker.publish({"do": "fail", "n": 2}, "orders")
+    await trail.flush()
+
+    records = await by_payload(trail)
+    assert (records["ok"].to_agent, records["ok"].status) == ("orders", MessageStatus.DELIVERED)
+    assert (records["fail"].status, records["fail"].error_message) == (
+        MessageStatus.FAILED,
+        "ValueError: cannot do order 2",
+    )
