@@ -3,6 +3,7 @@
     python benchmarks/run.py            # default: ~6 minutes on 2 cores
     python benchmarks/run.py --quick    # smaller and one repetition: a ~15 s smoke run
     python benchmarks/run.py --memory   # also peak memory at 1,000,000 messages (subprocesses, ~9 min more)
+    python benchmarks/run.py --faststream   # also FastStream on Redis with/without AuditMiddleware (needs Redis)
 
 PostgreSQL runs on ``AUDIT_BENCH_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``) in a throwaway database
@@ -190,6 +191,11 @@ async def main(args: argparse.Namespace) -> None:
         print("... hot path", file=sys.stderr)
         for piece, micros in (await hot_path.measure(store, args.hot_path_messages)).items():
             rows.append((f"hot path: {piece}", f"{micros:.2f} µs/msg", "", ""))
+    if args.faststream:
+        from benchmarks import faststream as faststream_benchmark
+
+        print("... FastStream on Redis, with and without AuditMiddleware", file=sys.stderr)
+        rows += await faststream_benchmark.main(faststream_benchmark.parse_args(["--quick"] if args.quick else []))
     if args.memory:
         print("... memory (subprocesses)", file=sys.stderr)
         rows += memory_section(args.memory_messages)
@@ -214,6 +220,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (subprocesses)")
     parser.add_argument("--memory-messages", type=int, default=1_000_000)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--faststream", action="store_true", help="also FastStream on Redis (benchmarks/faststream.py)")
     args = parser.parse_args(argv)
     if args.no_hash_chain:
         TRAIL_OPTIONS["hash_chain"] = False
