@@ -290,8 +290,9 @@ async def test_jetstream_consumer_stopped_mid_handler_is_redelivered_into_the_sa
         await kind.cleanup(target)
 
 
-def test_faststream_agents_example_leaves_one_conversation(database_url: str, tmp_path: Path) -> None:
+def test_faststream_agents_example_leaves_one_conversation(tmp_path: Path) -> None:
     KINDS["redis"].require_server()
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
     out = run_example("faststream_agents.py", database_url, cwd=tmp_path)
     assert "planner got {'title': 'On audited agents', 'paragraphs': 2}" in out
     conversation = out.split("conversation ", 1)[1].split()[0]
