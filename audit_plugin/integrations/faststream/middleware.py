@@ -31,6 +31,7 @@ ours, so each message still has one span of each kind and the record's
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -148,9 +149,7 @@ class AuditMiddleware:
             )
             await self.commits.put_and_settle(enqueued, message.message_id)
             return
-        waiting = self.commits.settle(future, message.message_id)
-        if waiting is not None:
-            await waiting
+        await self._settled(future, message.message_id)
 
     async def record_publish_failure(self, message: Message, exc: BaseException) -> None:
         """The broker refused the publish: the record is FAILED with the broker's error."""
@@ -166,9 +165,7 @@ class AuditMiddleware:
             future = await self.trail.enqueue_status(update, timeout=self.commits.commit_timeout)
         except AuditError:
             return  # dropped or the trail is closed: the writer counted and logged it
-        waiting = self.commits.settle(future, message.message_id)
-        if waiting is not None:
-            await waiting
+        await self._settled(future, message.message_id)
 
     async def record_consumed(
         self, message: Message, outcome: Outcome, count: int | None, trace_id: str | None, span_id: str | None
@@ -199,6 +196,10 @@ class AuditMiddleware:
             return
         except AuditError:
             return  # dropped for lack of space: counted in trail.writer_stats and logged by the writer
+        await self._settled(future, message_id)
+
+    async def _settled(self, future: asyncio.Future[Any], message_id: str) -> None:
+        """Wait for ``future``'s commit in ``"commit"`` durability (bounded by ``commit_timeout``); else return."""
         waiting = self.commits.settle(future, message_id)
         if waiting is not None:
             await waiting
