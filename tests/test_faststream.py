@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from faststream.exceptions import NackMessage
 from faststream.middlewares import AckPolicy
+from nats.errors import NoRespondersError
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -19,6 +20,7 @@ from opentelemetry.trace import SpanKind
 
 from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus, MessageType
 from audit_plugin.integrations.faststream import UNKNOWN_SENDER, AuditMiddleware
+from audit_plugin.integrations.faststream.outcome import describe
 from tests.cli_support import run_cli
 from tests.faststream_support import KINDS, BrokerKind, running, wait_for_final
 from tests.test_examples import run_example
@@ -302,3 +304,17 @@ def test_faststream_agents_example_leaves_one_conversation(tmp_path: Path) -> No
     for hop in ("planner → research-tasks-", "researcher → findings-", "writer → drafts-"):
         assert hop in shown.stdout
     assert shown.stdout.count("DELIVERED") == 3
+
+
+async def test_a_publish_the_broker_refuses_leaves_a_failed_record(tmp_path: Path) -> None:
+    kind = KINDS["nats"]
+    kind.require_server()
+    async with MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") as trail:
+        producer = kind.broker([AuditMiddleware(trail, agent="producer")])
+        async with running(producer):
+            with pytest.raises(NoRespondersError) as refused:  # no JetStream stream takes this subject
+                await producer.publish({"n": 1}, f"nowhere-{kind.new_target()}", stream="no-such-stream", timeout=1)
+        await trail.flush()
+        [record] = await records_of(trail)
+    assert record.status is MessageStatus.FAILED
+    assert record.error_message == f"publish failed: {describe(refused.value)}"
