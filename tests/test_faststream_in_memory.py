@@ -15,7 +15,7 @@ from faststream.redis import RedisRouter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus, MessageType
 from audit_plugin.exceptions import FieldTypeError, InvalidFieldError
@@ -41,6 +41,8 @@ async def handle(body: dict[str, Any]) -> dict[str, Any]:
         raise NackMessage()
     if body["do"] == "reject":
         raise RejectMessage()
+    if body["do"] == "ack":
+        raise AckMessage()
     return {"done": body["n"]}
 
 
@@ -102,11 +104,19 @@ async def test_record_trace_is_the_consumer_spans_trace(kind: BrokerKind, trail:
     kind.subscribe(broker, target, handle)
     async with kind.test_broker(broker) as test_broker:
         await kind.publish(test_broker, {"do": "ok", "n": 1}, target)
+        await kind.publish(test_broker, {"do": "ack", "n": 2}, target)
+        await kind.publish(test_broker, {"do": "reject", "n": 3}, target)
     await trail.flush()
 
-    [record] = [record async for record in trail.stream_messages(AuditQuery())]
-    [consumer] = [span for span in exporter.get_finished_spans() if span.kind is SpanKind.CONSUMER]
-    assert record.trace_id == format(consumer.context.trace_id, "032x")
+    records = await by_payload(trail)
+    consumers = {
+        span.context.trace_id: span for span in exporter.get_finished_spans() if span.kind is SpanKind.CONSUMER
+    }
+    assert len(consumers) == 3
+    for do, status in (("ok", StatusCode.UNSET), ("ack", StatusCode.UNSET), ("reject", StatusCode.ERROR)):
+        consumer = consumers[int(records[do].trace_id, 16)]  # the record's trace is its consumer span's trace
+        assert consumer.status.status_code is status
+    assert records["ack"].status is MessageStatus.DELIVERED
 
 
 async def test_a_message_the_trail_cannot_record_is_not_published(kind: BrokerKind, trail: MessageAuditTrail) -> None:

@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from faststream import BaseMiddleware
+from faststream.exceptions import AckMessage, SkipMessage
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind
@@ -287,7 +288,11 @@ class _AuditScope(BaseMiddleware):
         with self.audit.process_tracer.processing(message, retries, attributes) as span:
             self._note_trace(message, span)
             self.process_context = otel_context.get_current()
-            return await call_next(msg)
+            try:
+                return await call_next(msg)
+            except (AckMessage, SkipMessage) as exc:  # control flow, not an error of the span
+                control = exc
+        raise control
 
     def _note_trace(self, message: Message, consumer_span: Span | None) -> None:
         """The record's trace ids: the producer's span from the headers, else the consumer span."""
