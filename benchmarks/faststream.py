@@ -41,10 +41,14 @@ PUBLISHERS = 64
 HANDLERS = 16
 
 
+TRAIL_OPTIONS: dict[str, Any] = {}
+"""Extra ``MessageAuditTrail`` options for the measured trails (``--batch-interval`` sets one)."""
+
+
 async def run_once(store: Store, redis_url: str, count: int, mode: str) -> float:
     """Seconds to publish and consume ``count`` messages; the store is checked afterwards."""
     target = f"bench-{uuid.uuid4().hex[:12]}"
-    async with MessageAuditTrail(store.url) as trail:
+    async with MessageAuditTrail(store.url, **TRAIL_OPTIONS) as trail:
         middlewares = [] if mode == "none" else [AuditMiddleware(trail, agent="producer", durability=mode)]
         consumer_middlewares = [] if mode == "none" else [AuditMiddleware(trail, agent="consumer", durability=mode)]
         producer = RedisBroker(redis_url, middlewares=middlewares, logger=None)
@@ -120,7 +124,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--postgres", action="store_true", help="store on PostgreSQL (AUDIT_BENCH_POSTGRES_URL)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
     parser.add_argument("--quick", action="store_true", help="1,000 messages, one repetition")
+    parser.add_argument("--batch-interval", type=float, help="the trails' batch_interval (default: the trail's)")
     args = parser.parse_args(argv)
+    if args.batch_interval is not None:
+        TRAIL_OPTIONS["batch_interval"] = args.batch_interval
     if args.quick:
         args.messages, args.repeat = 1_000, 1
     return args
