@@ -318,3 +318,36 @@ async def test_a_publish_the_broker_refuses_leaves_a_failed_record(tmp_path: Pat
         [record] = await records_of(trail)
     assert record.status is MessageStatus.FAILED
     assert record.error_message == f"publish failed: {describe(refused.value)}"
+
+
+async def test_request_and_reply_are_a_query_and_a_response_in_one_conversation(tmp_path: Path) -> None:
+    kind = KINDS["redis"]
+    kind.require_server()
+    channel = kind.new_target()
+    async with MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") as trail:
+        client = kind.broker([AuditMiddleware(trail, agent="client")])
+        server = kind.broker([AuditMiddleware(trail, agent="pricing")])
+
+        @server.subscriber(channel=channel)
+        async def price(query: dict[str, str]) -> dict[str, float]:
+            return {"price": 9.5}
+
+        async with running(client, server):
+            response = await client.request({"sku": "A-1"}, channel=channel, correlation_id="conv-42", timeout=5)
+            assert await response.decode() == {"price": 9.5}
+            await wait_for_final(trail, 2)
+        records = await trail.get_conversation_history("conv-42")
+
+    query, reply = records
+    assert (query.from_agent, query.to_agent, query.message_type, query.status) == (
+        "client",
+        channel,
+        MessageType.QUERY,
+        MessageStatus.DELIVERED,
+    )
+    assert (reply.from_agent, reply.message_type, reply.status) == (
+        "pricing",
+        MessageType.RESPONSE,
+        MessageStatus.DELIVERED,
+    )
+    assert reply.payload == {"price": 9.5}
