@@ -224,3 +224,24 @@ async def test_kafka_and_mqtt_take_the_same_path(system: str, trail: MessageAudi
         MessageStatus.FAILED,
         "ValueError: cannot do order 2",
     )
+
+
+async def test_a_consumer_on_another_store_records_the_producers_message(kind: BrokerKind, tmp_path: Any) -> None:
+    """Producer and consumer audit into different stores: the consumer's store still gets the whole record."""
+    async with (
+        MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'producer.db'}") as producer_trail,
+        MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'consumer.db'}") as consumer_trail,
+    ):
+        broker = kind.broker([AuditMiddleware(producer_trail, agent="shop")])
+        router = ROUTERS[kind.name](middlewares=[AuditMiddleware(consumer_trail, agent="billing")])
+        target = kind.new_target()
+        kind.subscribe(router, target, handle)
+        broker.include_router(router)
+        async with kind.test_broker(broker) as test_broker:
+            await kind.publish(test_broker, {"do": "ok", "n": 1}, target, correlation_id="conv-9")
+        [produced] = [record async for record in producer_trail.stream_messages(AuditQuery())]
+        [consumed] = [record async for record in consumer_trail.stream_messages(AuditQuery())]
+
+    assert consumed.message_id == produced.message_id
+    assert (consumed.from_agent, consumed.to_agent, consumed.correlation_id) == ("shop", target, "conv-9")
+    assert consumed.status is MessageStatus.DELIVERED and consumed.payload == {"do": "ok", "n": 1}

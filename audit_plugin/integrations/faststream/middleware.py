@@ -36,6 +36,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -169,9 +170,26 @@ class AuditMiddleware:
         await self._settled(future, message.message_id)
 
     async def record_consumed(
-        self, message: Message, outcome: Outcome, count: int | None, trace_id: str | None, span_id: str | None
+        self,
+        message: Message,
+        outcome: Outcome,
+        count: int | None,
+        trace_id: str | None,
+        span_id: str | None,
+        *,
+        producer_recorded: bool,
     ) -> None:
-        """Record one consume attempt's outcome (a retry or the final status), deduplicated by operation id."""
+        """Record one consume attempt's outcome (a retry or the final status), deduplicated by operation id.
+
+        In ``"commit"`` durability, a message whose producer recorded it
+        (``producer_recorded``: it came with ``audit-message-id``) normally
+        finds its record stored, so the outcome goes as a plain status update
+        and its commit is awaited; only if that found no record (the
+        producer's is not committed yet, or went to another store) is the
+        message recorded from what the consumer saw, with the outcome
+        (:meth:`~audit_plugin.MessageAuditTrail.enqueue_outcome`). Every
+        other case takes that path at once: it never loses the outcome.
+        """
         message_id = message.message_id
         if outcome.is_retry:
             attempt = count if count is not None else self._count_nack(message_id)
@@ -180,24 +198,47 @@ class AuditMiddleware:
             retries = count - 1 if count is not None else self._nacks.pop(message_id, 0)
             operation_id = f"{message_id}:outcome"
         delivered_at = datetime.now(UTC) if outcome.status is MessageStatus.DELIVERED else None
+        report = _OutcomeReport(
+            message, outcome.status, delivered_at, outcome.error, retries, operation_id, trace_id, span_id
+        )
+        if not producer_recorded or self.commits.durability != "commit":
+            await self._record_outcome(report)
+            return
+        update = StatusUpdate.build(
+            message_id, outcome.status, delivered_at, outcome.error, retries, operation_id=operation_id
+        )
+        try:
+            future = self.trail.enqueue_status_nowait(update) or await self.trail.enqueue_status(
+                update, timeout=self.commits.commit_timeout
+            )
+        except AuditError:
+            future = None  # no room for the update in time: the full path decides
+        if future is not None:
+            await self._settled(future, message_id)
+        if future is None or not _applied(future):
+            await self._record_outcome(report)
+
+    async def _record_outcome(self, report: _OutcomeReport) -> None:
         try:
             future = await self.trail.enqueue_outcome(
-                message,
-                outcome.status,
-                delivered_at=delivered_at,
-                error_message=outcome.error,
-                retry_count=retries,
-                operation_id=operation_id,
-                trace_id=trace_id,
-                span_id=span_id,
+                report.message,
+                report.status,
+                delivered_at=report.delivered_at,
+                error_message=report.error,
+                retry_count=report.retries,
+                operation_id=report.operation_id,
+                trace_id=report.trace_id,
+                span_id=report.span_id,
                 timeout=self.commits.commit_timeout,
             )
         except TrailStateError:
-            log.error("audit trail closed: outcome %s of message %s not recorded", outcome.status, message_id)
+            log.error(
+                "audit trail closed: outcome %s of message %s not recorded", report.status, report.message.message_id
+            )
             return
         except AuditError:
             return  # dropped for lack of space: counted in trail.writer_stats and logged by the writer
-        await self._settled(future, message_id)
+        await self._settled(future, report.message.message_id)
 
     async def _settled(self, future: asyncio.Future[Any], message_id: str) -> None:
         """Wait for ``future``'s commit in ``"commit"`` durability (bounded by ``commit_timeout``); else return."""
@@ -211,6 +252,25 @@ class AuditMiddleware:
         if len(self._nacks) > _NACK_MEMORY:
             self._nacks.popitem(last=False)
         return attempt
+
+
+@dataclass(frozen=True, slots=True)
+class _OutcomeReport:
+    """What :meth:`MessageAuditTrail.enqueue_outcome` needs for one consume attempt."""
+
+    message: Message
+    status: MessageStatus
+    delivered_at: datetime | None
+    error: str | None
+    retries: int
+    operation_id: str
+    trace_id: str | None
+    span_id: str | None
+
+
+def _applied(future: asyncio.Future[Any]) -> bool:
+    """Whether a committed status update found its record (``False`` also when it failed or timed out)."""
+    return future.done() and not future.cancelled() and future.exception() is None and bool(future.result())
 
 
 class _AuditScope(BaseMiddleware):
@@ -316,7 +376,13 @@ class _AuditScope(BaseMiddleware):
         if outcome is None:
             return False
         try:
-            await self.audit.record_consumed(message, outcome, delivery_count(msg), *self.trace_ids)
+            await self.audit.record_consumed(
+                message,
+                outcome,
+                delivery_count(msg),
+                *self.trace_ids,
+                producer_recorded=MESSAGE_ID_HEADER in msg.headers,
+            )
         except Exception:  # auditing never changes what the broker is told
             log.exception("recording the outcome of message %s failed", message.message_id)
         _CONSUMED_HERE.set(message.message_id)
