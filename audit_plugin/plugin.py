@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
 
 
-
 class AuditPlugin:
     """Records every message a bus sends, and its outcome, in ``trail``.
 
