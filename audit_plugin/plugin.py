@@ -35,34 +35,20 @@ before sending ends its span at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from audit_plugin.deadlines import Deadlines
-from audit_plugin.exceptions import (
-    AuditError,
-    AuditStoreError,
-    AuditTimeoutError,
-    InvalidFieldError,
-    RecordDroppedError,
-    TrailStateError,
-)
+from audit_plugin.durability import CommitWaits, Durability
 from audit_plugin.hookspecs import hookimpl
 from audit_plugin.messages import DeliveryReceipt, Message
 from audit_plugin.metrics import PipelineMetrics, SendMetrics, get_meter
 from audit_plugin.records import StatusUpdate
 from audit_plugin.tracing import SendTracer, sampled_ids
 from audit_plugin.trail import MessageAuditTrail
-from audit_plugin.validation import check_seconds
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
-
-log = logging.getLogger(__name__)
-
-Durability = Literal["commit", "buffered"]
 
 
 class AuditPlugin:
@@ -94,24 +80,19 @@ class AuditPlugin:
         meter_provider: MeterProvider | None = None,
         trace_payload: bool = False,
     ) -> None:
-        if durability not in ("commit", "buffered"):
-            raise InvalidFieldError("durability", f"{durability!r} is not 'commit' or 'buffered'")
-        check_seconds("commit_timeout", commit_timeout, optional=True)
         self.trail = trail
+        self._commits = CommitWaits(trail, durability, commit_timeout)
         self.durability: Durability = durability
         self.commit_timeout = commit_timeout
-        self.commit_timeouts = 0
-        """Messages that went on without their commit because the store was too slow."""
-        self._timing_out = False
-        self._deadlines = (
-            Deadlines(commit_timeout, lambda: AuditTimeoutError(f"audit commit took over {commit_timeout}s"))
-            if commit_timeout is not None
-            else None
-        )
         self._tracer = SendTracer(tracer_provider, record_payload=trace_payload)
         self._in_flight: dict[str, Span] = {}
         self._send_metrics = SendMetrics(get_meter(meter_provider))
         PipelineMetrics.for_provider(meter_provider).watch(trail)
+
+    @property
+    def commit_timeouts(self) -> int:
+        """Messages that went on without their commit because the store was too slow."""
+        return self._commits.commit_timeouts
 
     @property
     def spans_in_flight(self) -> int:
@@ -223,55 +204,19 @@ class AuditPlugin:
         return self._settle(future, message)
 
     def _settle(self, future: asyncio.Future[Any], message: Message, *, before_delivery: bool = False) -> Any:
-        if self.durability == "commit":
-            return self._wait_for_commit(future, message, before_delivery=before_delivery)
-        return None  # buffered: nobody waits; the writer counts, logs and retrieves every failure itself
+        return self._commits.settle(
+            future, message.message_id, self._refused(message) if before_delivery else None
+        )
 
-    async def _put_and_wait(self, enqueued: Any, message: Message, *, before_delivery: bool = False) -> None:
-        try:
-            future = await enqueued
-        except RecordDroppedError:
-            return  # no space in time: counted in trail.writer_stats.dropped and logged by the writer
-        except BaseException as exc:  # refused (cannot be recorded, trail closed): the message must not go on
+    def _put_and_wait(self, enqueued: Any, message: Message, *, before_delivery: bool = False) -> Any:
+        return self._commits.put_and_settle(
+            enqueued, message.message_id, self._refused(message), before_delivery=before_delivery
+        )
+
+    def _refused(self, message: Message) -> Callable[[BaseException], None]:
+        def refused(exc: BaseException) -> None:  # the message will not go on: end its span now
             span = self._in_flight.pop(message.message_id, None)
             if span is not None:
                 self._tracer.abandon(span, exc)
-            raise
-        if self.durability == "commit":
-            await self._wait_for_commit(future, message, before_delivery=before_delivery)
 
-    async def _wait_for_commit(
-        self, future: asyncio.Future[Any], message: Message, *, before_delivery: bool = False
-    ) -> None:
-        """Wait for ``future``'s commit; ``before_delivery``: it is the message's record, which must exist first."""
-        if self._deadlines is not None:
-            # On timeout the future fails: only this waiter gives up, the writer still writes the record.
-            self._deadlines.watch(future)
-        try:
-            await future
-            if self._timing_out:
-                self._timing_out = False
-                log.warning(
-                    "audit commits are back within %ss (%d timed out so far)", self.commit_timeout, self.commit_timeouts
-                )
-        except AuditTimeoutError:
-            self.commit_timeouts += 1
-            with contextlib.suppress(TrailStateError):  # the trail's count outlives this plugin
-                self.trail.writer.stats.commit_timeouts += 1
-            if not self._timing_out:  # one warning per episode, not one per message
-                self._timing_out = True
-                log.warning(
-                    "audit commit of message %s took over %ss; messages go on without waiting for their "
-                    "commits (records stay queued and are written when the store recovers)",
-                    message.message_id,
-                    self.commit_timeout,
-                )
-        except AuditStoreError as exc:
-            if before_delivery:  # the store refused the record for good: a delivery now would leave no trace
-                span = self._in_flight.pop(message.message_id, None)
-                if span is not None:
-                    self._tracer.abandon(span, exc)
-                raise
-            # an outcome the store refused: counted in trail.writer_stats.failed and logged by the writer
-        except AuditError:
-            pass  # dropped: counted in trail.writer_stats and logged by the writer
+        return refused

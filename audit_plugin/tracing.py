@@ -27,7 +27,8 @@ user opts in (``AuditPlugin(trail, trace_payload=True)``).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -198,11 +199,18 @@ class SendTracer(_Tracing):
         super().__init__(tracer_provider)
         self.record_payload = record_payload
 
-    def start(self, message: Message) -> Span | None:
-        """Start ``send {to_agent}`` as a child of the current context; ``None`` when tracing is off."""
+    def start(self, message: Message, attributes: dict[str, Any] | None = None) -> Span | None:
+        """Start ``send {to_agent}`` as a child of the current context; ``None`` when tracing is off.
+
+        ``attributes`` replace or add to the ones describing ``message`` (a
+        broker integration sets its own ``messaging.system``).
+        """
         if not self.active:
             return None
+        extra = attributes
         attributes = message_attributes(message, SEND)
+        if extra:
+            attributes.update(extra)
         if self.record_payload:
             attributes[PAYLOAD] = json.dumps(message.payload, default=str)
         return self.tracer.start_span(f"send {message.to_agent}", kind=SpanKind.PRODUCER, attributes=attributes)
@@ -231,7 +239,7 @@ class SendTracer(_Tracing):
 
 
 class ProcessTracer(_Tracing):
-    """Runs handlers inside CONSUMER spans (used by the reference bus)."""
+    """Runs handlers inside CONSUMER spans (used by the reference bus and the broker integrations)."""
 
     async def run(self, message: Message, retries: int, handler: Callable[[Message], Awaitable[Any]]) -> None:
         """Await ``handler(message)`` inside ``process {to_agent}``, parented by ``message.headers``.
@@ -243,20 +251,34 @@ class ProcessTracer(_Tracing):
         name and status ERROR, and propagates. With tracing off, the
         extracted context (trace context and baggage) is still made current.
         """
+        with self.processing(message, retries):
+            await handler(message)
+
+    @contextmanager
+    def processing(
+        self, message: Message, retries: int, attributes: dict[str, Any] | None = None
+    ) -> Iterator[Span | None]:
+        """The CONSUMER span of one handler run, current inside the ``with`` block (``None`` when tracing is off).
+
+        As :meth:`run`, for callers that run the handler themselves.
+        ``attributes`` replace or add to the ones describing ``message``.
+        """
         parent = propagate.extract(message.headers)
         if not self.active:
             token = otel_context.attach(parent)
             try:
-                await handler(message)
+                yield None
             finally:
                 otel_context.detach(token)
             return
-        attributes = message_attributes(message, PROCESS)
-        attributes[RETRY_COUNT] = retries
-        span = self.tracer.start_span(f"process {message.to_agent}", parent, SpanKind.CONSUMER, attributes)
+        span_attributes = message_attributes(message, PROCESS)
+        span_attributes[RETRY_COUNT] = retries
+        if attributes:
+            span_attributes.update(attributes)
+        span = self.tracer.start_span(f"process {message.to_agent}", parent, SpanKind.CONSUMER, span_attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         try:
-            await handler(message)
+            yield span
         except BaseException as exc:
             if span.is_recording():
                 span.record_exception(exc)

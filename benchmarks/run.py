@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick    # smaller and one repetition: a ~15 s smoke run
     python benchmarks/run.py --memory   # also peak memory at 1,000,000 messages (subprocesses, ~9 min more)
     python benchmarks/run.py --append   # also appending to an empty store vs a 1,000,000-message one (~25 min more)
+    python benchmarks/run.py --faststream   # also FastStream on Redis with/without AuditMiddleware (needs Redis)
 
 PostgreSQL runs on ``AUDIT_BENCH_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``) in a throwaway database
@@ -182,6 +183,11 @@ async def main(args: argparse.Namespace) -> None:
     if args.append:
         options = append.parse_args([*(["--quick"] if args.quick else []), *(["--no-postgres"] * args.no_postgres)])
         rows += append.table_rows(await append.measure(options), options)
+    if args.faststream:
+        from benchmarks import faststream as faststream_benchmark
+
+        print("... FastStream on Redis, with and without AuditMiddleware", file=sys.stderr)
+        rows += await faststream_benchmark.main(faststream_benchmark.parse_args(["--quick"] if args.quick else []))
     if args.memory:
         print("... memory (subprocesses)", file=sys.stderr)
         rows += memory_section(args.memory_messages)
@@ -205,6 +211,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (subprocesses)")
     parser.add_argument("--append", action="store_true", help="also appending to an empty vs a large store (append.py)")
+    parser.add_argument("--faststream", action="store_true", help="also FastStream on Redis (benchmarks/faststream.py)")
     parser.add_argument("--memory-messages", type=int, default=1_000_000)
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args(argv)

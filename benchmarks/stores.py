@@ -96,7 +96,22 @@ _HASH = "0123456789abcdef" * 4
 
 def _raw_entry(sequence: int, message: Message, timestamp: Any) -> tuple[Any, ...]:
     """A lifecycle entry for ``message`` (columns as ``EVENT_COLUMNS``; fixed strings in the hash columns)."""
-    return ("default", sequence, "record", message.message_id, "PENDING", timestamp, 0, None, None, _HASH, _HASH, _HASH)
+    no_error = no_delivery = no_operation = None
+    return (
+        "default",
+        sequence,
+        "record",
+        message.message_id,
+        "PENDING",
+        timestamp,
+        0,
+        no_error,
+        no_delivery,
+        no_operation,
+        _HASH,
+        _HASH,
+        _HASH,
+    )
 
 
 async def write_raw(store: Store, messages: list[Message], *, lifecycle: bool = False) -> None:
