@@ -51,7 +51,8 @@ class MessageAuditTrail:
     :param database_url: ``sqlite+aiosqlite:///path.db`` (default
         ``./audit.db``) or ``postgresql+asyncpg://user@host/db``; any scheme an
         installed backend extension serves.
-    :param retention_policy: how long ``apply_retention_policy()`` keeps records.
+    :param retention_policy: how long ``apply_retention_policy()`` keeps records: a
+        :class:`RetentionPolicy`, or its name in any case (``"days_365"``).
     :param batch_size: most operations written per transaction.
     :param batch_interval: seconds the writer lingers for a batch to fill
         (default 0: write as soon as the previous transaction ends).
@@ -80,7 +81,7 @@ class MessageAuditTrail:
     def __init__(
         self,
         database_url: str = DEFAULT_DATABASE_URL,
-        retention_policy: RetentionPolicy = RetentionPolicy.DAYS_90,
+        retention_policy: RetentionPolicy | str = RetentionPolicy.DAYS_90,
         *,
         batch_size: int = 1000,
         batch_interval: float = 0.0,
@@ -94,8 +95,9 @@ class MessageAuditTrail:
         chain_id: str = DEFAULT_CHAIN_ID,
         hash_chain: bool = True,
     ) -> None:
-        if not isinstance(retention_policy, RetentionPolicy):
-            raise v.FieldTypeError("retention_policy", "RetentionPolicy", retention_policy)
+        if not isinstance(retention_policy, RetentionPolicy | str):
+            raise v.FieldTypeError("retention_policy", "RetentionPolicy or its name", retention_policy)
+        retention_policy = v.check_enum("retention_policy", RetentionPolicy, retention_policy)
         self.database_url = database_url
         self.retention_policy = retention_policy
         self.plugin_manager = plugin_manager or extension_manager()
