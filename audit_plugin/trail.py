@@ -35,7 +35,7 @@ from audit_plugin.records import (
     StatusUpdate,
     record_row,
 )
-from audit_plugin.registry import create_backend, extension_manager
+from audit_plugin.registry import create_backend, extension_manager, resolve_database_url
 from audit_plugin.tracing import TRACE_URL_ENV, check_trace_url_template, trace_url
 from audit_plugin.verify import VerifyReport, verify_chain
 from audit_plugin.writer import AuditWriter, OverflowPolicy, WriterStats
@@ -98,11 +98,11 @@ class MessageAuditTrail:
         if not isinstance(retention_policy, RetentionPolicy | str):
             raise v.FieldTypeError("retention_policy", "RetentionPolicy or its name", retention_policy)
         retention_policy = v.check_enum("retention_policy", RetentionPolicy, retention_policy)
-        self.database_url = database_url
+        self.database_url = resolve_database_url(database_url)  # postgres://, a bare path...: the async driver's URL
         self.retention_policy = retention_policy
         self.plugin_manager = plugin_manager or extension_manager()
         self.ledger = Ledger(chain_id, hashing=hash_chain)
-        self.backend: AuditBackend = create_backend(database_url, self.plugin_manager)
+        self.backend: AuditBackend = create_backend(self.database_url, self.plugin_manager)
         if hasattr(self.backend, "ledger"):
             self.backend.ledger = self.ledger
         self.protection = PayloadProtection(self.plugin_manager, self.backend, payload_policy, key_provider, subject_of)

@@ -72,7 +72,7 @@ def test_database_errors_are_one_line(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("query", database_url=f"sqlite+aiosqlite:///{missing}"), 3, str(missing))
     assert not missing.exists()  # reading never creates an empty database
     assert_one_line_error(run_cli("stats", database_url="oracle://scott@db/x"), 2, "oracle")
-    assert_one_line_error(run_cli("agent", "x", database_url="::::"), 2, "database_url")
+    assert_one_line_error(run_cli("agent", "x", database_url="postgresql:/one-slash"), 2, "database_url")
     assert_one_line_error(
         run_cli("query", database_url="postgresql+asyncpg://postgres@127.0.0.1:1/audit"), 3, "127.0.0.1"
     )

@@ -24,6 +24,7 @@ from audit_plugin.cli.output import (
     trace_linker,
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
+from audit_plugin.cli.values import whole_number
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
@@ -87,14 +88,27 @@ def numbers_table(name: str, days: int, sent: Direction, received: Direction) ->
 
 
 def agent(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Agent id.", show_default=False)],
-    days: Annotated[int, typer.Option("--days", min=0, help="How many days back.")] = 7,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="Recent messages to list.")] = 20,
+    name: Annotated[str, typer.Argument(metavar="NAME", show_default=False, hidden=True)],
+    days: Annotated[
+        int, typer.Option("--days", metavar="N", parser=whole_number("--days", minimum=0), help="How many days back.")
+    ] = 7,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            parser=whole_number("--limit", minimum=1, maximum=100_000),
+            help="Recent messages to list (1 to 100,000).",
+        ),
+    ] = 20,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: AsJson = False,
     as_csv: AsCsv = False,
 ) -> None:
-    """An agent's recent messages (sent and received) and its numbers over the period."""
+    """An agent's recent messages (sent and received) and its numbers over the period.
+
+    NAME is the agent id, as in the tables' "message" column.
+    """
     fmt = output_format(as_json, as_csv)
 
     async def show() -> None:

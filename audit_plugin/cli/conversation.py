@@ -122,9 +122,7 @@ def print_thread(correlation_id: str, records: Sequence[AuditRecord], link: Trac
 
 
 def conversation(
-    conversation_id: Annotated[
-        str, typer.Argument(metavar="ID", help="Correlation id, or the id of any message in it.", show_default=False)
-    ],
+    conversation_id: Annotated[str, typer.Argument(metavar="ID", show_default=False, hidden=True)],
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: AsJson = False,
     as_csv: AsCsv = False,
@@ -138,7 +136,11 @@ def conversation(
         ),
     ] = None,
 ) -> None:
-    """Show a conversation as a reply tree, with status, latency and agents per message."""
+    """Show a conversation as a reply tree, with status, latency and agents per message.
+
+    ID is the conversation's correlation id or the id of any message in it;
+    a unique prefix of either (the short ids tables print) is enough.
+    """
     fmt = output_format(as_json, as_csv)
     write_file = html_writer() if html is not None else None
 

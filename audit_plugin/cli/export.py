@@ -26,6 +26,7 @@ from audit_plugin.cli.output import (
     trace_linker,
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
+from audit_plugin.cli.values import whole_number
 from audit_plugin.records import AuditQuery
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
 
@@ -60,9 +61,15 @@ async def export_records(
 def export(
     filters: AuditQuery,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).", dir_okay=False)
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="File to write (default: stdout).", dir_okay=False),
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Stop after this many records.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", metavar="N", parser=whole_number("--limit", minimum=1), help="Stop after this many records."
+        ),
+    ] = None,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: Annotated[bool, typer.Option("--json", help="JSON Lines: one record object per line (default).")] = False,
     as_csv: AsCsv = False,

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from audit_plugin.cli.values import choices_text, enum_choice, whole_number
 from audit_plugin.messages import MessageStatus, MessageType
 from audit_plugin.records import MAX_QUERY_LIMIT, AuditQuery
 
@@ -20,17 +21,34 @@ DatabaseUrl = Annotated[
     str,
     typer.Option(
         "--database-url",
+        metavar="URL",
         envvar=DATABASE_URL_ENV,
-        help="sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db",
+        help="sqlite+aiosqlite:///path.db, postgresql+asyncpg://user@host/db, postgres://..., or a file path.",
         show_envvar=True,
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 AsCsv = Annotated[bool, typer.Option("--csv", help="CSV on stdout (header row first).")]
-Limit = Annotated[int, typer.Option("--limit", min=1, max=MAX_QUERY_LIMIT, help="Most records to show.")]
-Offset = Annotated[int, typer.Option("--offset", min=0, help="Records to skip (for paging).")]
-Since = Annotated[str | None, typer.Option("--since", help="Start: 2h, 30m, 3d, 1w ago, or an ISO date/time (UTC).")]
-Until = Annotated[str | None, typer.Option("--until", help="End: same forms as --since.")]
+Limit = Annotated[
+    int,
+    typer.Option(
+        "--limit",
+        metavar="N",
+        parser=whole_number("--limit", minimum=1, maximum=MAX_QUERY_LIMIT),
+        help=f"Most records to show (1 to {MAX_QUERY_LIMIT:,}).",
+    ),
+]
+Offset = Annotated[
+    int,
+    typer.Option(
+        "--offset", metavar="N", parser=whole_number("--offset", minimum=0), help="Records to skip (for paging)."
+    ),
+]
+Since = Annotated[
+    str | None,
+    typer.Option("--since", metavar="TIME", help="Start: 30s, 15m, 2h, 3d, 1w ago, now, or ISO 8601 (UTC if no zone)."),
+]
+Until = Annotated[str | None, typer.Option("--until", metavar="TIME", help="End: same forms as --since.")]
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -61,15 +79,40 @@ _KW = inspect.Parameter.KEYWORD_ONLY
 _FILTER_PARAMETERS = [
     inspect.Parameter(name, _KW, default=None, annotation=annotation)
     for name, annotation in (
-        ("from_agent", Annotated[str | None, typer.Option("--from", help="Sender agent.")]),
-        ("to_agent", Annotated[str | None, typer.Option("--to", help="Receiver agent.")]),
+        ("from_agent", Annotated[str | None, typer.Option("--from", metavar="AGENT", help="Sender agent.")]),
+        ("to_agent", Annotated[str | None, typer.Option("--to", metavar="AGENT", help="Receiver agent.")]),
         (
             "message_type",
-            Annotated[MessageType | None, typer.Option("--type", case_sensitive=False, help="Message type.")],
+            Annotated[
+                MessageType | None,
+                typer.Option(
+                    "--type",
+                    metavar="TYPE",
+                    parser=enum_choice("--type", "a message type", MessageType),
+                    help=f"Message type: {choices_text(MessageType)} (any case).",
+                ),
+            ],
         ),
-        ("status", Annotated[MessageStatus | None, typer.Option("--status", case_sensitive=False, help="Status.")]),
-        ("correlation_id", Annotated[str | None, typer.Option("--correlation", help="Correlation (conversation) id.")]),
-        ("trace_id", Annotated[str | None, typer.Option("--trace", help="OpenTelemetry trace id (32 hex).")]),
+        (
+            "status",
+            Annotated[
+                MessageStatus | None,
+                typer.Option(
+                    "--status",
+                    metavar="STATUS",
+                    parser=enum_choice("--status", "a status", MessageStatus),
+                    help=f"Status: {choices_text(MessageStatus)} (any case).",
+                ),
+            ],
+        ),
+        (
+            "correlation_id",
+            Annotated[str | None, typer.Option("--correlation", metavar="ID", help="Correlation (conversation) id.")],
+        ),
+        (
+            "trace_id",
+            Annotated[str | None, typer.Option("--trace", metavar="TRACE_ID", help="OpenTelemetry trace id (32 hex).")],
+        ),
     )
 ]
 _TIME_PARAMETERS = [

@@ -26,6 +26,7 @@ from audit_plugin.cli.output import (
     status_text,
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
+from audit_plugin.cli.values import choices_text, enum_choice
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditStatistics
@@ -269,7 +270,15 @@ def print_report(report: Report, fmt: OutputFormat) -> None:
 def stats(
     since: Since = None,
     until: Until = None,
-    bucket: Annotated[Bucket, typer.Option("--bucket", case_sensitive=False, help="Chart bar width.")] = Bucket.AUTO,
+    bucket: Annotated[
+        Bucket,
+        typer.Option(
+            "--bucket",
+            metavar="WIDTH",
+            parser=enum_choice("--bucket", "a bar width", Bucket),
+            help=f"Chart bar width: {choices_text(Bucket)}.",
+        ),
+    ] = Bucket.AUTO,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: AsJson = False,
     as_csv: AsCsv = False,

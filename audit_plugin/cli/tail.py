@@ -36,6 +36,7 @@ from audit_plugin.cli.output import (
     trace_linker,
 )
 from audit_plugin.cli.runner import open_trail, run
+from audit_plugin.cli.values import seconds, whole_number
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery, AuditRecord
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
@@ -116,13 +117,39 @@ async def follow(
 @query_filters
 def tail(
     filters: AuditQuery,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Recent records to print first.")] = 10,
-    interval: Annotated[float, typer.Option("--interval", min=0.05, help="Seconds between polls.")] = 1.0,
+    lines: Annotated[
+        int,
+        typer.Option(
+            "--lines",
+            "-n",
+            metavar="N",
+            parser=whole_number("--lines", minimum=0),
+            help="Recent records to print first.",
+        ),
+    ] = 10,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval", metavar="SECONDS", parser=seconds("--interval", minimum=0.05), help="Seconds between polls."
+        ),
+    ] = 1.0,
     lookback: Annotated[
-        float, typer.Option("--lookback", min=1, help="Seconds after creation a record can still show up.")
+        float,
+        typer.Option(
+            "--lookback",
+            metavar="SECONDS",
+            parser=seconds("--lookback", minimum=1),
+            help="Seconds after creation a record can still show up.",
+        ),
     ] = DEFAULT_LOOKBACK,
     stop_after: Annotated[
-        int | None, typer.Option("--stop-after", min=1, help="Exit after this many new lines (for scripts).")
+        int | None,
+        typer.Option(
+            "--stop-after",
+            metavar="N",
+            parser=whole_number("--stop-after", minimum=1),
+            help="Exit after printing N lines, the first -n included (for scripts).",
+        ),
     ] = None,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line (JSON Lines).")] = False,
