@@ -11,7 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from audit_plugin.cli.values import choices_text, enum_choice, whole_number
+from audit_plugin.cli.runner import EXIT_USAGE, CliError
+from audit_plugin.cli.values import bad_value, choices_text, enum_choice, whole_number
+from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.messages import MessageStatus, MessageType
 from audit_plugin.records import MAX_QUERY_LIMIT, AuditQuery
 
@@ -75,6 +77,34 @@ def parse_time(option: str, text: str | None, now: datetime | None = None) -> da
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+SINCE_AFTER_UNTIL = "--since is after --until: that time window is empty"
+
+QUERY_OPTIONS = {
+    "from_agent": "--from",
+    "to_agent": "--to",
+    "message_type": "--type",
+    "status": "--status",
+    "correlation_id": "--correlation",
+    "trace_id": "--trace",
+    "start_time": "--since",
+    "end_time": "--until",
+    "limit": "--limit",
+    "offset": "--offset",
+}
+""":class:`AuditQuery` fields and the options that set them."""
+
+
+def option_error(exc: InvalidFieldError) -> Exception:
+    """An :class:`AuditQuery` error reworded in option names: ``--since is after --until``."""
+    option = QUERY_OPTIONS.get(exc.field.removeprefix("AuditQuery."), exc.field)
+    reason = exc.reason
+    for name, spelled in QUERY_OPTIONS.items():
+        reason = re.sub(rf"\b{name}\b", spelled, reason)
+    if option == "--since" and reason == "is after --until":
+        return CliError(SINCE_AFTER_UNTIL, EXIT_USAGE)
+    return bad_value(option, reason)
+
+
 _KW = inspect.Parameter.KEYWORD_ONLY
 _FILTER_PARAMETERS = [
     inspect.Parameter(name, _KW, default=None, annotation=annotation)
@@ -136,12 +166,15 @@ def query_filters(command: Callable[..., Any]) -> Callable[..., Any]:
     def with_filters(**options: Any) -> Any:
         given = {parameter.name: options.pop(parameter.name) for parameter in _FILTER_PARAMETERS}
         trace_id = given.pop("trace_id")
-        filters = AuditQuery(
-            **given,
-            trace_id=trace_id.lower() if trace_id else None,
-            start_time=parse_time("--since", options.pop("since")),
-            end_time=parse_time("--until", options.pop("until")),
-        )
+        try:
+            filters = AuditQuery(
+                **given,
+                trace_id=trace_id.lower() if trace_id else None,
+                start_time=parse_time("--since", options.pop("since")),
+                end_time=parse_time("--until", options.pop("until")),
+            )
+        except InvalidFieldError as exc:
+            raise option_error(exc) from None
         return command(filters=filters, **options)
 
     parameters = [*_FILTER_PARAMETERS, *_TIME_PARAMETERS, *(parameter.replace(kind=_KW) for parameter in own)]

@@ -13,7 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl, Since, Until, parse_time
+from audit_plugin.cli.options import SINCE_AFTER_UNTIL, AsCsv, AsJson, DatabaseUrl, Since, Until, parse_time
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
@@ -25,9 +25,8 @@ from audit_plugin.cli.output import (
     seconds_text,
     status_text,
 )
-from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
+from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
 from audit_plugin.cli.values import choices_text, enum_choice
-from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditStatistics
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
@@ -287,7 +286,7 @@ def stats(
     fmt = output_format(as_json, as_csv)
     start, end = parse_time("--since", since), parse_time("--until", until)
     if start is not None and end is not None and start > end:
-        raise InvalidFieldError("--since", "is after --until")  # exit 2, as query says for the same window
+        raise CliError(SINCE_AFTER_UNTIL, EXIT_USAGE)
 
     async def show() -> None:
         async with open_trail(database_url) as trail:
