@@ -31,6 +31,7 @@ from audit_plugin.records import (
     AuditQuery,
     AuditRecord,
     AuditStatistics,
+    IdMatches,
     RetentionPolicy,
     StatusUpdate,
     record_row,
@@ -392,6 +393,20 @@ class MessageAuditTrail:
         self._require_writer()
         record = await self.backend.get(message_id)
         return None if record is None else (await self.protection.open([record]))[0]
+
+    async def find_ids(self, prefix: str, *, limit: int = 10) -> IdMatches:
+        """The message ids and correlation ids starting with ``prefix`` (at most ``limit`` of each).
+
+        Lets people type back the short ids tables print, as git accepts an
+        unambiguous prefix of a commit hash.
+        """
+        v.check_text("prefix", prefix)
+        v.check_int("limit", limit, minimum=1)
+        self._require_writer()
+        return IdMatches(
+            message_ids=await self.backend.ids_with_prefix("message_id", prefix, limit),
+            correlation_ids=await self.backend.ids_with_prefix("correlation_id", prefix, limit),
+        )
 
     async def get_conversation_history(self, correlation_id: str) -> list[AuditRecord]:
         """Every message of a conversation, oldest first."""

@@ -34,6 +34,9 @@ from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail
 from audit_plugin.records import AuditRecord
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
 
+AMBIGUOUS_SHOWN = 5
+"""How many matching ids an "ambiguous prefix" error lists."""
+
 
 @dataclass(slots=True, eq=False)
 class ThreadNode:
@@ -100,16 +103,39 @@ def thread_documents(roots: Sequence[ThreadNode], link: TraceLinker) -> list[dic
 
 
 async def load_conversation(trail: MessageAuditTrail, conversation_id: str) -> tuple[str, list[AuditRecord]]:
-    """The records of a conversation given its correlation id, or the id of any message in it."""
+    """The records of a conversation given its correlation id, the id of any message in it, or a unique prefix."""
     records = await trail.get_conversation_history(conversation_id)
     if records:
         return conversation_id, records
     message = await trail.get_message(conversation_id)
     if message is None:
-        raise CliError(f"no conversation or message with id {conversation_id!r}", EXIT_EMPTY)
+        message_id, correlation_id = await resolve_prefix(trail, conversation_id)
+        if correlation_id is not None:
+            return correlation_id, await trail.get_conversation_history(correlation_id)
+        message = await trail.get_message(message_id)
+        assert message is not None  # it was just found
     if message.correlation_id is None:
-        return conversation_id, [message]
+        return message.message_id, [message]
     return message.correlation_id, await trail.get_conversation_history(message.correlation_id)
+
+
+async def resolve_prefix(trail: MessageAuditTrail, prefix: str) -> tuple[str, str | None]:
+    """``(message_id, correlation_id)`` of the one conversation a prefix names; else a one-line error.
+
+    A prefix of a correlation id names that conversation; a prefix of a
+    message id names the message (its conversation is then shown). The
+    prefix must name exactly one of them, as git asks of a commit-hash prefix.
+    """
+    found = await trail.find_ids(prefix, limit=AMBIGUOUS_SHOWN + 1)
+    candidates = [*found.correlation_ids, *found.message_ids]
+    if not candidates:
+        raise CliError(f"no conversation or message with id {prefix!r} (or starting with it)", EXIT_EMPTY)
+    if len(candidates) > 1:
+        shown = ", ".join(candidates[:AMBIGUOUS_SHOWN]) + (", ..." if len(candidates) > AMBIGUOUS_SHOWN else "")
+        raise CliError(f"{prefix!r} is ambiguous: it starts {shown}; type more of the id", EXIT_USAGE)
+    if found.correlation_ids:
+        return "", found.correlation_ids[0]
+    return found.message_ids[0], None
 
 
 def print_thread(correlation_id: str, records: Sequence[AuditRecord], link: TraceLinker, fmt: OutputFormat) -> None:
