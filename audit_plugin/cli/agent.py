@@ -14,6 +14,7 @@ from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
+    count_text,
     output_format,
     print_json,
     print_record_documents,
@@ -71,7 +72,7 @@ async def tally(trail: MessageAuditTrail, query: AuditQuery, peer_of: str) -> Di
 
 
 def numbers_table(name: str, days: int, sent: Direction, received: Direction) -> Table:
-    table = Table(title=f"{name}: last {days} days", title_justify="left")
+    table = Table(title=f"{name}: last {count_text(days, 'day')}", title_justify="left")
     table.add_column("")
     table.add_column("sent", justify="right")
     table.add_column("received", justify="right")
@@ -119,7 +120,7 @@ def agent(
             received = await tally(trail, AuditQuery(to_agent=name, start_time=since), "from_agent")
             link = trace_linker(trail)
         if not recent:
-            raise CliError(f"no messages from or to agent {name!r} in the last {days} days", EXIT_EMPTY)
+            raise CliError(f"no messages from or to agent {name!r} in the last {count_text(days, 'day')}", EXIT_EMPTY)
         documents = [record_document(record, link(record)) for record in recent]
         if fmt is OutputFormat.JSON:
             print_json(
@@ -135,6 +136,8 @@ def agent(
             print_record_documents(documents, fmt)
         else:
             console.print(numbers_table(name, days, sent, received))
-            console.print(records_table(recent, link, title=f"Latest {len(recent)} messages, newest first"))
+            console.print(
+                records_table(recent, link, title=f"Latest {count_text(len(recent), 'message')}, newest first")
+            )
 
     run(show())

@@ -22,6 +22,7 @@ from audit_plugin.cli.output import (
     OutputFormat,
     TraceLinker,
     console,
+    count_text,
     output_format,
     payload_summary,
     print_record_documents,
@@ -76,11 +77,14 @@ def walk(roots: Sequence[ThreadNode]) -> Iterator[tuple[int, ThreadNode]]:
 
 
 def node_label(record: AuditRecord, link: TraceLinker) -> Text:
+    """A record's lines in the tree; each is cut with an ellipsis at the terminal's edge, never wrapped."""
     label = record_headline(record)
+    label.no_wrap = True
+    label.overflow = "ellipsis"
     label.append(f"\n{short_time(record.timestamp)[11:]}  {record.message_id[:8]}  ", style="dim")
     label.append(payload_summary(record.payload, 50), style="italic")
     if record.error_message:
-        label.append(f"\n{record.error_message}", style="red")
+        label.append(f"\n{' '.join(record.error_message.split())}", style="red")
     url = link(record)
     if url:
         label.append("\ntrace ", style="dim")
@@ -141,7 +145,7 @@ async def resolve_prefix(trail: MessageAuditTrail, prefix: str) -> tuple[str, st
 def print_thread(correlation_id: str, records: Sequence[AuditRecord], link: TraceLinker, fmt: OutputFormat) -> None:
     roots = build_thread(records)
     if fmt is OutputFormat.TABLE:
-        title = f"Conversation {correlation_id} — {len(records)} messages"
+        title = f"Conversation {correlation_id} — {count_text(len(records), 'message')}"
         console.print(thread_tree(title, roots, link))
     else:
         print_record_documents(thread_documents(roots, link), fmt)

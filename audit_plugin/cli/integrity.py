@@ -15,7 +15,7 @@ import typer
 
 from audit_plugin.checkpoint import Checkpoint
 from audit_plugin.cli.options import AsJson, DatabaseUrl
-from audit_plugin.cli.output import console, print_json
+from audit_plugin.cli.output import console, count_text, print_json
 from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
 from audit_plugin.ledger import DEFAULT_CHAIN_ID
 from audit_plugin.trail import DEFAULT_DATABASE_URL
@@ -159,6 +159,6 @@ def erase(
         if not destroyed:
             raise CliError(f"no live data keys for subject {subject_id!r} (unknown, or erased already)", EXIT_EMPTY)
         if not as_json:
-            console.print(f"erased subject {subject_id!r}: {destroyed} data key(s) destroyed")
+            console.print(f"erased subject {subject_id!r}: {count_text(destroyed, 'data key')} destroyed")
 
     run(shred())

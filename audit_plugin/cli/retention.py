@@ -11,6 +11,7 @@ from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
+    count_text,
     iso_time,
     output_format,
     print_csv,
@@ -88,12 +89,14 @@ def retention(
             console.print("Policy FOREVER keeps every record: nothing to delete.")
         elif dry_run:
             console.print(
-                f"Policy {policy.name}: {due:,} records older than {iso_time(cutoff)} would be deleted"
+                f"Policy {policy.name}: {count_text(due, 'record')} older than {iso_time(cutoff)} would be deleted"
                 + (" (dry run, nothing deleted)." if due else ".")
             )
             for renderable in statistics_renderables(report) if report else []:
                 console.print(renderable)
         else:
-            console.print(f"Policy {policy.name}: deleted {deleted:,} records older than {iso_time(cutoff)}.")
+            console.print(
+                f"Policy {policy.name}: deleted {count_text(deleted, 'record')} older than {iso_time(cutoff)}."
+            )
 
     run(apply())

@@ -84,7 +84,11 @@ async def follow(
     lookback: float = DEFAULT_LOOKBACK,
     stop_after: int | None = None,
 ) -> None:
-    """Print the last ``backlog`` records, then new records and status changes until stopped."""
+    """Print the last ``backlog`` records, then new records and status changes until stopped.
+
+    ``stop_after`` counts every line printed, the backlog's included, so
+    ``-n 2 --stop-after 2`` prints the two latest records and exits.
+    """
     seen: dict[str, tuple[MessageStatus, datetime]] = {}
 
     async def poll() -> list[AuditRecord]:
@@ -101,10 +105,14 @@ async def follow(
         return fresh
 
     await poll()  # what is already there is history: only the backlog of it is shown
-    for record in reversed(await trail.query_messages(replace(filters, limit=backlog))) if backlog else []:
-        printer.print(record)
-        seen[record.message_id] = (record.status, record.timestamp)
+    history = await trail.query_messages(replace(filters, limit=backlog)) if backlog else []
     printed = 0
+    for record in reversed(history):
+        if printed == stop_after:
+            return
+        printer.print(record)
+        printed += 1
+        seen[record.message_id] = (record.status, record.timestamp)
     while stop_after is None or printed < stop_after:
         await asyncio.sleep(interval)
         for record in await poll():
