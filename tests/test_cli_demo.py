@@ -39,7 +39,7 @@ def test_demo_prints_thread_and_statistics_twice_on_one_database(database_url: s
     first = run_cli("demo", database_url=database_url)
     assert first.returncode == 0, first.stderr
     assert "Conversation demo-" in first.stdout
-    for expected in ("QUERY planner → worker-a", "RESPONSE worker-b → planner", "EXPIRED", "FAILED", "retries 1"):
+    for expected in ("QUERY planner → worker-a", "RESPONSE worker-b → planner", "EXPIRED", "FAILED", "1 retry"):
         assert expected in first.stdout
     assert "p95 delivery latency" in first.stdout and "By status" in first.stdout
 

@@ -283,11 +283,18 @@ def records_table(records: Sequence[AuditRecord], link: TraceLinker, title: str 
     with_errors = any(record.error_message for record in records)
     errors_column = with_errors and console.width >= WIDE_TABLE
     with_traces = any(record.trace_id for record in records)
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
+    narrow_errors = with_errors and not errors_column
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        collapse_padding=True,
+        expand=narrow_errors,
+    )
     table.add_column("time (UTC)", no_wrap=True)
-    # Narrow: the message column holds the error line too and takes what the fixed-width columns leave.
-    message_width = None if errors_column else max(18, console.width - 52)
-    table.add_column("message", no_wrap=True, overflow="ellipsis", max_width=message_width)
+    # Narrow with errors: the message column holds the error line and takes what the other columns leave.
+    table.add_column("message", no_wrap=True, overflow="ellipsis", ratio=1 if narrow_errors else None)
     table.add_column("status", no_wrap=True, overflow="ellipsis")
     table.add_column("conversation / id", no_wrap=True, overflow="ellipsis", max_width=20)
     if errors_column:
