@@ -121,7 +121,8 @@ def verify(
                 f"OK: chain {outcome['chain_id']!r}, {outcome['entries']:,} entries "
                 f"(sequence {outcome['first_sequence']}..{outcome['last_sequence']})"
                 + (", matches the checkpoint" if outcome["checkpoint_checked"] else "")
-                + f", {outcome['entries_per_second'] or 0:,} entries/s"
+                + f", {outcome['entries_per_second'] or 0:,} entries/s",
+                soft_wrap=True,
             )
             if "saved_checkpoint" in outcome:
                 console.print(f"checkpoint saved to {outcome['saved_checkpoint']}")

@@ -90,13 +90,15 @@ def retention(
         elif dry_run:
             console.print(
                 f"Policy {policy.name}: {count_text(due, 'record')} older than {iso_time(cutoff)} would be deleted"
-                + (" (dry run, nothing deleted)." if due else ".")
+                + (" (dry run, nothing deleted)." if due else "."),
+                soft_wrap=True,
             )
             for renderable in statistics_renderables(report) if report else []:
                 console.print(renderable)
         else:
             console.print(
-                f"Policy {policy.name}: deleted {count_text(deleted, 'record')} older than {iso_time(cutoff)}."
+                f"Policy {policy.name}: deleted {count_text(deleted, 'record')} older than {iso_time(cutoff)}.",
+                soft_wrap=True,
             )
 
     run(apply())
