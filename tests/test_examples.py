@@ -36,6 +36,12 @@ def test_the_readme_runs_scripts_with_the_venv_python() -> None:
         assert f".venv/bin/python examples/{script}" in text
 
 
+def test_the_readme_quickstart_is_the_example() -> None:
+    [block] = re.findall(r"## Quickstart in Python\n.*?```python\n(.*?)```", README.read_text(), re.DOTALL)
+    program = (EXAMPLES / "quickstart.py").read_text()
+    assert program.endswith(block) and program.index(block) > program.index("from __future__ import annotations")
+
+
 def test_the_guard_bites_an_example_run_without_its_extra(tmp_path: Path) -> None:
     result = run_installed("tracing_console.py", cwd=tmp_path, extras=())
     assert result.returncode != 0

@@ -55,9 +55,10 @@ class LinePrinter:
 
     def print(self, record: AuditRecord) -> None:
         if self.writer is None:
-            line = Text(f"{short_time(record.timestamp)}  ", style="dim")
+            # The short id comes early: the line is cut at the terminal's edge, and the id must survive.
+            line = Text(f"{short_time(record.timestamp)}  {record.message_id[:8]}  ", style="dim")
             line.append_text(record_headline(record))
-            line.append(f"  {record.correlation_id or '-'}  {record.message_id[:8]}  ", style="dim")
+            line.append(f"  {record.correlation_id or '-'}  ", style="dim")
             if record.error_message:
                 line.append(record.error_message, style="red")
             else:
