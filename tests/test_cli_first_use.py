@@ -131,7 +131,8 @@ def test_tables_fit_80_columns_and_pipes_get_plain_lines(database_url: str) -> N
         result = run_cli(*args, *extra, database_url=database_url, COLUMNS="80")
         assert result.returncode == 0, (args, result.stderr)
         for line in result.stdout.splitlines():
-            assert len(line) <= 80, (args, line)
+            hint = line.startswith("  audit-plugin ")  # a command to copy stays whole, however long
+            assert len(line) <= 80 or hint, (args, line)
             assert line == line.rstrip(), (args, line)
             assert "\x1b[" not in line
     table = run_cli("query", database_url=database_url, COLUMNS="80").stdout
