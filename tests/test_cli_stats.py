@@ -56,7 +56,7 @@ def test_retention_dry_run_then_apply(database_url: str) -> None:
     seed_sample(database_url)
     preview = run_cli("retention", "--dry-run", "--policy", "days_30", database_url=database_url)
     assert preview.returncode == 0, preview.stderr
-    assert "Policy DAYS_30: 1 records older than" in preview.stdout and "dry run, nothing deleted" in preview.stdout
+    assert "Policy DAYS_30: 1 record older than" in preview.stdout and "dry run, nothing deleted" in preview.stdout
     assert "NOTIFICATION" in preview.stdout  # the breakdown of what would go
 
     dry = json.loads(
