@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pluggy
@@ -118,3 +120,23 @@ async def test_unreachable_store_is_a_readable_error(url: str) -> None:
     with pytest.raises(AuditStoreError, match="cannot open the audit store at"):
         await trail.initialize()
     await trail.close()
+
+
+def test_a_sqlite_file_that_cannot_be_opened_leaves_no_connection_thread_behind(tmp_path: Path) -> None:
+    """aiosqlite is never asked to open it: a failed aiosqlite connect would leave a thread to fail later."""
+    before = {thread.ident for thread in threading.enumerate()}
+    crashed: list[threading.ExceptHookArgs] = []
+    previous, threading.excepthook = threading.excepthook, crashed.append
+
+    async def attempt() -> list[str]:
+        trail = MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'audit.db'}")
+        with pytest.raises(AuditStoreError, match="unable to open database file"):
+            await trail.initialize()
+        await trail.close()
+        return [t.name for t in threading.enumerate() if t.ident not in before and "connection_worker" in t.name]
+
+    try:
+        assert asyncio.run(attempt()) == []
+    finally:
+        threading.excepthook = previous
+    assert crashed == []
