@@ -1,7 +1,7 @@
 """Run an example as if only the install the README shows for it had been done.
 
-The README's examples table names, per script, the extra its install line
-adds (``pip install -e ".[crypto]"``) on top of the set-up command (the core
+The README's examples table names, per script, what its install line adds
+(``pip install -e ".[crypto]"``, other packages) on top of the set-up command (the core
 and both backends). Building a fresh virtual environment per install line
 takes minutes here, so the suite installs the union once and runs each
 example under an import guard instead: every module that only distributions
@@ -16,6 +16,7 @@ import functools
 import importlib.metadata
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ ALWAYS_PRESENT = frozenset({"pip"})
 """In every new virtual environment."""
 
 _ROW = re.compile(r"^\|\s*`examples/(?P<script>[\w]+\.py)`\s*\|(?P<cells>.*)$", re.MULTILINE)
-_EXTRAS = re.compile(r'\.\[(?P<extras>[\w,-]+)\]"?')
+_EXTRAS = re.compile(r"\.\[(?P<extras>[\w,-]+)\]")
 
 GUARD = """
 import importlib.abc, json, runpy, sys
@@ -56,24 +57,40 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def documented_extras() -> dict[str, tuple[str, ...]]:
-    """Each script in the README's examples table and the extras its install line adds (none: the set-up alone)."""
+def documented_installs() -> dict[str, tuple[str, ...]]:
+    """Each script in the README's examples table and what its install line adds to the set-up.
+
+    ``.[crypto]`` becomes the extra ``"[crypto]"``; other arguments
+    (``"a2a-sdk[http-server]"``, ``uvicorn``) are requirements as written.
+    """
     found = {}
     for row in _ROW.finditer(README.read_text()):
-        extras = _EXTRAS.search(row["cells"].rsplit("|", 2)[-2])  # the last cell: what to install first
-        found[row["script"]] = tuple(extras["extras"].split(",")) if extras else ()
+        cell = row["cells"].rsplit("|", 2)[-2]  # the last cell: what to install first
+        command = re.search(r"`([^`]*pip install [^`]*)`", cell)
+        added: list[str] = []
+        for argument in shlex.split(command[1].split("pip install", 1)[1]) if command else []:
+            extras = _EXTRAS.fullmatch(argument)
+            if extras:
+                added += [f"[{extra}]" for extra in extras["extras"].split(",")]
+            elif not argument.startswith(("-", ".")):
+                added.append(argument)
+        found[row["script"]] = tuple(added)
     return found
 
 
-def install_line(extras: tuple[str, ...]) -> str:
+def install_line(added: tuple[str, ...]) -> str:
+    extras = [item[1:-1] for item in added if item.startswith("[")]
     core = f'-e ".[{",".join(extras)}]"' if extras else "-e ."
-    return f"pip install {core} -e backends/sqlite -e backends/postgres"
+    others = " ".join(shlex.quote(item) for item in added if not item.startswith("["))
+    return f"pip install {core} -e backends/sqlite -e backends/postgres {others}".rstrip()
 
 
-def distributions_installed_by(extras: tuple[str, ...]) -> frozenset[str]:
-    """The set-up's distributions with ``extras`` on the core, and everything they require, transitively."""
+def distributions_installed_by(added: tuple[str, ...]) -> frozenset[str]:
+    """The set-up's distributions, plus what ``added`` names, and everything they require, transitively."""
+    extras = [item[1:-1] for item in added if item.startswith("[")]
     wanted = [Requirement(f"audit-plugin[{','.join(extras)}]" if extras else "audit-plugin")]
     wanted += [Requirement(name) for name in SETUP_DISTRIBUTIONS[1:]]
+    wanted += [Requirement(item) for item in added if not item.startswith("[")]
     seen: set[tuple[str, frozenset[str]]] = set()
     names = set(ALWAYS_PRESENT)
     while wanted:
@@ -127,10 +144,11 @@ def run_example(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``examples/SCRIPT ARGS`` with only what its README install line provides importable.
 
-    ``extras`` overrides the README's (to show that the guard bites).
+    ``extras`` (``("[crypto]",)``, requirements as written) overrides the
+    README's, to show that the guard bites.
     """
     if extras is None:
-        extras = documented_extras()[script]
+        extras = documented_installs()[script]
     blocked = cwd / ".blocked-modules.json"
     blocked.write_text(json.dumps(sorted(modules_not_installed_by(extras))))
     command = [sys.executable, "-c", GUARD, str(blocked), install_line(extras), str(EXAMPLES / script), *args]

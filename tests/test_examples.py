@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus
-from tests.example_installs import EXAMPLES, README, documented_extras
+from tests.example_installs import EXAMPLES, README, documented_installs
 from tests.example_installs import run_example as run_installed
 
 
@@ -24,15 +24,18 @@ def run_example(name: str, *args: str, cwd: Path, **env: str) -> str:
 
 def test_the_readme_lists_every_example_with_what_to_install() -> None:
     scripts = {path.name for path in EXAMPLES.glob("*.py")}
-    assert set(documented_extras()) == scripts
-    assert documented_extras()["integrity_demo.py"] == ("crypto",)
-    assert documented_extras()["tracing_console.py"] == ("examples",)
+    installs = documented_installs()
+    assert set(installs) == scripts
+    assert installs["quickstart.py"] == ()
+    assert installs["integrity_demo.py"] == ("[crypto]",)
+    assert installs["tracing_console.py"] == ("[examples]",)
+    assert installs["a2a_agents.py"] == ("[a2a]", "a2a-sdk[http-server]", "uvicorn")
 
 
 def test_the_readme_runs_scripts_with_the_venv_python() -> None:
     text = README.read_text()
     assert not re.findall(r"(?<![/\w])python3? (?:examples|benchmarks)/", text)  # `python x.py` fails outside the venv
-    for script in documented_extras():
+    for script in documented_installs():
         assert f".venv/bin/python examples/{script}" in text
 
 
