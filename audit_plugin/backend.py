@@ -19,6 +19,9 @@ BucketUnit = Literal["minute", "hour", "day"]
 
 BUCKET_UNITS: tuple[str, ...] = get_args(BucketUnit)
 
+IdColumn = Literal["message_id", "correlation_id"]
+"""The id columns a prefix can be looked up in."""
+
 
 @runtime_checkable
 class AuditBackend(Protocol):
@@ -47,6 +50,12 @@ class AuditBackend(Protocol):
 
     def stream(self, query: AuditQuery, *, oldest_first: bool = True) -> AsyncIterator[AuditRecord]:
         """All records matching ``query``'s filters (ignoring limit/offset), in constant memory."""
+
+    async def ids_with_prefix(self, column: IdColumn, prefix: str, limit: int) -> list[str]:
+        """Distinct values of ``column`` starting with ``prefix``, sorted, at most ``limit``.
+
+        ``prefix`` is matched literally (``%`` and ``_`` are not wildcards).
+        """
 
     async def agent_history(self, agent_id: str, since: datetime, limit: int | None) -> list[AuditRecord]:
         """Messages ``agent_id`` sent or received since ``since``, newest first."""

@@ -234,6 +234,14 @@ class AuditQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class IdMatches:
+    """What :meth:`MessageAuditTrail.find_ids` found for a prefix: matching message and correlation ids, sorted."""
+
+    message_ids: list[str] = field(default_factory=list)
+    correlation_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class AuditStatistics:
     """Aggregates over a time window.
 

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Select, delete, func, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from audit_plugin.backend import BucketUnit
+from audit_plugin.backend import BucketUnit, IdColumn
 from audit_plugin.exceptions import AuditStoreError, driver_message
 from audit_plugin.integrity_schema import upgrade
 from audit_plugin.ledger import FallbackRow, Ledger
@@ -303,6 +303,18 @@ class SQLBackend:
             result = await conn.stream(stmt.execution_options(yield_per=STREAM_CHUNK))
             async for row in result.mappings():
                 yield AuditRecord.from_row(row)
+
+    async def ids_with_prefix(self, column: IdColumn, prefix: str, limit: int) -> list[str]:
+        id_column = c[column]
+        stmt = (
+            select(id_column)
+            .where(id_column.startswith(prefix, autoescape=True))
+            .group_by(id_column)
+            .order_by(id_column)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(stmt)).scalars())
 
     async def agent_history(self, agent_id: str, since: datetime, limit: int | None) -> list[AuditRecord]:
         stmt = ordered(

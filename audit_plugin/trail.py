@@ -31,11 +31,12 @@ from audit_plugin.records import (
     AuditQuery,
     AuditRecord,
     AuditStatistics,
+    IdMatches,
     RetentionPolicy,
     StatusUpdate,
     record_row,
 )
-from audit_plugin.registry import create_backend, extension_manager
+from audit_plugin.registry import create_backend, extension_manager, resolve_database_url
 from audit_plugin.store_errors import mapped_stream, store_errors
 from audit_plugin.tracing import TRACE_URL_ENV, check_trace_url_template, trace_url
 from audit_plugin.verify import VerifyReport, verify_chain
@@ -52,7 +53,8 @@ class MessageAuditTrail:
     :param database_url: ``sqlite+aiosqlite:///path.db`` (default
         ``./audit.db``) or ``postgresql+asyncpg://user@host/db``; any scheme an
         installed backend extension serves.
-    :param retention_policy: how long ``apply_retention_policy()`` keeps records.
+    :param retention_policy: how long ``apply_retention_policy()`` keeps records: a
+        :class:`RetentionPolicy`, or its name in any case (``"days_365"``).
     :param batch_size: most operations written per transaction.
     :param batch_interval: seconds the writer lingers for a batch to fill
         (default 0: write as soon as the previous transaction ends).
@@ -81,7 +83,7 @@ class MessageAuditTrail:
     def __init__(
         self,
         database_url: str = DEFAULT_DATABASE_URL,
-        retention_policy: RetentionPolicy = RetentionPolicy.DAYS_90,
+        retention_policy: RetentionPolicy | str = RetentionPolicy.DAYS_90,
         *,
         batch_size: int = 1000,
         batch_interval: float = 0.0,
@@ -95,13 +97,14 @@ class MessageAuditTrail:
         chain_id: str = DEFAULT_CHAIN_ID,
         hash_chain: bool = True,
     ) -> None:
-        if not isinstance(retention_policy, RetentionPolicy):
-            raise v.FieldTypeError("retention_policy", "RetentionPolicy", retention_policy)
-        self.database_url = database_url
+        if not isinstance(retention_policy, RetentionPolicy | str):
+            raise v.FieldTypeError("retention_policy", "RetentionPolicy or its name", retention_policy)
+        retention_policy = v.check_enum("retention_policy", RetentionPolicy, retention_policy)
+        self.database_url = resolve_database_url(database_url)  # postgres://, a bare path...: the async driver's URL
         self.retention_policy = retention_policy
         self.plugin_manager = plugin_manager or extension_manager()
         self.ledger = Ledger(chain_id, hashing=hash_chain)
-        self.backend: AuditBackend = create_backend(database_url, self.plugin_manager)
+        self.backend: AuditBackend = create_backend(self.database_url, self.plugin_manager)
         if hasattr(self.backend, "ledger"):
             self.backend.ledger = self.ledger
         self.protection = PayloadProtection(self.plugin_manager, self.backend, payload_policy, key_provider, subject_of)
@@ -406,6 +409,20 @@ class MessageAuditTrail:
         with store_errors("get_message"):
             record = await self.backend.get(message_id)
         return None if record is None else (await self.protection.open([record]))[0]
+
+    async def find_ids(self, prefix: str, *, limit: int = 10) -> IdMatches:
+        """The message ids and correlation ids starting with ``prefix`` (at most ``limit`` of each).
+
+        Lets people type back the short ids tables print, as git accepts an
+        unambiguous prefix of a commit hash.
+        """
+        v.check_text("prefix", prefix)
+        v.check_int("limit", limit, minimum=1)
+        self._require_writer()
+        return IdMatches(
+            message_ids=await self.backend.ids_with_prefix("message_id", prefix, limit),
+            correlation_ids=await self.backend.ids_with_prefix("correlation_id", prefix, limit),
+        )
 
     async def get_conversation_history(self, correlation_id: str) -> list[AuditRecord]:
         """Every message of a conversation, oldest first."""

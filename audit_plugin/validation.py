@@ -86,8 +86,16 @@ def check_enum(field: str, enum_type: type[E], value: object, *, optional: bool 
             return enum_type(value.upper())
         except ValueError:
             pass
-    allowed = ", ".join(m.value for m in enum_type)  # type: ignore[attr-defined]
+        member = enum_type.__members__.get(value.upper())  # members named apart from their values
+        if member is not None:
+            return member
+    allowed = ", ".join(enum_names(enum_type))
     raise InvalidFieldError(field, f"{preview(value)} is not a valid {enum_type.__name__} (one of: {allowed})")
+
+
+def enum_names(enum_type: type[Enum]) -> list[str]:
+    """How a member of ``enum_type`` is spelled as a string: its value when that is text, else its name."""
+    return [member.value if isinstance(member.value, str) else member.name for member in enum_type]
 
 
 def check_int(

@@ -17,7 +17,7 @@ The contract, for any bus (in-process, Redis, NATS, RabbitMQ...):
 This example bus keeps one ``asyncio.Queue`` per agent with a consumer task
 each, like a broker would. Run::
 
-    python examples/custom_bus.py [DATABASE_URL]     # default sqlite+aiosqlite:///custom_bus.db
+    .venv/bin/python examples/custom_bus.py [DATABASE_URL]     # default sqlite+aiosqlite:///custom_bus.db
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class QueueBus:
             try:
                 await handler(message)
             except Exception as exc:
-                receipt = DeliveryReceipt(message.message_id, MessageStatus.FAILED, error_message=repr(exc))
+                error = f"{type(exc).__name__}: {exc}"
+                receipt = DeliveryReceipt(message.message_id, MessageStatus.FAILED, error_message=error)
             else:
                 receipt = DeliveryReceipt(message.message_id, MessageStatus.DELIVERED, delivered_at=datetime.now(UTC))
             await await_all(self.plugin_manager.hook.audit_post_delivery(message=message, receipt=receipt))
@@ -124,7 +125,7 @@ async def main(database_url: str) -> None:
 
         for record in await trail.get_conversation_history(order):
             agents = f"{record.from_agent} -> {record.to_agent}"
-            print(f"{record.message_type:<9} {agents:<18} {record.status:<9} {record.error_message or ''}")
+            print(f"{record.message_type:<9} {agents:<18} {record.status:<9} {record.error_message or ''}".rstrip())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Integrity and privacy in one run: redaction, encryption, erasure, lifecycle history, verify, checkpoints.
 
-Run: ``python examples/integrity_demo.py`` (writes into a temporary folder).
+Needs the ``crypto`` extra (``cryptography``)::
+
+    .venv/bin/pip install -e ".[crypto]"
+    .venv/bin/python examples/integrity_demo.py      # writes into a temporary folder
 """
 
 from __future__ import annotations
@@ -49,9 +52,8 @@ async def main(folder: Path) -> None:
         print("\nlifecycle:")
         for step in await trail.get_message_history(receipt.message_id):
             spent = f"{step.seconds * 1000:.1f} ms" if step.seconds is not None else "-"
-            print(
-                f"  #{step.sequence} {step.kind:<6} {step.status:<9} retry={step.retry_count} {spent:>9}  {step.error}"
-            )
+            error = f"  {step.error}" if step.error else ""
+            print(f"  #{step.sequence} {step.kind:<6} {step.status:<9} retry={step.retry_count} {spent:>9}{error}")
 
         signing_key = Ed25519PrivateKey.generate()
         checkpoint = await trail.checkpoint(signing_key=signing_key)

@@ -1,36 +1,36 @@
-"""Quickstart: audit a two-agent conversation on the reference bus into SQLite, then query it.
+"""Quickstart: two agents on the reference bus, audited into SQLite, then the trail queried.
 
 Run::
 
-    python examples/quickstart.py
+    .venv/bin/python examples/quickstart.py
 
-It writes ``audit.db`` in the current directory; look at it afterwards with
-``audit-plugin query`` or ``audit-plugin conversation conv-1``.
+It writes ``quickstart.db`` in the current directory (each run adds one
+conversation); look at it afterwards with the command it prints last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from audit_plugin import AuditPlugin, AuditQuery, Message, MessageAuditTrail, MessageBus, MessageType
 
 
 async def main() -> None:
-    async with MessageAuditTrail("sqlite+aiosqlite:///audit.db") as trail:
+    async with MessageAuditTrail("sqlite+aiosqlite:///quickstart.db") as trail:
         bus = MessageBus(max_retries=2)
-        bus.register(AuditPlugin(trail))
+        bus.register(AuditPlugin(trail))  # from now on every send() is recorded, with its outcome
 
         async def worker(message: Message) -> None:
-            await bus.send(
-                Message(
-                    "worker",
-                    message.from_agent,
-                    MessageType.RESPONSE,
-                    {"answer": 42},
-                    correlation_id=message.correlation_id,
-                    reply_to=message.message_id,
-                )
+            answer = Message(
+                "worker",
+                message.from_agent,
+                MessageType.RESPONSE,
+                {"answer": 42},
+                correlation_id=message.correlation_id,
+                reply_to=message.message_id,
             )
+            await bus.send(answer)
 
         async def planner(message: Message) -> None:
             print("planner got", message.payload)
@@ -38,15 +38,19 @@ async def main() -> None:
         bus.subscribe("worker", worker)
         bus.subscribe("planner", planner)
 
-        receipt = await bus.send(
-            Message("planner", "worker", MessageType.QUERY, {"q": "meaning?"}, correlation_id="conv-1")
-        )
-        print(receipt.status)  # MessageStatus.DELIVERED
+        conversation = f"conv-{uuid.uuid4().hex[:8]}"
+        question = Message("planner", "worker", MessageType.QUERY, {"q": "meaning?"}, correlation_id=conversation)
+        receipt = await bus.send(question)
+        print("status:", receipt.status)  # status: DELIVERED
 
-        for record in await trail.get_conversation_history("conv-1"):
-            print(record.from_agent, "->", record.to_agent, record.status, record.payload)
-        print(await trail.query_messages(AuditQuery(from_agent="planner", limit=10)))
-        print(await trail.get_statistics())
+        for record in await trail.get_conversation_history(conversation):
+            who = f"{record.from_agent} -> {record.to_agent}"
+            print(f"  {who}  {record.message_type}  {record.status}  {record.payload}")
+
+        failed = await trail.query_messages(AuditQuery(status="failed"))
+        stats = await trail.get_statistics()
+        print(f"quickstart.db holds {stats.total_messages} messages, {len(failed)} failed")
+        print(f"next: audit-plugin conversation {conversation} --database-url quickstart.db")
 
 
 asyncio.run(main())

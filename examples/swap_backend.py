@@ -2,9 +2,9 @@
 
 Run::
 
-    python examples/swap_backend.py                                                   # SQLite, ./swap_backend.db
-    python examples/swap_backend.py postgresql+asyncpg://postgres@127.0.0.1:5432/test   # PostgreSQL
-    AUDIT_DATABASE_URL=postgresql+asyncpg://... python examples/swap_backend.py
+    .venv/bin/python examples/swap_backend.py                                              # ./swap_backend.db
+    .venv/bin/python examples/swap_backend.py postgresql://postgres@127.0.0.1:5432/test    # PostgreSQL
+    AUDIT_DATABASE_URL=postgresql+asyncpg://... .venv/bin/python examples/swap_backend.py
 
 The backend comes from the URL's scheme: the ``audit-plugin-sqlite`` and
 ``audit-plugin-postgres`` distributions each register one through the

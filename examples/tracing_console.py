@@ -7,13 +7,13 @@ audit record carries its send span's ids and a link to the trace.
 
 Run::
 
-    python examples/tracing_console.py            # one line per span
-    python examples/tracing_console.py --json     # the SDK's full JSON for each span
+    .venv/bin/python examples/tracing_console.py            # one line per span
+    .venv/bin/python examples/tracing_console.py --json     # the SDK's full JSON for each span
 
 Export to a collector (Jaeger, Tempo, the OpenTelemetry Collector) over OTLP/HTTP::
 
-    pip install "audit-plugin[examples]"          # opentelemetry-exporter-otlp-proto-http
-    OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 python examples/tracing_console.py
+    .venv/bin/pip install -e ".[examples]"        # opentelemetry-sdk and the OTLP/HTTP exporter
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 .venv/bin/python examples/tracing_console.py
 
 Needs ``opentelemetry-sdk`` (in the ``test`` and ``examples`` extras); the
 OTLP exporter is optional.

@@ -39,7 +39,7 @@ def test_demo_prints_thread_and_statistics_twice_on_one_database(database_url: s
     first = run_cli("demo", database_url=database_url)
     assert first.returncode == 0, first.stderr
     assert "Conversation demo-" in first.stdout
-    for expected in ("QUERY planner → worker-a", "RESPONSE worker-b → planner", "EXPIRED", "FAILED", "retries 1"):
+    for expected in ("QUERY planner → worker-a", "RESPONSE worker-b → planner", "EXPIRED", "FAILED", "1 retry"):
         assert expected in first.stdout
     assert "p95 delivery latency" in first.stdout and "By status" in first.stdout
 
@@ -71,4 +71,4 @@ def test_demo_defaults_to_audit_db_in_the_current_directory(tmp_path: Path) -> N
 
 def test_demo_reports_a_bad_url_in_one_line(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("demo", database_url="mysql+aiomysql://x@y/z"), 2, "mysql", "no audit backend")
-    assert_one_line_error(run_cli("demo", database_url="not a url"), 2, "database_url")
+    assert_one_line_error(run_cli("demo", database_url="postgresql:/one-slash"), 2, "database_url")

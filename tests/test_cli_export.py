@@ -71,7 +71,7 @@ def follow(database_url: str, args: list[str], backlog: int, *steps: Callable[[]
     Reading before the next step keeps the test independent of poll timing.
     """
     command = [str(CLI), "tail", *args, "-n", str(backlog), "--interval", "0.1", "--database-url", database_url]
-    command += ["--stop-after", str(len(steps))]
+    command += ["--stop-after", str(backlog + len(steps))]  # the backlog counts
     tail = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     try:
         assert tail.stdout is not None

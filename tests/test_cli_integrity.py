@@ -86,7 +86,7 @@ def test_erase_needs_confirmation_and_shreds(database_url: str, tmp_path: Path) 
     assert_one_line_error(run_cli("erase", "alice", database_url=database_url), 2, "--yes")
     result = run_cli("erase", "alice", "--yes", database_url=database_url)
     assert result.returncode == 0, result.stderr
-    assert "1 data key(s) destroyed" in result.stdout
+    assert "1 data key destroyed" in result.stdout
     assert_one_line_error(run_cli("erase", "alice", "--yes", database_url=database_url), 1, "no live data keys")
 
     async def read() -> dict:

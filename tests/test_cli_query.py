@@ -59,11 +59,11 @@ def test_query_errors_are_one_line(database_url: str, tmp_path: Path) -> None:
     assert_one_line_error(run_cli("query", "--status", "LOST", database_url=database_url), 2, "--status", "LOST")
     assert_one_line_error(run_cli("query", "--since", "yesterday", database_url=database_url), 2, "--since")
     assert_one_line_error(run_cli("query", "--limit", "0", database_url=database_url), 2, "--limit")
-    assert_one_line_error(run_cli("query", "--trace", "xyz", database_url=database_url), 2, "trace_id")
+    assert_one_line_error(run_cli("query", "--trace", "xyz", database_url=database_url), 2, "'--trace'")
     assert_one_line_error(run_cli("query", "--json", "--csv", database_url=database_url), 2, "--json and --csv")
     assert_one_line_error(run_cli("query", "--nope", database_url=database_url), 2, "--nope")
     assert_one_line_error(
-        run_cli("query", "--since", "1h", "--until", "2h", database_url=database_url), 2, "start_time", "after"
+        run_cli("query", "--since", "1h", "--until", "2h", database_url=database_url), 2, "--since is after --until"
     )
 
 
@@ -72,7 +72,7 @@ def test_database_errors_are_one_line(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("query", database_url=f"sqlite+aiosqlite:///{missing}"), 3, str(missing))
     assert not missing.exists()  # reading never creates an empty database
     assert_one_line_error(run_cli("stats", database_url="oracle://scott@db/x"), 2, "oracle")
-    assert_one_line_error(run_cli("agent", "x", database_url="::::"), 2, "database_url")
+    assert_one_line_error(run_cli("agent", "x", database_url="postgresql:/one-slash"), 2, "database_url")
     assert_one_line_error(
         run_cli("query", database_url="postgresql+asyncpg://postgres@127.0.0.1:1/audit"), 3, "127.0.0.1"
     )

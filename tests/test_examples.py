@@ -1,30 +1,63 @@
-"""Every example under examples/ runs as-is, as a subprocess, and leaves the records it promises."""
+"""Every example under examples/ runs after exactly the install the README shows for it, and does what it says.
+
+See :mod:`tests.example_installs` for how "exactly that install" is enforced.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
+import os
+import re
 from collections import Counter
 from pathlib import Path
 
 from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus
-from tests.cli_support import cli_env
+from tests.example_installs import EXAMPLES, README, documented_installs
+from tests.example_installs import run_example as run_installed
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
-
-def run_example(name: str, *args: str, cwd: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env=cli_env(),
-    )
+def run_example(name: str, *args: str, cwd: Path, **env: str) -> str:
+    result = run_installed(name, *args, cwd=cwd, **env)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def test_the_readme_lists_every_example_with_what_to_install() -> None:
+    scripts = {path.name for path in EXAMPLES.glob("*.py")}
+    installs = documented_installs()
+    assert set(installs) == scripts
+    assert installs["quickstart.py"] == ()
+    assert installs["integrity_demo.py"] == ("[crypto]",)
+    assert installs["tracing_console.py"] == ("[examples]",)
+    assert installs["a2a_agents.py"] == ("[a2a]", "a2a-sdk[http-server]", "uvicorn")
+    assert installs["faststream_agents.py"] == ("[faststream]", "faststream[redis]")
+
+
+def test_the_readme_runs_scripts_with_the_venv_python() -> None:
+    text = README.read_text()
+    assert not re.findall(r"(?<![/\w])python3? (?:examples|benchmarks)/", text)  # `python x.py` fails outside the venv
+    for script in documented_installs():
+        assert f".venv/bin/python examples/{script}" in text
+
+
+def test_the_readme_quickstart_is_the_example() -> None:
+    [block] = re.findall(r"## Quickstart in Python\n.*?```python\n(.*?)```", README.read_text(), re.DOTALL)
+    program = (EXAMPLES / "quickstart.py").read_text()
+    assert program.endswith(block) and program.index(block) > program.index("from __future__ import annotations")
+
+
+def test_the_guard_bites_an_example_run_without_its_extra(tmp_path: Path) -> None:
+    result = run_installed("tracing_console.py", cwd=tmp_path, extras=())
+    assert result.returncode != 0
+    assert "No module named 'opentelemetry.sdk" in result.stderr
+    assert "not installed by: pip install -e . -e backends/sqlite" in result.stderr
+
+
+def test_tracing_console(tmp_path: Path) -> None:
+    env = {key: "" for key in os.environ if key.startswith("OTEL_")}
+    out = run_example("tracing_console.py", cwd=tmp_path, **env)
+    assert len(re.findall(r" span [0-9a-f]{16}  parent ", out)) == 9  # the step, 4 sends, 4 handler runs
+    assert len(re.findall(r"http://localhost:16686/trace/\w+\?uiFind=\w+", out)) == 4
 
 
 def stored(database_url: str, query: AuditQuery | None = None) -> Counter[tuple[str, str, MessageStatus]]:
@@ -38,13 +71,20 @@ def stored(database_url: str, query: AuditQuery | None = None) -> Counter[tuple[
 
 def test_quickstart(tmp_path: Path) -> None:
     out = run_example("quickstart.py", cwd=tmp_path)
-    assert "planner got {'answer': 42}" in out
-    assert "planner -> worker DELIVERED {'q': 'meaning?'}" in out
-    assert "worker -> planner DELIVERED {'answer': 42}" in out
-    assert stored(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") == {
+    assert out.splitlines()[:4] == [
+        "planner got {'answer': 42}",
+        "status: DELIVERED",
+        "  planner -> worker  QUERY  DELIVERED  {'q': 'meaning?'}",
+        "  worker -> planner  RESPONSE  DELIVERED  {'answer': 42}",
+    ]
+    assert "quickstart.db holds 2 messages, 0 failed" in out
+    assert stored(f"sqlite+aiosqlite:///{tmp_path / 'quickstart.db'}") == {
         ("planner", "worker", MessageStatus.DELIVERED): 1,
         ("worker", "planner", MessageStatus.DELIVERED): 1,
     }
+    assert not (tmp_path / "audit.db").exists()  # the demo's database is left alone
+    again = run_example("quickstart.py", cwd=tmp_path)
+    assert "quickstart.db holds 4 messages" in again and again.count(" -> ") == 2  # only this run's conversation
 
 
 def test_custom_bus_through_the_hook_contract(database_url: str, tmp_path: Path) -> None:
@@ -56,7 +96,7 @@ def test_custom_bus_through_the_hook_contract(database_url: str, tmp_path: Path)
         ("pricing", "shop", MessageStatus.DELIVERED): 1,
         ("shop", "billing", MessageStatus.FAILED): 1,
     }
-    assert "LookupError(\"no price for SKU 'unknown'\")" in out and "no such queue" in out
+    assert "FAILED    LookupError: no price for SKU 'unknown'" in out and "no such queue" in out
 
 
 def test_swap_backend_runs_the_same_code_on_each_backend(database_url: str, backend_name: str, tmp_path: Path) -> None:
@@ -72,15 +112,7 @@ def test_swap_backend_runs_the_same_code_on_each_backend(database_url: str, back
 
 def test_swap_backend_reads_the_url_from_the_environment(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'from_env.db'}"
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "swap_backend.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env=cli_env(AUDIT_DATABASE_URL=url),
-    )
-    assert result.returncode == 0, result.stderr
+    run_example("swap_backend.py", cwd=tmp_path, AUDIT_DATABASE_URL=url)
     assert (tmp_path / "from_env.db").exists() and not (tmp_path / "swap_backend.db").exists()
 
 
@@ -93,3 +125,4 @@ def test_integrity_demo(tmp_path: Path) -> None:
     assert "'$audit': 'erased'" in out
     assert "verify: OK" in out
     assert "BROKEN at entry 3" in out  # the edit behind the trail's back is found
+    assert "None" not in out and all(line == line.rstrip() for line in out.splitlines())

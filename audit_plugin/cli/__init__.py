@@ -8,8 +8,10 @@ non-zero exit code (see :mod:`audit_plugin.cli.runner`).
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from collections.abc import Sequence
+from typing import Annotated
 
 import typer
 
@@ -19,24 +21,45 @@ from audit_plugin.cli.runner import EXIT_USAGE, exit_on_error, fail
 app = typer.Typer(
     name="audit-plugin",
     help="Look at a multi-agent message audit trail: who told whom what, when, and what failed.",
+    epilog="Run 'audit-plugin COMMAND -h' for a command's options. Docs: docs/cli.md",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain Click help: wraps at words, no type placeholders, same on a pipe
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-for command in (
-    demo.demo,
-    query.query,
-    conversation.conversation,
-    agent.agent,
-    stats.stats,
-    retention.retention,
-    export.export,
-    tail.tail,
-    integrity.verify,
-    integrity.erase,
-    serve.serve,
-):
-    app.command(command.__name__)(command)
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"audit-plugin {importlib.metadata.version('audit-plugin')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Look at a multi-agent message audit trail: who told whom what, when, and what failed."""
+
+
+COMMANDS = {
+    demo.demo: "Run an audited multi-agent conversation and show it.",
+    query.query: "Records matching every filter given, newest first.",
+    conversation.conversation: "A conversation as a reply tree.",
+    agent.agent: "An agent's recent messages and its numbers.",
+    stats.stats: "Totals, latency percentiles, volume over time.",
+    retention.retention: "Delete records past a retention policy.",
+    export.export: "Every matching record as JSON Lines or CSV.",
+    tail.tail: "Follow new records and status changes.",
+    integrity.verify: "Check the hash chain (exit 4 if tampered with).",
+    integrity.erase: "Crypto-shred a data subject's payloads.",
+    serve.serve: "Serve the read-only web view of the trail.",
+}
+"""Each subcommand and its one-line summary in ``audit-plugin -h``."""
+
+for command, summary in COMMANDS.items():
+    app.command(command.__name__, short_help=summary)(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -49,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BaseException as exc:  # every failure becomes one line, never a traceback
         if _is_usage_error(exc):
             message = exc.format_message()  # type: ignore[attr-defined]
-            if not message:  # e.g. no subcommand: the help was printed instead
+            if not message or type(exc).__name__ == "NoArgsIsHelpError":  # no subcommand: show the help
+                print(message, end="\n" if message else "")
                 raise SystemExit(getattr(exc, "exit_code", EXIT_USAGE)) from None
             fail(message, getattr(exc, "exit_code", EXIT_USAGE))
         exit_on_error(exc)

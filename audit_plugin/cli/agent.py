@@ -13,6 +13,7 @@ from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl, days_back
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
+    count_text,
     output_format,
     print_json,
     print_record_documents,
@@ -23,6 +24,7 @@ from audit_plugin.cli.output import (
     trace_linker,
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
+from audit_plugin.cli.values import whole_number
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
@@ -69,7 +71,7 @@ async def tally(trail: MessageAuditTrail, query: AuditQuery, peer_of: str) -> Di
 
 
 def numbers_table(name: str, days: int, sent: Direction, received: Direction) -> Table:
-    table = Table(title=f"{name}: last {days} days", title_justify="left")
+    table = Table(title=f"{name}: last {count_text(days, 'day')}", title_justify="left")
     table.add_column("")
     table.add_column("sent", justify="right")
     table.add_column("received", justify="right")
@@ -86,14 +88,27 @@ def numbers_table(name: str, days: int, sent: Direction, received: Direction) ->
 
 
 def agent(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Agent id.", show_default=False)],
-    days: Annotated[int, typer.Option("--days", min=0, help="How many days back.")] = 7,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="Recent messages to list.")] = 20,
+    name: Annotated[str, typer.Argument(metavar="NAME", show_default=False, hidden=True)],
+    days: Annotated[
+        int, typer.Option("--days", metavar="N", parser=whole_number("--days", minimum=0), help="How many days back.")
+    ] = 7,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            parser=whole_number("--limit", minimum=1, maximum=100_000),
+            help="Recent messages to list (1 to 100,000).",
+        ),
+    ] = 20,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: AsJson = False,
     as_csv: AsCsv = False,
 ) -> None:
-    """An agent's recent messages (sent and received) and its numbers over the period."""
+    """An agent's recent messages (sent and received) and its numbers over the period.
+
+    NAME is the agent id, as in the tables' "message" column.
+    """
     fmt = output_format(as_json, as_csv)
 
     async def show() -> None:
@@ -104,7 +119,7 @@ def agent(
             received = await tally(trail, AuditQuery(to_agent=name, start_time=since), "from_agent")
             link = trace_linker(trail)
         if not recent:
-            raise CliError(f"no messages from or to agent {name!r} in the last {days} days", EXIT_EMPTY)
+            raise CliError(f"no messages from or to agent {name!r} in the last {count_text(days, 'day')}", EXIT_EMPTY)
         documents = [record_document(record, link(record)) for record in recent]
         if fmt is OutputFormat.JSON:
             print_json(
@@ -120,6 +135,8 @@ def agent(
             print_record_documents(documents, fmt)
         else:
             console.print(numbers_table(name, days, sent, received))
-            console.print(records_table(recent, link, title=f"Latest {len(recent)} messages, newest first"))
+            console.print(
+                records_table(recent, link, title=f"Latest {count_text(len(recent), 'message')}, newest first")
+            )
 
     run(show())

@@ -22,6 +22,7 @@ from audit_plugin.cli.output import (
     OutputFormat,
     TraceLinker,
     console,
+    count_text,
     output_format,
     payload_summary,
     print_record_documents,
@@ -33,6 +34,9 @@ from audit_plugin.cli.output import (
 from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
 from audit_plugin.records import AuditRecord
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
+
+AMBIGUOUS_SHOWN = 5
+"""How many matching ids an "ambiguous prefix" error lists."""
 
 
 @dataclass(slots=True, eq=False)
@@ -73,11 +77,14 @@ def walk(roots: Sequence[ThreadNode]) -> Iterator[tuple[int, ThreadNode]]:
 
 
 def node_label(record: AuditRecord, link: TraceLinker) -> Text:
+    """A record's lines in the tree; each is cut with an ellipsis at the terminal's edge, never wrapped."""
     label = record_headline(record)
+    label.no_wrap = True
+    label.overflow = "ellipsis"
     label.append(f"\n{short_time(record.timestamp)[11:]}  {record.message_id[:8]}  ", style="dim")
     label.append(payload_summary(record.payload, 50), style="italic")
     if record.error_message:
-        label.append(f"\n{record.error_message}", style="red")
+        label.append(f"\n{' '.join(record.error_message.split())}", style="red")
     url = link(record)
     if url:
         label.append("\ntrace ", style="dim")
@@ -100,31 +107,52 @@ def thread_documents(roots: Sequence[ThreadNode], link: TraceLinker) -> list[dic
 
 
 async def load_conversation(trail: MessageAuditTrail, conversation_id: str) -> tuple[str, list[AuditRecord]]:
-    """The records of a conversation given its correlation id, or the id of any message in it."""
+    """The records of a conversation given its correlation id, the id of any message in it, or a unique prefix."""
     records = await trail.get_conversation_history(conversation_id)
     if records:
         return conversation_id, records
     message = await trail.get_message(conversation_id)
     if message is None:
-        raise CliError(f"no conversation or message with id {conversation_id!r}", EXIT_EMPTY)
+        message_id, correlation_id = await resolve_prefix(trail, conversation_id)
+        if correlation_id is not None:
+            return correlation_id, await trail.get_conversation_history(correlation_id)
+        message = await trail.get_message(message_id)
+        assert message is not None  # it was just found
     if message.correlation_id is None:
-        return conversation_id, [message]
+        return message.message_id, [message]
     return message.correlation_id, await trail.get_conversation_history(message.correlation_id)
+
+
+async def resolve_prefix(trail: MessageAuditTrail, prefix: str) -> tuple[str, str | None]:
+    """``(message_id, correlation_id)`` of the one conversation a prefix names; else a one-line error.
+
+    A prefix of a correlation id names that conversation; a prefix of a
+    message id names the message (its conversation is then shown). The
+    prefix must name exactly one of them, as git asks of a commit-hash prefix.
+    """
+    found = await trail.find_ids(prefix, limit=AMBIGUOUS_SHOWN + 1)
+    candidates = [*found.correlation_ids, *found.message_ids]
+    if not candidates:
+        raise CliError(f"no conversation or message with id {prefix!r} (or starting with it)", EXIT_EMPTY)
+    if len(candidates) > 1:
+        shown = ", ".join(candidates[:AMBIGUOUS_SHOWN]) + (", ..." if len(candidates) > AMBIGUOUS_SHOWN else "")
+        raise CliError(f"{prefix!r} is ambiguous: it starts {shown}; type more of the id", EXIT_USAGE)
+    if found.correlation_ids:
+        return "", found.correlation_ids[0]
+    return found.message_ids[0], None
 
 
 def print_thread(correlation_id: str, records: Sequence[AuditRecord], link: TraceLinker, fmt: OutputFormat) -> None:
     roots = build_thread(records)
     if fmt is OutputFormat.TABLE:
-        title = f"Conversation {correlation_id} — {len(records)} messages"
+        title = f"Conversation {correlation_id} — {count_text(len(records), 'message')}"
         console.print(thread_tree(title, roots, link))
     else:
         print_record_documents(thread_documents(roots, link), fmt)
 
 
 def conversation(
-    conversation_id: Annotated[
-        str, typer.Argument(metavar="ID", help="Correlation id, or the id of any message in it.", show_default=False)
-    ],
+    conversation_id: Annotated[str, typer.Argument(metavar="ID", show_default=False, hidden=True)],
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: AsJson = False,
     as_csv: AsCsv = False,
@@ -138,7 +166,11 @@ def conversation(
         ),
     ] = None,
 ) -> None:
-    """Show a conversation as a reply tree, with status, latency and agents per message."""
+    """Show a conversation as a reply tree, with status, latency and agents per message.
+
+    ID is the conversation's correlation id or the id of any message in it;
+    a unique prefix of either (the short ids tables print) is enough.
+    """
     fmt = output_format(as_json, as_csv)
     write_file = html_writer() if html is not None else None
 

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+
 from rich.text import Text
 
 from audit_plugin.cli.conversation import build_thread, print_thread, thread_documents
-from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl
+from audit_plugin.cli.options import DATABASE_URL_ENV, AsCsv, AsJson, DatabaseUrl
 from audit_plugin.cli.output import OutputFormat, console, output_format, print_json, trace_linker
 from audit_plugin.cli.runner import display_url, open_trail, run
 from audit_plugin.cli.stats import gather_report, report_document, statistics_renderables
 from audit_plugin.demo import run_demo
 from audit_plugin.trail import DEFAULT_DATABASE_URL
+
+
+def next_commands(correlation_id: str, database_url: str) -> list[str]:
+    """Commands to try after the demo, each on the same database and whole on its own line.
+
+    They carry ``--database-url`` unless it is the default or comes from
+    ``AUDIT_DATABASE_URL`` (then the next command finds it there too); a
+    password in it is shown as ``***``.
+    """
+    implicit = database_url in (DEFAULT_DATABASE_URL, os.environ.get(DATABASE_URL_ENV))
+    where = "" if implicit else f" --database-url {shlex.quote(display_url(database_url))}"
+    return [
+        f"audit-plugin conversation {correlation_id}{where}",
+        f"audit-plugin query --status failed{where}",
+        f"audit-plugin stats{where}",
+        f"audit-plugin tail{where}",
+    ]
 
 
 def demo(
@@ -56,13 +76,8 @@ def demo(
         console.print()
         for renderable in statistics_renderables(report):
             console.print(renderable)
-        console.print(
-            Text.assemble(
-                ("\nNext: ", "bold"),
-                f"audit-plugin conversation {demo_run.correlation_id}   ",
-                "audit-plugin query --status FAILED   audit-plugin stats   audit-plugin tail",
-                style="dim",
-            )
-        )
+        console.print(Text("\nNext:", style="bold"))
+        for command in next_commands(demo_run.correlation_id, database_url):
+            console.print(Text(f"  {command}", style="dim"), soft_wrap=True)
 
     run(show())

@@ -15,7 +15,7 @@ import typer
 
 from audit_plugin.checkpoint import Checkpoint
 from audit_plugin.cli.options import AsJson, DatabaseUrl
-from audit_plugin.cli.output import console, print_json
+from audit_plugin.cli.output import console, count_text, print_json
 from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
 from audit_plugin.ledger import DEFAULT_CHAIN_ID
 from audit_plugin.trail import DEFAULT_DATABASE_URL
@@ -23,7 +23,9 @@ from audit_plugin.trail import DEFAULT_DATABASE_URL
 EXIT_TAMPERED = 4
 """``verify`` found a broken link, a missing tail, a rewrite, or a bad checkpoint signature."""
 
-ChainId = Annotated[str, typer.Option("--chain-id", help="The hash chain to check (one per database is usual).")]
+ChainId = Annotated[
+    str, typer.Option("--chain-id", metavar="ID", help="The hash chain to check (one per database is usual).")
+]
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -54,16 +56,24 @@ def _pem_key(path: Path, *, private: bool) -> Any:
 
 def verify(
     checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="A checkpoint JSON file to check the chain against.")
+        Path | None,
+        typer.Option("--checkpoint", metavar="FILE", help="A checkpoint JSON file to check the chain against."),
     ] = None,
     public_key: Annotated[
-        Path | None, typer.Option("--public-key", help="Ed25519 public key (PEM) the checkpoint must be signed with.")
+        Path | None,
+        typer.Option(
+            "--public-key", metavar="FILE", help="Ed25519 public key (PEM) the checkpoint must be signed with."
+        ),
     ] = None,
     save_checkpoint: Annotated[
-        Path | None, typer.Option("--save-checkpoint", help="After a clean run, write the head here as a checkpoint.")
+        Path | None,
+        typer.Option(
+            "--save-checkpoint", metavar="FILE", help="After a clean run, write the head here as a checkpoint."
+        ),
     ] = None,
     signing_key: Annotated[
-        Path | None, typer.Option("--signing-key", help="Ed25519 private key (PEM) to sign the saved checkpoint.")
+        Path | None,
+        typer.Option("--signing-key", metavar="FILE", help="Ed25519 private key (PEM) to sign the saved checkpoint."),
     ] = None,
     chain_id: ChainId = DEFAULT_CHAIN_ID,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
@@ -111,7 +121,8 @@ def verify(
                 f"OK: chain {outcome['chain_id']!r}, {outcome['entries']:,} entries "
                 f"(sequence {outcome['first_sequence']}..{outcome['last_sequence']})"
                 + (", matches the checkpoint" if outcome["checkpoint_checked"] else "")
-                + f", {outcome['entries_per_second'] or 0:,} entries/s"
+                + f", {outcome['entries_per_second'] or 0:,} entries/s",
+                soft_wrap=True,
             )
             if "saved_checkpoint" in outcome:
                 console.print(f"checkpoint saved to {outcome['saved_checkpoint']}")
@@ -125,13 +136,17 @@ def verify(
 
 
 def erase(
-    subject_id: Annotated[str, typer.Argument(help="The data subject whose payloads become unreadable.")],
+    subject_id: Annotated[
+        str,
+        typer.Argument(metavar="SUBJECT", show_default=False, hidden=True),
+    ],
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: erasure cannot be undone.")] = False,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: AsJson = False,
 ) -> None:
     """Crypto-shred a data subject: destroy its data keys so its encrypted payloads can never be read again.
 
+    SUBJECT is the data subject (the audit-subject header, else the sender).
     Who, when and status stay; the hash chain still verifies. Needs --yes.
     """
     if not yes:
@@ -145,6 +160,6 @@ def erase(
         if not destroyed:
             raise CliError(f"no live data keys for subject {subject_id!r} (unknown, or erased already)", EXIT_EMPTY)
         if not as_json:
-            console.print(f"erased subject {subject_id!r}: {destroyed} data key(s) destroyed")
+            console.print(f"erased subject {subject_id!r}: {count_text(destroyed, 'data key')} destroyed")
 
     run(shred())

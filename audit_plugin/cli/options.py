@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from audit_plugin import validation as v
+from audit_plugin.cli.runner import EXIT_USAGE, CliError
+from audit_plugin.cli.values import bad_value, choices_text, enum_choice, whole_number
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.messages import MessageStatus, MessageType
 from audit_plugin.records import MAX_QUERY_LIMIT, AuditQuery
@@ -23,17 +24,37 @@ DatabaseUrl = Annotated[
     str,
     typer.Option(
         "--database-url",
+        metavar="URL",
         envvar=DATABASE_URL_ENV,
-        help="sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db",
+        help="sqlite+aiosqlite:///path.db, postgresql+asyncpg://user@host/db, postgres://..., or a file path.",
         show_envvar=True,
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 AsCsv = Annotated[bool, typer.Option("--csv", help="CSV on stdout (header row first).")]
-Limit = Annotated[int, typer.Option("--limit", min=1, max=MAX_QUERY_LIMIT, help="Most records to show.")]
-Offset = Annotated[int, typer.Option("--offset", min=0, max=v.INT64_MAX, help="Records to skip (for paging).")]
-Since = Annotated[str | None, typer.Option("--since", help="Start: 2h, 30m, 3d, 1w ago, or an ISO date/time (UTC).")]
-Until = Annotated[str | None, typer.Option("--until", help="End: same forms as --since.")]
+Limit = Annotated[
+    int,
+    typer.Option(
+        "--limit",
+        metavar="N",
+        parser=whole_number("--limit", minimum=1, maximum=MAX_QUERY_LIMIT),
+        help=f"Most records to show (1 to {MAX_QUERY_LIMIT:,}).",
+    ),
+]
+Offset = Annotated[
+    int,
+    typer.Option(
+        "--offset",
+        metavar="N",
+        parser=whole_number("--offset", minimum=0, maximum=v.INT64_MAX),
+        help="Records to skip (for paging).",
+    ),
+]
+Since = Annotated[
+    str | None,
+    typer.Option("--since", metavar="TIME", help="Start: 30s, 15m, 2h, 3d, 1w ago, now, or ISO 8601 (UTC if no zone)."),
+]
+Until = Annotated[str | None, typer.Option("--until", metavar="TIME", help="End: same forms as --since.")]
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -77,26 +98,72 @@ def days_back(option: str, days: int, now: datetime | None = None) -> datetime:
         raise typer.BadParameter(exc.reason, param_hint=f"'{option}'") from None
 
 
-def finite(value: float | None) -> float | None:
-    """Option callback: refuse ``nan`` (a range check lets it through: every comparison with it is false)."""
-    if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a finite number")
-    return value
+SINCE_AFTER_UNTIL = "--since is after --until: that time window is empty"
+
+QUERY_OPTIONS = {
+    "from_agent": "--from",
+    "to_agent": "--to",
+    "message_type": "--type",
+    "status": "--status",
+    "correlation_id": "--correlation",
+    "trace_id": "--trace",
+    "start_time": "--since",
+    "end_time": "--until",
+    "limit": "--limit",
+    "offset": "--offset",
+}
+""":class:`AuditQuery` fields and the options that set them."""
+
+
+def option_error(exc: InvalidFieldError) -> Exception:
+    """An :class:`AuditQuery` error reworded in option names: ``--since is after --until``."""
+    option = QUERY_OPTIONS.get(exc.field.removeprefix("AuditQuery."), exc.field)
+    reason = exc.reason
+    for name, spelled in QUERY_OPTIONS.items():
+        reason = re.sub(rf"\b{name}\b", spelled, reason)
+    if option == "--since" and reason == "is after --until":
+        return CliError(SINCE_AFTER_UNTIL, EXIT_USAGE)
+    return bad_value(option, reason)
 
 
 _KW = inspect.Parameter.KEYWORD_ONLY
 _FILTER_PARAMETERS = [
     inspect.Parameter(name, _KW, default=None, annotation=annotation)
     for name, annotation in (
-        ("from_agent", Annotated[str | None, typer.Option("--from", help="Sender agent.")]),
-        ("to_agent", Annotated[str | None, typer.Option("--to", help="Receiver agent.")]),
+        ("from_agent", Annotated[str | None, typer.Option("--from", metavar="AGENT", help="Sender agent.")]),
+        ("to_agent", Annotated[str | None, typer.Option("--to", metavar="AGENT", help="Receiver agent.")]),
         (
             "message_type",
-            Annotated[MessageType | None, typer.Option("--type", case_sensitive=False, help="Message type.")],
+            Annotated[
+                MessageType | None,
+                typer.Option(
+                    "--type",
+                    metavar="TYPE",
+                    parser=enum_choice("--type", "a message type", MessageType),
+                    help=f"Message type: {choices_text(MessageType)} (any case).",
+                ),
+            ],
         ),
-        ("status", Annotated[MessageStatus | None, typer.Option("--status", case_sensitive=False, help="Status.")]),
-        ("correlation_id", Annotated[str | None, typer.Option("--correlation", help="Correlation (conversation) id.")]),
-        ("trace_id", Annotated[str | None, typer.Option("--trace", help="OpenTelemetry trace id (32 hex).")]),
+        (
+            "status",
+            Annotated[
+                MessageStatus | None,
+                typer.Option(
+                    "--status",
+                    metavar="STATUS",
+                    parser=enum_choice("--status", "a status", MessageStatus),
+                    help=f"Status: {choices_text(MessageStatus)} (any case).",
+                ),
+            ],
+        ),
+        (
+            "correlation_id",
+            Annotated[str | None, typer.Option("--correlation", metavar="ID", help="Correlation (conversation) id.")],
+        ),
+        (
+            "trace_id",
+            Annotated[str | None, typer.Option("--trace", metavar="TRACE_ID", help="OpenTelemetry trace id (32 hex).")],
+        ),
     )
 ]
 _TIME_PARAMETERS = [
@@ -120,12 +187,15 @@ def query_filters(command: Callable[..., Any]) -> Callable[..., Any]:
     def with_filters(**options: Any) -> Any:
         given = {parameter.name: options.pop(parameter.name) for parameter in _FILTER_PARAMETERS}
         trace_id = given.pop("trace_id")
-        filters = AuditQuery(
-            **given,
-            trace_id=trace_id.lower() if trace_id else None,
-            start_time=parse_time("--since", options.pop("since")),
-            end_time=parse_time("--until", options.pop("until")),
-        )
+        try:
+            filters = AuditQuery(
+                **given,
+                trace_id=trace_id.lower() if trace_id else None,
+                start_time=parse_time("--since", options.pop("since")),
+                end_time=parse_time("--until", options.pop("until")),
+            )
+        except InvalidFieldError as exc:
+            raise option_error(exc) from None
         return command(filters=filters, **options)
 
     parameters = [*_FILTER_PARAMETERS, *_TIME_PARAMETERS, *(parameter.replace(kind=_KW) for parameter in own)]

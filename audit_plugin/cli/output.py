@@ -8,6 +8,7 @@ columns, so a SIEM maps the fields once for every subcommand.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -15,6 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import IO, Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -25,10 +27,41 @@ from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditRecord
 from audit_plugin.trail import MessageAuditTrail
 
-console = Console(highlight=False)
+
+class TrimmedLines(io.TextIOBase):
+    """A text stream that drops the spaces Rich pads lines with: what a pipe or a file should get."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.partial = (self.partial + text).split("\n")
+        if lines:
+            self.stream.write("".join(line.rstrip() + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.partial:
+            self.stream.write(self.partial)
+            self.partial = ""
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def human_console(stream: IO[str]) -> Console:
+    """A console for people: as Rich draws it on a terminal; plain, trimmed lines on a pipe or in a file."""
+    if stream.isatty():
+        return Console(file=stream, highlight=False)
+    return Console(file=TrimmedLines(stream), highlight=False)
+
+
+console = human_console(sys.stdout)
 """Human output (stdout)."""
 
-err_console = Console(stderr=True, highlight=False)
+err_console = human_console(sys.stderr)
 """Progress bars and notes (stderr), so stdout stays clean for pipes."""
 
 STATUS_STYLES = {
@@ -109,6 +142,15 @@ def status_text(status: MessageStatus | str) -> Text:
     return Text(status.value, style=STATUS_STYLES.get(status, ""))
 
 
+def count_text(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 record``, ``2 records``, ``1 retry``, ``3 retries``, ``1,000 messages``."""
+    if count == 1:
+        return f"1 {noun}"
+    if plural is None:
+        plural = noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else noun + "s"
+    return f"{count:,} {plural}"
+
+
 def clip(text: str | None, width: int = 60) -> str:
     if not text:
         return ""
@@ -184,15 +226,22 @@ def print_record_documents(documents: list[dict[str, Any]], fmt: OutputFormat) -
         print_csv(header, ([document[name] for name in header] for document in documents))
 
 
-def progress_bar(verb: str) -> Progress:
-    """A progress bar on stderr, shown only on a terminal (pipes and logs stay clean)."""
+def progress_bar(verb: str, *, data_on_stdout: bool = False) -> Progress:
+    """A progress bar on stderr, shown only on a terminal (pipes and logs stay clean).
+
+    ``data_on_stdout``: the command writes its data to stdout; when that is
+    the same terminal, the data is the progress and no bar is drawn over it.
+    """
+    shown = err_console.is_terminal and not (data_on_stdout and sys.stdout.isatty())
     return Progress(
         TextColumn(verb),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err_console,
-        disable=not err_console.is_terminal,
+        disable=not shown,
+        redirect_stdout=False,
+        redirect_stderr=False,
     )
 
 
@@ -204,7 +253,7 @@ def record_headline(record: AuditRecord) -> Text:
     line.append_text(status_text(record.status))
     line.append(f"  {seconds_text(record.delivery_seconds)}", style="cyan")
     if record.retry_count:
-        line.append(f"  retries {record.retry_count}", style="yellow")
+        line.append(f"  {count_text(record.retry_count, 'retry')}", style="yellow")
     return line
 
 
@@ -218,20 +267,38 @@ def trace_cell(record: AuditRecord, link: TraceLinker) -> Text:
     return Text(record.trace_id[:8] + "…", style=f"link {url}" if url else "dim")
 
 
+WIDE_TABLE = 100
+"""Columns from which a records table gives errors a column of their own."""
+
+
 def records_table(records: Sequence[AuditRecord], link: TraceLinker, title: str | None = None) -> Table:
     """The standard table of records, in the order given; error and trace columns only when needed.
 
-    Two lines per record keep it readable in an 80-column terminal.
+    Fits 80 columns: ids and agent names are cut with an ellipsis, never
+    wrapped (a cut id's prefix can still be typed back: ``conversation``
+    accepts any unique prefix). On a narrow terminal a record's error is a
+    third line under its agents, cut to fit; from :data:`WIDE_TABLE` columns
+    it has a column of its own, wrapped at words.
     """
     with_errors = any(record.error_message for record in records)
+    errors_column = with_errors and console.width >= WIDE_TABLE
     with_traces = any(record.trace_id for record in records)
-    table = Table(title=title, title_justify="left")
+    narrow_errors = with_errors and not errors_column
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        collapse_padding=True,
+        expand=narrow_errors,
+    )
     table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("message", overflow="fold")
-    table.add_column("status")
-    table.add_column("correlation / id", overflow="fold")
-    if with_errors:
-        table.add_column("error", overflow="fold", ratio=1)
+    # Narrow with errors: the message column holds the error line and takes what the other columns leave.
+    table.add_column("message", no_wrap=True, overflow="ellipsis", ratio=1 if narrow_errors else None)
+    table.add_column("status", no_wrap=True, overflow="ellipsis")
+    table.add_column("conversation / id", no_wrap=True, overflow="ellipsis", max_width=20)
+    if errors_column:
+        table.add_column("error", ratio=1)
     if with_traces:
         table.add_column("trace", no_wrap=True)
     for record in records:
@@ -239,14 +306,17 @@ def records_table(records: Sequence[AuditRecord], link: TraceLinker, title: str 
         status = status_text(record.status)
         status.append(f"\n{seconds_text(record.delivery_seconds)}")
         if record.retry_count:
-            status.append(f" {record.retry_count} retr{'y' if record.retry_count == 1 else 'ies'}", style="yellow")
+            status.append(f" {count_text(record.retry_count, 'retry')}", style="yellow")
+        message = Text.assemble((record.message_type.value, "bold"), f"\n{record.from_agent} → {record.to_agent}")
+        if record.error_message and not errors_column:
+            message.append(f"\n{' '.join(record.error_message.split())}", style="red")
         cells: list[Any] = [
             f"{when[:10]}\n{when[11:]}",
-            Text.assemble((record.message_type.value, "bold"), f"\n{record.from_agent} → {record.to_agent}"),
+            message,
             status,
             Text.assemble(record.correlation_id or "-", (f"\n{record.message_id[:8]}", "dim")),
         ]
-        if with_errors:
+        if errors_column:
             cells.append(record.error_message or "")
         if with_traces:
             cells.append(trace_cell(record, link))

@@ -38,6 +38,8 @@ def query(
             total = await trail.count_messages(audit_query) if records and fmt is OutputFormat.TABLE else 0
             link = trace_linker(trail)
         if not records:
+            if fmt is not OutputFormat.TABLE:  # an empty array (or a header row) for scripts: `| jq` still parses
+                print_record_documents([], fmt)
             raise CliError("no records match", EXIT_EMPTY)
         if fmt is OutputFormat.TABLE:
             shown = f"{offset + 1}-{offset + len(records)} of {total:,}"

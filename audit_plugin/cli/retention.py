@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -12,6 +11,7 @@ from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
+    count_text,
     iso_time,
     output_format,
     print_csv,
@@ -20,6 +20,7 @@ from audit_plugin.cli.output import (
 )
 from audit_plugin.cli.runner import open_trail, run
 from audit_plugin.cli.stats import gather_report, statistics_renderables
+from audit_plugin.cli.values import enum_choice, whole_number
 from audit_plugin.records import RetentionPolicy
 from audit_plugin.trail import DEFAULT_DATABASE_URL
 from audit_plugin.validation import INT64_MAX
@@ -27,17 +28,26 @@ from audit_plugin.validation import INT64_MAX
 DEFAULT_CHUNK = 10_000
 
 
-PolicyName = StrEnum("PolicyName", {policy.name: policy.name for policy in RetentionPolicy})  # type: ignore[misc]
-"""The ``--policy`` choices: the names of :class:`RetentionPolicy`."""
-
-
 def retention(
     policy: Annotated[
-        PolicyName, typer.Option("--policy", case_sensitive=False, help="How long records are kept.")
-    ] = PolicyName.DAYS_90,
+        RetentionPolicy,
+        typer.Option(
+            "--policy",
+            metavar="POLICY",
+            parser=enum_choice("--policy", "a retention policy", RetentionPolicy, by="name"),
+            help="How long records are kept: DAYS_30, DAYS_90, DAYS_365 or FOREVER (any case).",
+            show_default="DAYS_90",
+        ),
+    ] = RetentionPolicy.DAYS_90,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")] = False,
     chunk_size: Annotated[
-        int, typer.Option("--chunk-size", min=1, max=INT64_MAX, help="Rows deleted per transaction.")
+        int,
+        typer.Option(
+            "--chunk-size",
+            metavar="N",
+            parser=whole_number("--chunk-size", minimum=1, maximum=INT64_MAX),
+            help="Rows deleted per transaction.",
+        ),
     ] = DEFAULT_CHUNK,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: AsJson = False,
@@ -49,10 +59,9 @@ def retention(
     progress bar; stopping it midway leaves the rest for the next run.
     """
     fmt = output_format(as_json, as_csv)
-    retention_policy = RetentionPolicy[policy.value]
 
     async def apply() -> None:
-        async with open_trail(database_url, retention_policy=retention_policy) as trail:
+        async with open_trail(database_url, retention_policy=policy) as trail:
             cutoff = trail.retention_cutoff()
             due = await trail.count_past_retention()
             deleted = 0
@@ -67,7 +76,7 @@ def retention(
                         deleted += chunk
                         progress.update(task, completed=deleted)
         outcome = {
-            "policy": policy.value,
+            "policy": policy.name,
             "cutoff": iso_time(cutoff),
             "dry_run": dry_run,
             "records_past_retention": due,
@@ -81,12 +90,16 @@ def retention(
             console.print("Policy FOREVER keeps every record: nothing to delete.")
         elif dry_run:
             console.print(
-                f"Policy {policy.value}: {due:,} records older than {iso_time(cutoff)} would be deleted"
-                + (" (dry run, nothing deleted)." if due else ".")
+                f"Policy {policy.name}: {count_text(due, 'record')} older than {iso_time(cutoff)} would be deleted"
+                + (" (dry run, nothing deleted)." if due else "."),
+                soft_wrap=True,
             )
             for renderable in statistics_renderables(report) if report else []:
                 console.print(renderable)
         else:
-            console.print(f"Policy {policy.value}: deleted {deleted:,} records older than {iso_time(cutoff)}.")
+            console.print(
+                f"Policy {policy.name}: deleted {count_text(deleted, 'record')} older than {iso_time(cutoff)}.",
+                soft_wrap=True,
+            )
 
     run(apply())

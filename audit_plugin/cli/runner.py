@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from audit_plugin.exceptions import AuditError, driver_message
 from audit_plugin.records import RetentionPolicy
+from audit_plugin.registry import resolve_database_url
 from audit_plugin.trail import MessageAuditTrail
 
 EXIT_EMPTY = 1
@@ -90,8 +91,8 @@ def display_url(database_url: str) -> str:
 
 def _missing_sqlite_file(database_url: str) -> Path | None:
     try:
-        parsed = make_url(database_url)
-    except ArgumentError:
+        parsed = make_url(resolve_database_url(database_url))
+    except (ArgumentError, AuditError):
         return None  # the trail reports the bad URL
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None

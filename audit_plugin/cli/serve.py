@@ -8,6 +8,7 @@ import typer
 
 from audit_plugin.cli.options import DatabaseUrl
 from audit_plugin.cli.runner import EXIT_USAGE, CliError, display_url, open_trail, run
+from audit_plugin.cli.values import whole_number
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.trail import DEFAULT_DATABASE_URL
 
@@ -16,14 +17,23 @@ TOKEN_ENV = "AUDIT_WEB_TOKEN"
 
 def serve(
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback needs --token.")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8765,
+    host: Annotated[
+        str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on; off loopback needs --token.")
+    ] = ("127.0.0.1"),
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port",
+            metavar="PORT",
+            parser=whole_number("--port", minimum=0, maximum=65535),
+            help="Port to listen on, 0 to 65,535 (0: any free port).",
+        ),
+    ] = 8765,
     token: Annotated[
         str | None,
         typer.Option(
             "--token",
+            metavar="TOKEN",
             envvar=TOKEN_ENV,
             show_envvar=True,
             help="Secret every visitor must present (open the page once with ?token=...). Required off loopback.",

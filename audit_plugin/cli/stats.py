@@ -13,7 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl, Since, Until, parse_time
+from audit_plugin.cli.options import SINCE_AFTER_UNTIL, AsCsv, AsJson, DatabaseUrl, Since, Until, parse_time
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
@@ -25,8 +25,8 @@ from audit_plugin.cli.output import (
     seconds_text,
     status_text,
 )
-from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
-from audit_plugin.exceptions import InvalidFieldError
+from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
+from audit_plugin.cli.values import choices_text, enum_choice
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditStatistics
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
@@ -269,7 +269,15 @@ def print_report(report: Report, fmt: OutputFormat) -> None:
 def stats(
     since: Since = None,
     until: Until = None,
-    bucket: Annotated[Bucket, typer.Option("--bucket", case_sensitive=False, help="Chart bar width.")] = Bucket.AUTO,
+    bucket: Annotated[
+        Bucket,
+        typer.Option(
+            "--bucket",
+            metavar="WIDTH",
+            parser=enum_choice("--bucket", "a bar width", Bucket),
+            help=f"Chart bar width: {choices_text(Bucket)}.",
+        ),
+    ] = Bucket.AUTO,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: AsJson = False,
     as_csv: AsCsv = False,
@@ -278,7 +286,7 @@ def stats(
     fmt = output_format(as_json, as_csv)
     start, end = parse_time("--since", since), parse_time("--until", until)
     if start is not None and end is not None and start > end:
-        raise InvalidFieldError("--since", "is after --until")  # exit 2, as query says for the same window
+        raise CliError(SINCE_AFTER_UNTIL, EXIT_USAGE)
 
     async def show() -> None:
         async with open_trail(database_url) as trail:

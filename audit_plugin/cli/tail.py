@@ -22,7 +22,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from audit_plugin.cli.options import AsCsv, DatabaseUrl, finite, query_filters
+from audit_plugin.cli.options import AsCsv, DatabaseUrl, query_filters
 from audit_plugin.cli.output import (
     OutputFormat,
     RecordWriter,
@@ -36,6 +36,7 @@ from audit_plugin.cli.output import (
     trace_linker,
 )
 from audit_plugin.cli.runner import open_trail, run
+from audit_plugin.cli.values import seconds, whole_number
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import MAX_QUERY_LIMIT, AuditQuery, AuditRecord
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
@@ -60,9 +61,10 @@ class LinePrinter:
 
     def print(self, record: AuditRecord) -> None:
         if self.writer is None:
-            line = Text(f"{short_time(record.timestamp)}  ", style="dim")
+            # The short id comes early: the line is cut at the terminal's edge, and the id must survive.
+            line = Text(f"{short_time(record.timestamp)}  {record.message_id[:8]}  ", style="dim")
             line.append_text(record_headline(record))
-            line.append(f"  {record.correlation_id or '-'}  {record.message_id[:8]}  ", style="dim")
+            line.append(f"  {record.correlation_id or '-'}  ", style="dim")
             if record.error_message:
                 line.append(record.error_message, style="red")
             else:
@@ -89,7 +91,11 @@ async def follow(
     lookback: float = DEFAULT_LOOKBACK,
     stop_after: int | None = None,
 ) -> None:
-    """Print the last ``backlog`` records, then new records and status changes until stopped."""
+    """Print the last ``backlog`` records, then new records and status changes until stopped.
+
+    ``stop_after`` counts every line printed, the backlog's included, so
+    ``-n 2 --stop-after 2`` prints the two latest records and exits.
+    """
     seen: dict[str, tuple[MessageStatus, datetime]] = {}
 
     async def poll() -> list[AuditRecord]:
@@ -106,10 +112,14 @@ async def follow(
         return fresh
 
     await poll()  # what is already there is history: only the backlog of it is shown
-    for record in reversed(await trail.query_messages(replace(filters, limit=backlog))) if backlog else []:
-        printer.print(record)
-        seen[record.message_id] = (record.status, record.timestamp)
+    history = await trail.query_messages(replace(filters, limit=backlog)) if backlog else []
     printed = 0
+    for record in reversed(history):
+        if printed == stop_after:
+            return
+        printer.print(record)
+        printed += 1
+        seen[record.message_id] = (record.status, record.timestamp)
     while stop_after is None or printed < stop_after:
         await asyncio.sleep(interval)
         for record in await poll():
@@ -123,23 +133,41 @@ async def follow(
 def tail(
     filters: AuditQuery,
     lines: Annotated[
-        int, typer.Option("--lines", "-n", min=0, max=MAX_QUERY_LIMIT, help="Recent records to print first.")
+        int,
+        typer.Option(
+            "--lines",
+            "-n",
+            metavar="N",
+            parser=whole_number("--lines", minimum=0, maximum=MAX_QUERY_LIMIT),
+            help="Recent records to print first.",
+        ),
     ] = 10,
     interval: Annotated[
-        float, typer.Option("--interval", min=0.05, max=MAX_INTERVAL, callback=finite, help="Seconds between polls.")
+        float,
+        typer.Option(
+            "--interval",
+            metavar="SECONDS",
+            parser=seconds("--interval", minimum=0.05, maximum=MAX_INTERVAL),
+            help="Seconds between polls.",
+        ),
     ] = 1.0,
     lookback: Annotated[
         float,
         typer.Option(
             "--lookback",
-            min=1,
-            max=MAX_LOOKBACK,
-            callback=finite,
+            metavar="SECONDS",
+            parser=seconds("--lookback", minimum=1, maximum=MAX_LOOKBACK),
             help="Seconds after creation a record can still show up.",
         ),
     ] = DEFAULT_LOOKBACK,
     stop_after: Annotated[
-        int | None, typer.Option("--stop-after", min=1, help="Exit after this many new lines (for scripts).")
+        int | None,
+        typer.Option(
+            "--stop-after",
+            metavar="N",
+            parser=whole_number("--stop-after", minimum=1),
+            help="Exit after printing N lines, the first -n included (for scripts).",
+        ),
     ] = None,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line (JSON Lines).")] = False,

@@ -36,7 +36,7 @@ from sqlalchemy import ColumnElement, Integer, cast, event, func
 from sqlalchemy.engine import make_url
 
 from audit_plugin.backend import BucketUnit
-from audit_plugin.exceptions import InvalidFieldError
+from audit_plugin.exceptions import AuditStoreError, InvalidFieldError, driver_message
 from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
 from audit_plugin.ledger import BOUND_EVENT_FIELDS, LINKED_COLUMNS, ChainHead, LedgerBatch, PendingEntry
 from audit_plugin.records import StatusUpdate
@@ -142,6 +142,21 @@ class SQLiteBackend(SQLBackend):
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite-writer")
         self._write_db: sqlite3.Connection | None = None
         """The writer thread's connection (used only on that thread)."""
+
+    async def initialize(self) -> None:
+        """Open the file on the writer thread first, then create what is missing.
+
+        A file that cannot be opened (no such directory, no permission) fails
+        here, in plain ``sqlite3``, before aiosqlite is asked to connect: a
+        failed aiosqlite connect leaves its worker thread to report to an
+        event loop that may be closed by then ("Event loop is closed").
+        """
+        try:
+            await self.in_writer_thread(lambda db: None)
+        except sqlite3.Error as exc:
+            where = self.engine.url.render_as_string(hide_password=True)
+            raise AuditStoreError(f"cannot open the audit store at {where}: {driver_message(exc)}") from exc
+        await super().initialize()
 
     # -- the writer thread ---------------------------------------------------------------
 
