@@ -233,7 +233,7 @@ async def verify_chain(engine: AsyncEngine, ledger: Ledger, against: Checkpoint 
     )
     async with engine.connect() as conn:
         result = await conn.stream(stmt)
-        broken = await _first_break(walk, result.tuples().partitions(), against)
+        broken = await _first_break(walk, result.partitions(), against)
         if broken is not None:
             await result.close()
             return report(*broken)
