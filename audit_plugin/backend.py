@@ -57,6 +57,9 @@ class AuditBackend(Protocol):
         ``prefix`` is matched literally (``%`` and ``_`` are not wildcards).
         """
 
+    async def ids_with_suffix(self, column: IdColumn, suffix: str, limit: int) -> list[str]:
+        """Distinct values of ``column`` ending with ``suffix``, sorted, at most ``limit`` (matched literally)."""
+
     async def agent_history(self, agent_id: str, since: datetime, limit: int | None) -> list[AuditRecord]:
         """Messages ``agent_id`` sent or received since ``since``, newest first."""
 

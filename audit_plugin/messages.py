@@ -67,6 +67,20 @@ def new_message_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+SHORT_ID_LENGTH = 8
+
+
+def short_id(message_id: str) -> str:
+    """The part of a message id that tables and trees show: its last 8 characters.
+
+    Time-ordered ids begin with their creation time, so every id minted in
+    the same minute shares its first characters; the tail is random and
+    tells messages apart. Commands that take an id accept this tail (or any
+    unique start or end of the id) back.
+    """
+    return message_id[-SHORT_ID_LENGTH:]
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -305,10 +305,16 @@ class SQLBackend:
                 yield AuditRecord.from_row(row)
 
     async def ids_with_prefix(self, column: IdColumn, prefix: str, limit: int) -> list[str]:
+        return await self._ids_where(column, c[column].startswith(prefix, autoescape=True), limit)
+
+    async def ids_with_suffix(self, column: IdColumn, suffix: str, limit: int) -> list[str]:
+        return await self._ids_where(column, c[column].endswith(suffix, autoescape=True), limit)
+
+    async def _ids_where(self, column: IdColumn, condition: ColumnElement[bool], limit: int) -> list[str]:
         id_column = c[column]
         stmt = (
             select(id_column)
-            .where(id_column.startswith(prefix, autoescape=True))
+            .where(condition)
             .group_by(id_column)
             .order_by(id_column)
             .limit(limit)

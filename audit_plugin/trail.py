@@ -410,19 +410,21 @@ class MessageAuditTrail:
             record = await self.backend.get(message_id)
         return None if record is None else (await self.protection.open([record]))[0]
 
-    async def find_ids(self, prefix: str, *, limit: int = 10) -> IdMatches:
-        """The message ids and correlation ids starting with ``prefix`` (at most ``limit`` of each).
+    async def find_ids(self, fragment: str, *, limit: int = 10) -> IdMatches:
+        """Message ids starting or ending with ``fragment``, correlation ids starting with it; ``limit`` of each.
 
-        Lets people type back the short ids tables print, as git accepts an
-        unambiguous prefix of a commit hash.
+        Lets people type back the short ids tables print (the random tail of
+        a message id, :func:`~audit_plugin.messages.short_id`), or any
+        unambiguous start of an id, as git accepts a prefix of a commit hash.
         """
-        v.check_text("prefix", prefix)
+        v.check_text("fragment", fragment)
         v.check_int("limit", limit, minimum=1)
         self._require_writer()
-        return IdMatches(
-            message_ids=await self.backend.ids_with_prefix("message_id", prefix, limit),
-            correlation_ids=await self.backend.ids_with_prefix("correlation_id", prefix, limit),
-        )
+        with store_errors("find_ids"):
+            starting = await self.backend.ids_with_prefix("message_id", fragment, limit)
+            ending = await self.backend.ids_with_suffix("message_id", fragment, limit)
+            correlation_ids = await self.backend.ids_with_prefix("correlation_id", fragment, limit)
+        return IdMatches(message_ids=sorted({*starting, *ending})[:limit], correlation_ids=correlation_ids)
 
     async def get_conversation_history(self, correlation_id: str) -> list[AuditRecord]:
         """Every message of a conversation, oldest first."""

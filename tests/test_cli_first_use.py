@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from audit_plugin.cli import COMMANDS
+from audit_plugin.messages import short_id
 from tests.cli_support import CLI, assert_one_line_error, cli_env, run_cli, seed_sample
 
 SUBCOMMANDS = [command.__name__ for command in COMMANDS]
@@ -78,9 +79,11 @@ def test_short_ids_from_the_tables_can_be_typed_back(database_url: str) -> None:
     first = json.loads(run_cli("demo", "--json", database_url=database_url).stdout)
     second = json.loads(run_cli("demo", "--json", database_url=database_url).stdout)
     message_id = first["conversation"][-1]["message_id"]
-    by_message = run_cli("conversation", message_id[:8], database_url=database_url)
+    by_message = run_cli("conversation", short_id(message_id), database_url=database_url)  # as tables show it
     assert by_message.returncode == 0, by_message.stderr
     assert f"Conversation {first['correlation_id']} — 6 messages" in by_message.stdout
+    by_start = run_cli("conversation", message_id[:-4], database_url=database_url)  # any unique start works too
+    assert f"Conversation {first['correlation_id']} — 6 messages" in by_start.stdout
     by_conversation = run_cli("conversation", second["correlation_id"][:12], database_url=database_url)
     assert f"Conversation {second['correlation_id']} — 6 messages" in by_conversation.stdout
     ambiguous = run_cli("conversation", "demo-", database_url=database_url)
@@ -137,7 +140,7 @@ def test_tables_fit_80_columns_and_pipes_get_plain_lines(database_url: str) -> N
             assert "\x1b[" not in line
     table = run_cli("query", database_url=database_url, COLUMNS="80").stdout
     for record in records:
-        assert record["message_id"][:8] in table  # never wrapped, never cut
+        assert short_id(record["message_id"]) in table  # never wrapped, never cut
     assert "handler raised" in table  # the error, cut to fit on a narrow terminal
 
 

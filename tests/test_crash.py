@@ -84,6 +84,9 @@ def _kill_child_while_sending(database_url: str, durability: str, seconds: float
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         reader.join(10)
+        child.stdout.close()
+        assert child.stderr is not None
+        child.stderr.close()
     return [line.decode().strip() for line in lines]
 
 

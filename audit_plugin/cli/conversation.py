@@ -32,6 +32,7 @@ from audit_plugin.cli.output import (
     trace_linker,
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
+from audit_plugin.messages import short_id
 from audit_plugin.records import AuditRecord
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
 
@@ -81,7 +82,7 @@ def node_label(record: AuditRecord, link: TraceLinker) -> Text:
     label = record_headline(record)
     label.no_wrap = True
     label.overflow = "ellipsis"
-    label.append(f"\n{short_time(record.timestamp)[11:]}  {record.message_id[:8]}  ", style="dim")
+    label.append(f"\n{short_time(record.timestamp)[11:]}  {short_id(record.message_id)}  ", style="dim")
     label.append(payload_summary(record.payload, 50), style="italic")
     if record.error_message:
         label.append(f"\n{' '.join(record.error_message.split())}", style="red")
@@ -124,19 +125,20 @@ async def load_conversation(trail: MessageAuditTrail, conversation_id: str) -> t
 
 
 async def resolve_prefix(trail: MessageAuditTrail, prefix: str) -> tuple[str, str | None]:
-    """``(message_id, correlation_id)`` of the one conversation a prefix names; else a one-line error.
+    """``(message_id, correlation_id)`` of the one conversation a fragment of an id names; else a one-line error.
 
     A prefix of a correlation id names that conversation; a prefix of a
-    message id names the message (its conversation is then shown). The
-    prefix must name exactly one of them, as git asks of a commit-hash prefix.
+    message id, or its end (the short id tables show), names the message (its
+    conversation is then shown). The fragment must name exactly one of them,
+    as git asks of a commit-hash prefix.
     """
     found = await trail.find_ids(prefix, limit=AMBIGUOUS_SHOWN + 1)
     candidates = [*found.correlation_ids, *found.message_ids]
     if not candidates:
-        raise CliError(f"no conversation or message with id {prefix!r} (or starting with it)", EXIT_EMPTY)
+        raise CliError(f"no conversation or message with id {prefix!r} (or starting or ending with it)", EXIT_EMPTY)
     if len(candidates) > 1:
         shown = ", ".join(candidates[:AMBIGUOUS_SHOWN]) + (", ..." if len(candidates) > AMBIGUOUS_SHOWN else "")
-        raise CliError(f"{prefix!r} is ambiguous: it starts {shown}; type more of the id", EXIT_USAGE)
+        raise CliError(f"{prefix!r} is ambiguous: it matches {shown}; type more of the id", EXIT_USAGE)
     if found.correlation_ids:
         return "", found.correlation_ids[0]
     return found.message_ids[0], None

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from audit_plugin.cli.runner import EXIT_USAGE, CliError, fail
-from audit_plugin.messages import MessageStatus
+from audit_plugin.messages import MessageStatus, short_id
 from audit_plugin.records import AuditRecord
 from audit_plugin.trail import MessageAuditTrail
 
@@ -314,7 +314,7 @@ def records_table(records: Sequence[AuditRecord], link: TraceLinker, title: str 
             f"{when[:10]}\n{when[11:]}",
             message,
             status,
-            Text.assemble(record.correlation_id or "-", (f"\n{record.message_id[:8]}", "dim")),
+            Text.assemble(record.correlation_id or "-", (f"\n{short_id(record.message_id)}", "dim")),
         ]
         if errors_column:
             cells.append(record.error_message or "")

@@ -37,7 +37,7 @@ from audit_plugin.cli.output import (
 )
 from audit_plugin.cli.runner import open_trail, run
 from audit_plugin.cli.values import seconds, whole_number
-from audit_plugin.messages import MessageStatus
+from audit_plugin.messages import MessageStatus, short_id
 from audit_plugin.records import MAX_QUERY_LIMIT, AuditQuery, AuditRecord
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
 
@@ -62,7 +62,7 @@ class LinePrinter:
     def print(self, record: AuditRecord) -> None:
         if self.writer is None:
             # The short id comes early: the line is cut at the terminal's edge, and the id must survive.
-            line = Text(f"{short_time(record.timestamp)}  {record.message_id[:8]}  ", style="dim")
+            line = Text(f"{short_time(record.timestamp)}  {short_id(record.message_id)}  ", style="dim")
             line.append_text(record_headline(record))
             line.append(f"  {record.correlation_id or '-'}  ", style="dim")
             if record.error_message:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from audit_plugin.capture import MARKER_KEY
+from audit_plugin.messages import short_id
 
 
 def duration_text(seconds: float | None) -> str:
@@ -51,6 +52,7 @@ def payload_marker(payload: Any) -> str | None:
 
 
 FILTERS = {
+    "short_id": short_id,
     "duration": duration_text,
     "time": time_text,
     "clock": clock_text,
