@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DURABLE = "audit-ingest"
 """Name of the durable consumer ingesters share unless told otherwise."""
 
+STORE_REFUSALS_BEFORE_TERM = 3
+"""Deliveries of an operation the store refused before it is terminated (as refused for good)."""
+
 MAX_RETRY_DELAY = 5.0
 """Longest wait before an update whose record is not stored yet is delivered again (seconds)."""
 
@@ -244,6 +247,9 @@ class JetStreamIngester:
 
     async def _settle(self, message: Msg, operation: wire.Operation, result: object) -> None:
         if isinstance(result, AuditStoreError):
+            if message.metadata.num_delivered < STORE_REFUSALS_BEFORE_TERM:  # a store in a state retrying cures
+                await _quietly(message.nak(delay=MAX_RETRY_DELAY))
+                return
             await self._refuse(message, result)
             return
         if isinstance(result, BaseException):  # the writer stopped (trail closed): leave it for redelivery
