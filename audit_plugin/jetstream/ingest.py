@@ -36,7 +36,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +87,6 @@ class IngestStats:
     """Operations in the stream not yet acknowledged by any ingester (the lag); ``None`` until first read."""
     rate: float = 0.0
     """Operations acknowledged per second over the last progress interval."""
-    started: float = field(default_factory=time.monotonic)
 
     def line(self) -> str:
         """One progress line: ``ingested 12,000 ops (4,100/s), pending 3,500``."""
