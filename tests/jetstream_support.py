@@ -53,6 +53,7 @@ class Node:
     routes: list[str] = field(default_factory=list)
     cluster_name: str = "audit"
     process: subprocess.Popen[bytes] | None = None
+    log: Any = None
 
     @property
     def url(self) -> str:
@@ -63,8 +64,8 @@ class Node:
         if self.cluster_port is not None:
             command += ["--cluster", f"nats://127.0.0.1:{self.cluster_port}", "--cluster_name", self.cluster_name]
             command += ["--routes", ",".join(self.routes)]
-        log = open(self.store.parent / f"{self.name}.log", "ab")  # noqa: SIM115 (the process owns it)
-        self.process = subprocess.Popen(command, stdout=log, stderr=log)
+        self.log = open(self.store.parent / f"{self.name}.log", "ab")  # noqa: SIM115 (closed by kill())
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as sock:
@@ -78,6 +79,9 @@ class Node:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
         self.process = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -26,7 +26,6 @@ from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus
 from audit_plugin.integrity_schema import events
 from audit_plugin.jetstream.ingest import IngestStats, JetStreamIngester
 from audit_plugin.schema import audit_log
-from tests.conftest import PostgresDatabases, _asyncpg_dsn
 from tests.jetstream_support import (
     NATS_SERVER,
     Node,
@@ -58,14 +57,8 @@ async def stream(cluster: list[Node]) -> str:
     return name
 
 
-@pytest_asyncio.fixture
-async def postgres_database(postgres_url: str) -> AsyncIterator[str]:
-    databases = PostgresDatabases(postgres_url)
-    url = await databases.create()
-    try:
-        yield url
-    finally:
-        await databases.drop(url)
+def _asyncpg_dsn(url: str, database: str) -> str:
+    return make_url(url).set(drivername="postgresql", database=database).render_as_string(hide_password=False)
 
 
 async def run_ingesters(source: str, database_url: str, count: int = 2, **options: object) -> list[IngestStats]:
@@ -99,10 +92,10 @@ async def assert_stored_exactly_once(database_url: str, produced: set[str]) -> N
         assert await store.count_messages(AuditQuery()) == len(produced)
 
 
+@pytest.mark.parametrize("backend_name", ["postgres"])
 async def test_a_node_killed_while_four_producers_publish_loses_and_duplicates_nothing(
-    cluster: list[Node], stream: str, postgres_database: str, tmp_path: Path
+    cluster: list[Node], stream: str, database_url: str, tmp_path: Path
 ) -> None:
-    database_url = postgres_database
     source = f"{cluster[0].url}/{stream}"
     producers = [
         spawn(
@@ -140,7 +133,7 @@ async def test_a_node_killed_while_four_producers_publish_loses_and_duplicates_n
     victim.start()  # same store directory: it rejoins for the next test
 
 
-@pytest.mark.parametrize("backend_name", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])
 async def test_an_ingester_killed_between_commit_and_ack_changes_nothing_on_redelivery(
     cluster: list[Node], stream: str, database_url: str
 ) -> None:
@@ -159,9 +152,11 @@ async def test_an_ingester_killed_between_commit_and_ack_changes_nothing_on_rede
     await assert_stored_exactly_once(database_url, produced)
 
 
+@pytest.mark.parametrize("backend_name", ["postgres"])
 async def test_postgres_connections_killed_during_ingest_are_caught_up(
-    cluster: list[Node], stream: str, postgres_database: str
+    cluster: list[Node], stream: str, database_url: str
 ) -> None:
+    postgres_database = database_url
     source = f"{cluster[2].url}/{stream}"
     produced = set(await produce(source, 3000, "producer", "buffered"))
     async with MessageAuditTrail(postgres_database):
