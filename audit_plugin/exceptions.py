@@ -97,6 +97,10 @@ class EncryptionError(AuditError):
     """Payload encryption is misconfigured or a key could not be used (wrong master key, missing provider)."""
 
 
+class WriteOnlyTrailError(AuditError, RuntimeError):
+    """The trail only publishes (a ``nats://`` transport): query the store its ingesters write to."""
+
+
 class ChainError(AuditError):
     """The hash chain cannot be used as asked (unknown chain, checkpoint of another chain, bad signature)."""
 

@@ -16,6 +16,7 @@ KNOWN_BACKEND_PACKAGES = {
     "sqlite": "audit-plugin-sqlite",
     "postgresql": "audit-plugin-postgres",
     "postgres": "audit-plugin-postgres",
+    "nats": "audit-plugin[nats]",
 }
 """Database names in URLs, and the distribution that serves each."""
 

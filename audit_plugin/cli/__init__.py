@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from audit_plugin.cli import agent, conversation, demo, export, integrity, query, retention, serve, stats, tail
+from audit_plugin.cli import agent, conversation, demo, export, ingest, integrity, query, retention, serve, stats, tail
 from audit_plugin.cli.runner import EXIT_USAGE, exit_on_error, fail
 
 app = typer.Typer(
@@ -55,6 +55,7 @@ COMMANDS = {
     integrity.verify: "Check the hash chain (exit 4 if tampered with).",
     integrity.erase: "Crypto-shred a data subject's payloads.",
     serve.serve: "Serve the read-only web view of the trail.",
+    ingest.ingest: "Store what producers published to a JetStream stream.",
 }
 """Each subcommand and its one-line summary in ``audit-plugin -h``."""
 

@@ -36,10 +36,11 @@ from typing import Any
 import asyncpg
 from sqlalchemy import ColumnElement, Float, cast, func, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_plugin.backend import BucketUnit
-from audit_plugin.exceptions import InvalidFieldError
+from audit_plugin.exceptions import InvalidFieldError, driver_message
 from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
 from audit_plugin.ledger import BOUND_EVENT_FIELDS, LINKED_COLUMNS, ChainHead, LedgerBatch, PendingEntry
 from audit_plugin.records import StatusUpdate
@@ -178,7 +179,10 @@ class PostgresBackend(SQLBackend):
         """
         try:
             if self._write_connection is None:
-                self._write_connection = await self.engine.connect()
+                try:
+                    self._write_connection = await self.engine.connect()
+                except DBAPIError as exc:  # failing to connect is never the batch's fault: the store is unavailable
+                    raise ConnectionError(f"cannot connect to PostgreSQL: {driver_message(exc)}") from exc
                 driver = (await self._write_connection.get_raw_connection()).driver_connection
                 await driver.execute(WRITER_SESSION)
             yield self._write_connection

@@ -1,0 +1,315 @@
+"""The JetStream transport on one real server: producer trail, ingester, wire format, outages.
+
+Streams are private to each test (a random name) and deleted afterwards; the
+shared server on 127.0.0.1:4222 is never stopped. Tests that take a server
+down start their own (see ``tests/jetstream_support.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+import pytest_asyncio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from audit_plugin import AuditPlugin, AuditQuery, Message, MessageAuditTrail, MessageBus, MessageStatus, MessageType
+from audit_plugin.exceptions import AuditError, AuditStoreError, InvalidFieldError, WriteOnlyTrailError
+from audit_plugin.integrity_schema import events
+from audit_plugin.jetstream import wire
+from audit_plugin.jetstream.ingest import IngestStats, JetStreamIngester, ingest
+from audit_plugin.records import StatusUpdate, record_row
+from tests.cli_support import assert_one_line_error, run_cli
+from tests.helpers import make_message
+from tests.jetstream_support import SHARED_URL, eventually, nats_server, shared_server_up
+
+pytestmark = pytest.mark.skipif(not shared_server_up(), reason="no NATS JetStream server on 127.0.0.1:4222")
+
+
+@pytest_asyncio.fixture
+async def stream() -> AsyncIterator[str]:
+    """A fresh stream name on the shared server (created by the first trail or ingester), deleted afterwards."""
+    name = f"audit_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    client = await nats.connect(SHARED_URL)
+    try:
+        await client.jetstream().delete_stream(name)
+    except nats.js.errors.NotFoundError:
+        pass
+    finally:
+        await client.close()
+
+
+async def drain(source: str, database_url: str, **options: Any) -> IngestStats:
+    """Ingest ``source`` into ``database_url`` until the stream is empty."""
+    options.setdefault("fetch_timeout", 0.2)
+    return await ingest(source, database_url, exit_when_idle=True, **options)
+
+
+async def publish_raw(stream: str, subject: str, body: bytes, msg_id: str) -> None:
+    client = await nats.connect(SHARED_URL)
+    try:
+        await client.jetstream().publish(f"{stream}.{subject}", body, headers={wire.MSG_ID_HEADER: msg_id})
+    finally:
+        await client.close()
+
+
+async def lifecycle_kinds(trail: MessageAuditTrail) -> dict[str, int]:
+    async with trail.backend.engine.connect() as conn:  # type: ignore[attr-defined]
+        rows = await conn.execute(select(events.c.kind, func.count()).group_by(events.c.kind))
+        return {kind: n for kind, n in rows.all()}
+
+
+# -- the producer ---------------------------------------------------------------------------
+
+
+async def test_a_nats_trail_publishes_and_refuses_queries_with_a_pointer_to_the_store(stream: str) -> None:
+    async with MessageAuditTrail(f"{SHARED_URL}/{stream}") as trail:
+        bus = MessageBus()
+        bus.register(AuditPlugin(trail))
+        bus.subscribe("worker", _accept)
+        receipt = await bus.send(make_message(to_agent="worker"))
+        assert receipt.status is MessageStatus.DELIVERED
+        for query in (
+            trail.query_messages(AuditQuery()),
+            trail.get_message(receipt.message_id),
+            trail.get_statistics(),
+            trail.apply_retention_policy(),
+            trail.count_messages(),
+        ):
+            with pytest.raises(WriteOnlyTrailError, match="query the database the ingesters write to"):
+                await query
+    client = await nats.connect(SHARED_URL)
+    try:
+        info = await client.jetstream().stream_info(stream)
+    finally:
+        await client.close()
+    assert info.state.messages == 2  # the record and its outcome, acknowledged by the stream
+
+
+async def test_bad_nats_urls_are_typed_errors_naming_the_field() -> None:
+    for url, reason in (
+        (f"{SHARED_URL}/bad.name", "stream name"),
+        (f"{SHARED_URL}/", "stream name"),
+        (f"{SHARED_URL}/ok?replicas=9", "replicas"),
+        (f"{SHARED_URL}/ok?durable=x", "unknown option"),
+    ):
+        with pytest.raises(InvalidFieldError, match=reason) as caught:
+            MessageAuditTrail(url)
+        assert caught.value.field == "database_url"
+    async with MessageAuditTrail("sqlite+aiosqlite:///:memory:") as store:
+        with pytest.raises(InvalidFieldError) as caught:
+            JetStreamIngester("http://127.0.0.1:4222/x", store)
+        assert caught.value.field == "source"
+
+
+async def test_an_unreachable_server_is_a_store_error_at_initialize() -> None:
+    from tests.jetstream_support import free_port
+
+    trail = MessageAuditTrail(f"nats://127.0.0.1:{free_port()}/audit")
+    with pytest.raises(AuditStoreError, match="cannot reach NATS"):
+        await trail.initialize()
+    await trail.close()
+
+
+def test_importing_audit_plugin_does_not_import_nats() -> None:
+    code = "import sys, audit_plugin; audit_plugin.registry.extension_manager(); print('nats' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+# -- producer to store ----------------------------------------------------------------------
+
+
+async def test_records_outcomes_and_retries_reach_the_store_with_a_valid_chain(stream: str, database_url: str) -> None:
+    source = f"{SHARED_URL}/{stream}"
+    attempts: dict[str, int] = {}
+
+    async def flaky(message: Message) -> None:
+        attempts[message.message_id] = attempts.get(message.message_id, 0) + 1
+        if message.payload["n"] % 5 == 0 and attempts[message.message_id] == 1:
+            raise RuntimeError("first attempt fails")
+
+    sent = []
+    async with MessageAuditTrail(source) as producer:
+        bus = MessageBus(max_retries=1)
+        bus.register(AuditPlugin(producer, durability="buffered"))
+        bus.subscribe("worker", flaky)
+        for n in range(50):
+            sent.append(await bus.send(make_message(to_agent="worker", payload={"n": n})))
+
+    stats = await drain(source, database_url)
+    assert (stats.records, stats.updates, stats.refused, stats.orphaned) == (50, 60, 0, 0)
+    async with MessageAuditTrail(database_url) as store:
+        records = await store.query_messages(AuditQuery(limit=1000))
+        assert {r.message_id for r in records} == {receipt.message_id for receipt in sent}
+        assert {r.status for r in records} == {MessageStatus.DELIVERED}
+        retried = next(r for r in sent if r.retry_count == 1)
+        steps = await store.get_message_history(retried.message_id)
+        assert [(s.kind, s.status) for s in steps] == [
+            ("record", MessageStatus.PENDING),
+            ("status", MessageStatus.PENDING),
+            ("status", MessageStatus.DELIVERED),
+        ]
+        assert await lifecycle_kinds(store) == {"record": 50, "status": 60}
+        assert (await store.verify()).ok
+
+
+async def test_a_redelivered_operation_changes_nothing(stream: str, database_url: str) -> None:
+    message = make_message()
+    record = wire.encode_record(record_row(message))
+    outcome = StatusUpdate.build(message.message_id, MessageStatus.DELIVERED, operation_id="consumer-ack-1")
+    status = wire.encode_update(outcome)
+    source = f"{SHARED_URL}/{stream}"
+    async with MessageAuditTrail(source):  # creates the stream
+        pass
+    for copy in range(3):  # as if redelivered after lost acknowledgements: new message ids, same operations
+        await publish_raw(stream, "record", record, f"record-{copy}")
+        await publish_raw(stream, "status", status, f"status-{copy}")
+
+    stats = await drain(source, database_url, batch_size=2)
+    assert stats.operations == 6
+    async with MessageAuditTrail(database_url) as store:
+        assert await store.count_messages() == 1
+        assert (await store.get_message(message.message_id)).status is MessageStatus.DELIVERED  # type: ignore[union-attr]
+        assert await lifecycle_kinds(store) == {"record": 1, "status": 1}
+        assert (await store.verify()).ok
+
+
+async def test_a_status_update_that_overtakes_its_record_waits_for_it(stream: str, database_url: str) -> None:
+    message = make_message()
+    source = f"{SHARED_URL}/{stream}"
+    async with MessageAuditTrail(source):
+        pass
+    update = StatusUpdate.build(message.message_id, MessageStatus.DELIVERED, operation_id="op-1")
+    await publish_raw(stream, "status", wire.encode_update(update), "s1")
+
+    async with MessageAuditTrail(database_url) as store:
+        ingester = JetStreamIngester(source, store, fetch_timeout=0.2)
+        running = asyncio.create_task(ingester.run())
+        await eventually(lambda: ingester.stats.waiting_for_record > 0)
+        await publish_raw(stream, "record", wire.encode_record(record_row(message)), "r1")
+        await eventually(lambda: ingester.stats.operations == 2)
+        ingester.stop()
+        stats = await running
+        assert (stats.records, stats.updates, stats.orphaned) == (1, 1, 0)
+        assert (await store.get_message(message.message_id)).status is MessageStatus.DELIVERED  # type: ignore[union-attr]
+
+
+async def test_malformed_stream_messages_are_refused_counted_and_never_stored(stream: str, database_url: str) -> None:
+    source = f"{SHARED_URL}/{stream}"
+    async with MessageAuditTrail(source):
+        pass
+    good = record_row(make_message())
+    bad_row = dict(good, message_id="bad\x00id")
+    await publish_raw(stream, "record", b"not json", "m1")
+    await publish_raw(stream, "record", json.dumps({"v": 99, "op": "record"}).encode(), "m2")
+    await publish_raw(stream, "record", wire.encode_record(bad_row), "m3")
+    await publish_raw(stream, "record", wire.encode_record(good), "m4")
+    stats = await drain(source, database_url)
+    assert (stats.refused, stats.records) == (3, 1)
+    async with MessageAuditTrail(database_url) as store:
+        assert [r.message_id for r in await store.query_messages()] == [good["message_id"]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_decoding_anything_gives_an_operation_or_a_typed_error(body: bytes) -> None:
+    with contextlib.suppress(AuditError):
+        wire.decode(body)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.text(min_size=1, max_size=40).filter(lambda s: "\x00" not in s),
+    st.dictionaries(
+        st.text(max_size=10).filter(lambda s: "\x00" not in s),
+        st.integers() | st.text(max_size=20).filter(lambda s: "\x00" not in s) | st.none(),
+        max_size=5,
+    ),
+)
+def test_a_record_survives_the_wire_unchanged(agent: str, payload: dict[str, Any]) -> None:
+    row = record_row(Message(agent, agent, MessageType.EVENT, payload, correlation_id=agent))
+    decoded = wire.decode(wire.encode_record(row))
+    assert isinstance(decoded, wire.RecordOperation)
+    assert decoded.row == row
+
+
+def test_an_update_without_an_operation_id_gets_one_that_is_stable_and_distinct() -> None:
+    first = StatusUpdate.build("m1", MessageStatus.DELIVERED)
+    second = StatusUpdate.build("m1", MessageStatus.DELIVERED)
+    assert wire.with_operation_id(first).operation_id == wire.with_operation_id(first).operation_id
+    assert wire.with_operation_id(first).operation_id != wire.with_operation_id(second).operation_id
+    given_id = StatusUpdate.build("m1", MessageStatus.DELIVERED, operation_id="mine")
+    assert wire.with_operation_id(given_id) is given_id
+
+
+# -- outages --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("durability", ["commit", "buffered"])
+async def test_a_nats_outage_is_ridden_out_and_loses_nothing(tmp_path: Path, durability: str) -> None:
+    with nats_server(tmp_path / "nats") as server:
+        source = f"{server.url}/outage"
+        async with MessageAuditTrail(source) as producer:
+            producer.writer.retry_max_delay = 0.2
+            producer.writer.backend.publish_timeout = 1.0  # type: ignore[attr-defined]
+            bus = MessageBus()
+            bus.register(AuditPlugin(producer, durability=durability, commit_timeout=None))
+            bus.subscribe("worker", _accept)
+            before = [await bus.send(make_message(to_agent="worker")) for _ in range(20)]
+            server.kill()
+            during = asyncio.gather(*(bus.send(make_message(to_agent="worker")) for _ in range(30)))
+            await eventually(lambda: not producer.writer_stats.store_available)
+            server.start()  # same port, same store directory
+            receipts = before + list(await during)
+            await producer.flush()
+            assert producer.writer_stats.dropped == 0
+        stats = await drain(source, f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    assert stats.records == 50
+    async with MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}") as store:
+        stored = await store.query_messages(AuditQuery(limit=100))
+        assert {r.message_id for r in stored} == {r.message_id for r in receipts}
+        assert {r.status for r in stored} == {MessageStatus.DELIVERED}
+        assert (await store.verify()).ok
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+async def test_ingest_command_drains_the_stream_with_a_progress_line(stream: str, tmp_path: Path) -> None:
+    source = f"{SHARED_URL}/{stream}"
+    async with MessageAuditTrail(source) as producer:
+        for _ in range(30):
+            await producer.log_message(make_message())
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'ingested.db'}"
+    result = await asyncio.to_thread(
+        run_cli, "ingest", "--from", source, "--exit-when-idle", "--json", database_url=database_url
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["records"] == 30
+    assert "ingested 30 ops" in result.stderr and "pending 0" in result.stderr
+    result = await asyncio.to_thread(run_cli, "query", "--json", database_url=database_url)
+    assert len(json.loads(result.stdout)) == 30
+
+
+def test_ingest_command_refuses_a_bad_source_in_one_line(tmp_path: Path) -> None:
+    result = run_cli(
+        "ingest", "--from", "nats://127.0.0.1:4222/bad.name", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"
+    )
+    assert_one_line_error(result, 2, "source", "stream name")
+
+
+async def _accept(message: Message) -> None:
+    return None
