@@ -12,19 +12,27 @@ import typer
 from audit_plugin.cli.options import DatabaseUrl
 from audit_plugin.cli.output import print_json
 from audit_plugin.cli.runner import EXIT_USAGE, CliError, open_trail, run
+from audit_plugin.cli.values import whole_number
 from audit_plugin.trail import DEFAULT_DATABASE_URL
 
 
 def ingest(
     source: Annotated[
-        str, typer.Option("--from", help="The stream the producers publish to: nats://host:4222/<stream>.")
+        str, typer.Option("--from", metavar="URL", help="The stream the producers publish to: nats://host:4222/STREAM.")
     ],
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
     durable: Annotated[
-        str, typer.Option("--durable", help="Consumer name; ingesters with the same name share the work.")
+        str,
+        typer.Option("--durable", metavar="NAME", help="Consumer name; ingesters with the same name share the work."),
     ] = "audit-ingest",
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, max=10_000, help="Most operations per batch.")
+        int,
+        typer.Option(
+            "--batch-size",
+            metavar="N",
+            parser=whole_number("--batch-size", minimum=1, maximum=10_000),
+            help="Most operations per batch (1 to 10,000).",
+        ),
     ] = 1000,
     exit_when_idle: Annotated[
         bool, typer.Option("--exit-when-idle", help="Stop once the stream is drained (for scripts and tests).")
