@@ -3,7 +3,7 @@
     python benchmarks/run.py            # default: ~6 minutes on 2 cores
     python benchmarks/run.py --quick    # smaller and one repetition: a ~15 s smoke run
     python benchmarks/run.py --memory   # also peak memory at 1,000,000 messages (subprocesses, ~9 min more)
-    python benchmarks/run.py --append   # also appending to an empty store vs a 1,000,000-message one (~25 min more)
+    python benchmarks/run.py --append   # also appending to an empty store vs a 1,000,000-message one (~25-30 min more)
     python benchmarks/run.py --faststream   # also FastStream on Redis with/without AuditMiddleware (needs Redis)
 
 PostgreSQL runs on ``AUDIT_BENCH_POSTGRES_URL`` (default
