@@ -1,6 +1,6 @@
 """Appending to a small store and to a large one: write throughput must not depend on what is stored.
 
-    python benchmarks/append.py             # 1,000,000 stored messages, 3 repetitions: ~25-30 minutes on 2 cores (most of it loading the 1M rows)
+    python benchmarks/append.py             # 1,000,000 stored messages, 3 repetitions: ~25-30 minutes on 2 cores
     python benchmarks/append.py --quick     # 50,000 stored messages, one repetition
 
 Per backend, four stores are opened at once, each with its own trail that
