@@ -7,6 +7,8 @@ Input errors also subclass the built-in Python users expect (``ValueError`` or
 
 from __future__ import annotations
 
+import asyncio
+
 
 class AuditError(Exception):
     """Root of every error raised by audit-plugin."""
@@ -62,9 +64,29 @@ class TrailStateError(AuditError, RuntimeError):
 
 
 class AuditStoreError(AuditError):
-    """The store refused an operation: a write for a reason retrying cannot fix, or a read.
+    """The store failed an operation: refused a write for a reason retrying cannot fix, or failed a read.
+
+    :class:`StoreUnavailableError` is the transient kind.
 
     The message is the driver's own first line, never the SQL statement or its parameters.
+    """
+
+
+class StoreUnavailableError(AuditStoreError, ConnectionError):
+    """The store cannot be reached or is busy (connection lost, server restarting, database locked, disk full).
+
+    Transient: the writer keeps the batch and retries it. A backend raises
+    it (or its dialect classifies an error as transient, see
+    :mod:`audit_plugin.batch_write`) for failures of the store, not of the
+    data; it is a built-in :class:`ConnectionError` too, for code that
+    catches that.
+    """
+
+
+class QueueFullError(AuditError, asyncio.QueueFull):
+    """The writer's queue is full and the overflow policy is ``"block"``: an operation that cannot wait was refused.
+
+    Also an :class:`asyncio.QueueFull`, for code that catches that.
     """
 
 

@@ -165,11 +165,23 @@ class Ledger:
             raise v.FieldTypeError("hash_chain", "bool", hashing)
         self.chain_id = chain_id
         self.hashing = hashing
-        self.kept_head: ChainHead | None = None
-        """The head this chain's writer committed last. A backend may link its next batch after it
-        without reading the head again, provided the database refuses a taken sequence number (the
-        primary key does) and the backend then reads the head under the lock and writes again; it
-        clears this before each transaction and sets it only once the transaction has committed."""
+        self._kept_head: ChainHead | None = None
+
+    def take_kept_head(self) -> ChainHead | None:
+        """The head this chain's writer committed last, forgotten until :meth:`keep_head` is called again.
+
+        The batch write (:mod:`audit_plugin.batch_write`) links its next batch
+        after it without reading the head, relying on the database to refuse
+        a taken sequence number (then it reads the head under the lock and
+        writes again). Taken before each transaction, kept again only once
+        one commits: a failed transaction leaves no head to trust.
+        """
+        head, self._kept_head = self._kept_head, None
+        return head
+
+    def keep_head(self, head: ChainHead | None) -> None:
+        """Remember ``head``, the head of a transaction that just committed (``None``: nothing known)."""
+        self._kept_head = head
 
     # -- building entries (no database, no lock) -------------------------------------
 

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from audit_plugin.exceptions import AuditStoreError, driver_message
 
@@ -35,3 +35,24 @@ async def mapped_stream(operation: str, items: AsyncIterator[T]) -> AsyncIterato
     with store_errors(operation):
         async for item in items:
             yield item
+
+
+PEP249_TRANSIENT = ("OperationalError", "InterfaceError")
+"""DB-API (PEP 249) exception names for failures of the database or the connection, not of the data."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True if ``exc`` is, by its kind, a failure of the store rather than of the data (retrying can cure it).
+
+    What every driver shares: the DB-API's ``OperationalError`` and
+    ``InterfaceError`` (SQLAlchemy's wrappers or a driver's own), a
+    connection SQLAlchemy invalidated, and ``OSError`` (``ConnectionError``,
+    ``TimeoutError``). A dialect adds its database's own (PostgreSQL: SQLSTATE
+    classes, see its backend) when it classifies errors for
+    :mod:`audit_plugin.batch_write`.
+    """
+    if isinstance(exc, OperationalError | InterfaceError | OSError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return any(cls.__name__ in PEP249_TRANSIENT for cls in type(exc).__mro__)

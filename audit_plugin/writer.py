@@ -51,18 +51,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
 from audit_plugin.backend import AuditBackend
 from audit_plugin.exceptions import (
+    AuditError,
     AuditStoreError,
     AuditTimeoutError,
     InvalidFieldError,
+    QueueFullError,
     RecordDroppedError,
+    StoreUnavailableError,
     TrailStateError,
     driver_message,
 )
 from audit_plugin.records import StatusUpdate
+from audit_plugin.store_errors import is_unavailable
 from audit_plugin.validation import check_int, check_seconds
 
 log = logging.getLogger(__name__)
@@ -114,26 +116,17 @@ class _Op:
         return self.row is None and self.update is None
 
 
-TRANSIENT_SQLSTATE_PREFIXES = ("08", "40001", "40P01", "53", "55P03", "57")
-"""SQLSTATEs worth retrying: connection exceptions, serialization failure, deadlock,
-insufficient resources (disk full, out of memory, too many connections), lock not
-available, operator intervention (server shutting down or starting up, query cancelled)."""
-
-
-PEP249_TRANSIENT = ("OperationalError", "InterfaceError")
-"""DB-API (PEP 249) exception names for failures of the database or the connection, not of the data."""
-
-
 def is_transient(exc: BaseException) -> bool:
-    """True for errors that retrying the same batch later can cure."""
-    if isinstance(exc, OperationalError | InterfaceError | OSError):  # OSError covers ConnectionError, TimeoutError
+    """True for errors that retrying the same batch later can cure.
+
+    A backend says so by raising :class:`~audit_plugin.exceptions.StoreUnavailableError`
+    (the shipped ones map their drivers' errors in :mod:`audit_plugin.batch_write`);
+    an error of a backend that does not map its own is judged by its kind
+    (:func:`~audit_plugin.store_errors.is_unavailable`).
+    """
+    if isinstance(exc, StoreUnavailableError):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if any(cls.__name__ in PEP249_TRANSIENT for cls in type(exc).__mro__):  # a driver's own, unwrapped by SQLAlchemy
-        return True
-    sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(TRANSIENT_SQLSTATE_PREFIXES)
+    return not isinstance(exc, AuditError) and is_unavailable(exc)
 
 
 class AuditWriter:
@@ -255,7 +248,8 @@ class AuditWriter:
         """Queue an operation now and return its future (no waiting).
 
         With the ``"block"`` policy and a full queue this raises
-        :class:`asyncio.QueueFull`; use :meth:`put` to wait for space instead.
+        :class:`~audit_plugin.exceptions.QueueFullError` (an :class:`asyncio.QueueFull`);
+        use :meth:`put` to wait for space instead.
         """
         return self._submit(row, update, reserved=False)
 
@@ -346,7 +340,7 @@ class AuditWriter:
 
     def _overflow(self, op: _Op) -> None:
         if self.overflow == "block":
-            raise asyncio.QueueFull
+            raise QueueFullError(f"audit queue full ({self.max_queue} operations); policy block")
         self._note_overflow()
         if self.overflow == "drop_newest":
             self._drop(op)
@@ -487,5 +481,7 @@ def _op_label(op: _Op) -> str:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, AuditError):  # mapped already: its message says what happened
+        return str(exc)
     text = driver_message(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

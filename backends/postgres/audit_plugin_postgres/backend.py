@@ -1,9 +1,12 @@
 """PostgreSQL specifics: asyncpg driver, jsonb payloads, COPY bulk writes.
 
 Batches go straight through the asyncpg connection under the SQLAlchemy
-pool (see ``benchmarks/`` for the measurements behind the choice). A batch
-is one transaction holding the chain's advisory lock, and in the common case
-four statements (``BEGIN`` and the lock, the records, the lifecycle entries,
+pool (see ``benchmarks/`` for the measurements behind the choice). The batch
+write itself (optimistic write, conflicts, the careful write, the chain head)
+is :mod:`audit_plugin.batch_write`'s; this module is its PostgreSQL dialect,
+answering each request with the statements below. A batch is one
+transaction holding the chain's advisory lock, and in the common case four
+statements (``BEGIN`` and the lock, the records, the lifecycle entries,
 ``COMMIT``):
 
 * small batches (the common case under ``"commit"`` durability, where each
@@ -27,26 +30,44 @@ four statements (``BEGIN`` and the lock, the records, the lifecycle entries,
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import operator
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from sqlalchemy import ColumnElement, Float, cast, func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_plugin.backend import BucketUnit
-from audit_plugin.exceptions import InvalidFieldError, driver_message
+from audit_plugin.batch_write import (
+    ENTRY_COLUMNS,
+    EVENT_FIELDS,
+    AppendEntries,
+    ApplyUpdates,
+    BatchWrite,
+    Begin,
+    Commit,
+    InsertAndUpdate,
+    InsertMissing,
+    InsertNew,
+    ReadHead,
+    Request,
+    Rollback,
+    StoredIds,
+    StoredOperations,
+    run_async,
+)
+from audit_plugin.exceptions import InvalidFieldError, StoreUnavailableError, driver_message
 from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
-from audit_plugin.ledger import BOUND_EVENT_FIELDS, LINKED_COLUMNS, ChainHead, LedgerBatch, PendingEntry
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
-from audit_plugin.sql import FoldedBatch, SQLBackend, delivered_in_window
-from audit_plugin.transitions import FINAL_STATUS_VALUES, distinct_operations, operations
+from audit_plugin.sql import SQLBackend, delivered_in_window
+from audit_plugin.store_errors import is_unavailable
+from audit_plugin.transitions import FINAL_STATUS_VALUES
 
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
 _as_record = operator.itemgetter(*COLUMNS)
@@ -54,7 +75,7 @@ _as_record = operator.itemgetter(*COLUMNS)
 _ID = COLUMNS.index("message_id")
 _NOT_FINAL = "t.status NOT IN (" + ", ".join(f"'{value}'" for value in sorted(FINAL_STATUS_VALUES)) + ")"
 """Updates apply to rows whose status is not final (see :mod:`audit_plugin.transitions`)."""
-_UPDATE_FROM_ARRAYS = f"""
+UPDATE_FROM_ARRAYS = f"""
 UPDATE {TABLE_NAME} AS t SET
     status = u.status,
     delivered_at = COALESCE(u.delivered_at, t.delivered_at),
@@ -70,7 +91,7 @@ _SQL_TYPES = {"payload_json": "jsonb", "timestamp": "timestamptz", "delivered_at
 _SQL_TYPES |= {"ttl_seconds": "int4", "retry_count": "int4"}
 _UNNEST_ROWS = ", ".join(f"${n}::{_SQL_TYPES.get(name, 'text')}[]" for n, name in enumerate(COLUMNS, start=1))
 _U = len(COLUMNS)
-_INSERT_AND_UPDATE = f"""
+INSERT_AND_UPDATE = f"""
 WITH inserted AS (
     INSERT INTO {TABLE_NAME} ({", ".join(COLUMNS)}) SELECT * FROM unnest({_UNNEST_ROWS})
     ON CONFLICT (message_id) DO NOTHING
@@ -88,7 +109,7 @@ WITH inserted AS (
 )
 SELECT true AS inserted, message_id FROM inserted UNION ALL SELECT false, message_id FROM updated
 """
-_INSERT_RETURNING = f"""
+INSERT_RETURNING = f"""
 INSERT INTO {TABLE_NAME} ({", ".join(COLUMNS)}) SELECT * FROM unnest({_UNNEST_ROWS})
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id
@@ -120,6 +141,11 @@ CONNECTION_ERRORS = (
     OSError,
 )
 """asyncpg errors meaning the connection is gone or the server is going away: retry on a new connection."""
+
+TRANSIENT_SQLSTATE_PREFIXES = ("08", "40001", "40P01", "53", "55P03", "57")
+"""SQLSTATEs worth retrying: connection exceptions, serialization failure, deadlock,
+insufficient resources (disk full, out of memory, too many connections), lock not
+available, operator intervention (server shutting down or starting up, query cancelled)."""
 
 
 def _with_async_driver(url: str) -> str:
@@ -181,10 +207,11 @@ class PostgresBackend(SQLBackend):
             if self._write_connection is None:
                 try:
                     self._write_connection = await self.engine.connect()
-                except DBAPIError as exc:  # failing to connect is never the batch's fault: the store is unavailable
-                    raise ConnectionError(f"cannot connect to PostgreSQL: {driver_message(exc)}") from exc
-                driver = (await self._write_connection.get_raw_connection()).driver_connection
-                await driver.execute(WRITER_SESSION)
+                    driver = (await self._write_connection.get_raw_connection()).driver_connection
+                    await driver.execute(WRITER_SESSION)
+                except Exception as exc:  # failing to connect is never the batch's fault: the store is unavailable
+                    reason = driver_message(exc) or type(exc).__name__
+                    raise StoreUnavailableError(f"cannot connect to PostgreSQL: {reason}") from exc
             yield self._write_connection
         except BaseException:
             connection, self._write_connection = self._write_connection, None
@@ -203,132 +230,83 @@ class PostgresBackend(SQLBackend):
                 await connection.close()
         await super().close()
 
+    # -- the batch write's dialect (see audit_plugin.batch_write) ---------------------------
+
+    @property
+    def one_statement_max(self) -> int:
+        return ONE_STATEMENT_MAX
+
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
-        batch = FoldedBatch.of(rows, updates)
-        lifecycle = self.ledger.prepare(rows, batch.updates)
-        records = {row["message_id"]: _as_record(row) for row in batch.rows}
-        update_ids = {u.message_id for u in updates}
+        write = BatchWrite(self.ledger, self, rows, updates)
         async with self.writing() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             try:
-                try:
-                    return await self._write(driver, rows, records, batch, lifecycle, update_ids, optimistic=True)
-                except _Conflict:
-                    return await self._write(driver, rows, records, batch, lifecycle, update_ids, optimistic=False)
-            except CONNECTION_ERRORS as exc:  # writing() discards the connection
-                raise ConnectionError(f"PostgreSQL connection lost: {type(exc).__name__}: {exc}") from exc
-
-    async def _write(
-        self,
-        driver: asyncpg.Connection,
-        rows: Sequence[dict[str, Any]],
-        records: dict[str, tuple[Any, ...]],
-        batch: FoldedBatch,
-        lifecycle: LedgerBatch,
-        update_ids: set[str],
-        *,
-        optimistic: bool,
-    ) -> set[str]:
-        """One batch in one transaction; ``optimistic``: no record stored yet (but fallback ones), no operation id
-        stored yet, the chain head kept from last time.
-
-        Raises :class:`_Conflict` (after rolling back) when an assumption fails.
-        Returns the ids among ``update_ids`` that are stored.
-        """
-        kept_head, self.ledger.kept_head = self.ledger.kept_head, None
-        chain_id = self.ledger.chain_id
-        await driver.execute(f"BEGIN; SELECT pg_advisory_xact_lock({chain_lock_key(chain_id)})")
-        try:
-            stored: set[str] = set()
-            if not optimistic:
-                looked_up = [*records, *(update_ids - records.keys())]
-                stored = {row[0] for row in await driver.fetch(_STORED_IDS, looked_up)} if looked_up else set()
-                with_operations = [message_id for message_id, _ in operations(batch.updates)]
-                if with_operations:
-                    applied = {(row[0], row[1]) for row in await driver.fetch(_STORED_OPERATIONS, with_operations)}
-                    distinct = distinct_operations(batch.updates, applied)
-                    if len(distinct) != len(batch.updates):
-                        batch = FoldedBatch.of(rows, distinct)
-                        lifecycle = lifecycle.only(batch.updates)
-                        records = {row["message_id"]: _as_record(row) for row in batch.rows}
-            new_records = [record for message_id, record in records.items() if message_id not in stored]
-            if len(new_records) + len(batch.rest) + len(batch.folded) <= ONE_STATEMENT_MAX:
-                pending = batch.rest + batch.updates_of(records)
-                inserted, opened = await _write_in_one_statement(driver, new_records, pending)
-                taken = set(inserted)
-                stored.update(message_id for message_id in records if message_id not in taken)  # insert skipped
-            else:
-                try:
-                    if optimistic and batch.fallback_ids:
-                        fallback = [records[message_id] for message_id in records if message_id in batch.fallback_ids]
-                        taken = await _insert_returning(driver, fallback)
-                        stored = {message_id for message_id in batch.fallback_ids if message_id not in taken}
-                        new_records = [r for message_id, r in records.items() if message_id not in batch.fallback_ids]
-                    pending = batch.rest + batch.updates_of(m for m in records if m in stored)
-                    opened = await _write_with_copy(driver, new_records, pending)
-                except asyncpg.UniqueViolationError:
-                    if not optimistic:
-                        raise
-                    raise _Conflict from None
-                inserted = [message_id for message_id in records if message_id not in stored]
-            unknown = [u.message_id for u in batch.rest if u.message_id not in opened]
-            if optimistic and unknown:  # late updates, or updates of messages not stored: rare
-                stored |= {row[0] for row in await driver.fetch(_STORED_IDS, unknown)}
-            kinds, existing = batch.settle(inserted, opened, stored)
-            head = kept_head if optimistic else None
-            entries = lifecycle.entries(inserted, kinds)
-            if entries:
-                head, linked = await self._append_lifecycle(driver, head, entries, optimistic=optimistic)
-                if not linked:
-                    raise _Conflict
-            await driver.execute("COMMIT")
-        except BaseException:
-            if not driver.is_closed():
-                with contextlib.suppress(Exception):  # the connection may be gone; the first error is what matters
-                    await driver.execute("ROLLBACK")
-            raise
-        self.ledger.kept_head = head
-        return existing | (stored & update_ids)
-
-    async def _append_lifecycle(
-        self, driver: asyncpg.Connection, head: ChainHead | None, entries: list[PendingEntry], *, optimistic: bool
-    ) -> tuple[ChainHead, bool]:
-        """Link ``entries`` after ``head`` (read under the lock when ``None``) and ``COPY`` them in.
-
-        Returns the new head and whether the entries went in: ``False`` when
-        ``optimistic`` and a sequence number (``head`` was a kept one that
-        another writer moved) or an operation id is taken.
-        """
-        if head is None:
-            last = await driver.fetchrow(_CHAIN_HEAD, self.ledger.chain_id)
-            head = ChainHead.of(last if last is not None else await driver.fetchrow(_PRUNE_POINT, self.ledger.chain_id))
-        links, new_head = self.ledger.links(head, entries)
-        chain_id = self.ledger.chain_id
-        rows = [
-            (*_event_values(entry.event), entry.digest, chain_id, *link)
-            for entry, link in zip(entries, links, strict=True)
-        ]
-        try:
-            await driver.copy_records_to_table(EVENTS_TABLE, records=rows, columns=LINKED_COLUMNS)
-        except asyncpg.UniqueViolationError:
-            if not optimistic:
+                return await run_async(write, functools.partial(_answer, driver))
+            except BaseException:
+                if not driver.is_closed():
+                    with contextlib.suppress(Exception):  # the connection may be gone; the first error is what matters
+                        await driver.execute("ROLLBACK")
                 raise
-            return head, False
-        return new_head, True
+
+    def record_values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        return _as_record(row)  # type: ignore[no-any-return]
+
+    def event_values(self, event: Mapping[str, Any]) -> tuple[Any, ...]:
+        return _event_values(event)  # type: ignore[no-any-return]
+
+    def is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, CONNECTION_ERRORS) or is_unavailable(exc):
+            return True
+        sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate.startswith(TRANSIENT_SQLSTATE_PREFIXES)
 
 
-class _Conflict(Exception):
-    """The optimistic write met a stored record or a moved chain head: roll back, write carefully."""
+async def _answer(driver: asyncpg.Connection, request: Request) -> Any:
+    """Answer one request of the batch write (see :mod:`audit_plugin.batch_write`) on the writer's connection."""
+    match request:
+        case Begin(chain_id):
+            await driver.execute(f"BEGIN; SELECT pg_advisory_xact_lock({chain_lock_key(chain_id)})")
+        case Commit():
+            await driver.execute("COMMIT")
+        case Rollback():
+            await driver.execute("ROLLBACK")
+        case InsertAndUpdate(_, records, updates):
+            return await _write_in_one_statement(driver, records, updates)
+        case InsertNew(records):
+            try:
+                if records:
+                    await driver.copy_records_to_table(TABLE_NAME, records=records, columns=COLUMNS)
+            except asyncpg.UniqueViolationError:
+                return False
+            return True
+        case InsertMissing(_, records):
+            return await _insert_returning(driver, records)
+        case ApplyUpdates(updates):
+            return {row[0] for row in await driver.fetch(UPDATE_FROM_ARRAYS, *_update_arrays(updates))}
+        case StoredIds(ids):
+            return {row[0] for row in await driver.fetch(STORED_IDS, ids)}
+        case StoredOperations(ids):
+            return {(row[0], row[1]) for row in await driver.fetch(STORED_OPERATIONS, ids)}
+        case ReadHead(chain_id):
+            last = await driver.fetchrow(CHAIN_HEAD, chain_id)
+            return last if last is not None else await driver.fetchrow(PRUNE_POINT, chain_id)
+        case AppendEntries(rows):
+            try:
+                await driver.copy_records_to_table(EVENTS_TABLE, records=rows, columns=ENTRY_COLUMNS)
+            except asyncpg.UniqueViolationError:
+                return False
+            return True
+    return None
 
 
-_STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id = ANY($1::text[])"
-_STORED_OPERATIONS = (
+STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id = ANY($1::text[])"
+STORED_OPERATIONS = (
     f"SELECT message_id, operation_id FROM {EVENTS_TABLE} "
     "WHERE operation_id IS NOT NULL AND message_id = ANY($1::text[])"
 )
-_CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1"
-_PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = $1"
-_event_values = operator.itemgetter(*BOUND_EVENT_FIELDS)
+CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1"
+PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = $1"
+_event_values = operator.itemgetter(*EVENT_FIELDS)
 
 
 def chain_lock_key(chain_id: str) -> int:
@@ -337,7 +315,7 @@ def chain_lock_key(chain_id: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _update_arrays(updates: list[StatusUpdate]) -> list[list[Any]]:
+def _update_arrays(updates: Sequence[StatusUpdate]) -> list[list[Any]]:
     return [
         [u.message_id for u in updates],
         [u.status.value for u in updates],
@@ -348,33 +326,20 @@ def _update_arrays(updates: list[StatusUpdate]) -> list[list[Any]]:
 
 
 async def _write_in_one_statement(
-    driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate]
-) -> tuple[list[str], set[str]]:
-    """Insert and update in one statement (one round trip); return the inserted ids (in order) and the updated ids.
+    driver: asyncpg.Connection, records: Sequence[tuple[Any, ...]], updates: Sequence[StatusUpdate]
+) -> tuple[set[str], set[str]]:
+    """Insert and update in one statement (one round trip); return the inserted ids and the updated ids.
 
     The ``UPDATE`` sees the table as it was before the statement, so of the
     updates of rows in this batch it touches only rows whose insert was
     skipped as already stored: exactly the ones that still need it.
     """
     row_arrays = [[record[index] for record in records] for index in range(len(COLUMNS))]
-    result = await driver.fetch(_INSERT_AND_UPDATE, *row_arrays, *_update_arrays(updates))
-    inserted = {row[1] for row in result if row[0]}
-    return [record[_ID] for record in records if record[_ID] in inserted], {row[1] for row in result if not row[0]}
+    result = await driver.fetch(INSERT_AND_UPDATE, *row_arrays, *_update_arrays(updates))
+    return {row[1] for row in result if row[0]}, {row[1] for row in result if not row[0]}
 
 
-async def _insert_returning(driver: asyncpg.Connection, records: list[tuple[Any, ...]]) -> set[str]:
+async def _insert_returning(driver: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> set[str]:
     """Insert those of ``records`` whose message is not stored (inside the caller's transaction); return their ids."""
     row_arrays = [[record[index] for record in records] for index in range(len(COLUMNS))]
-    return {row[0] for row in await driver.fetch(_INSERT_RETURNING, *row_arrays)}
-
-
-async def _write_with_copy(
-    driver: asyncpg.Connection, records: list[tuple[Any, ...]], updates: list[StatusUpdate]
-) -> set[str]:
-    """Write one batch with ``COPY`` (inside the caller's transaction); return the updated ids."""
-    if records:
-        await driver.copy_records_to_table(TABLE_NAME, records=records, columns=COLUMNS)
-    if not updates:
-        return set()
-    found = await driver.fetch(_UPDATE_FROM_ARRAYS, *_update_arrays(updates))
-    return {row[0] for row in found}
+    return {row[0] for row in await driver.fetch(INSERT_RETURNING, *row_arrays)}

@@ -1,9 +1,10 @@
 """SQLite specifics: aiosqlite for reads, one writer thread for writes, WAL journal.
 
 Every write batch is one call into a thread of the backend's own that owns
-the write connection (stdlib :mod:`sqlite3`): ``BEGIN IMMEDIATE``, the ids
-already stored, the records, the status updates, the chain head, the
-lifecycle entries and ``COMMIT`` run there back to back. Rows go in as
+the write connection (stdlib :mod:`sqlite3`): the batch write of
+:mod:`audit_plugin.batch_write` runs there from ``BEGIN IMMEDIATE`` to
+``COMMIT``, each of its requests answered by a statement or two back to back
+(this module is its SQLite dialect). Rows go in as
 multi-row ``INSERT ... VALUES (...), (...)`` statements rather than
 ``executemany``: ``executemany`` takes Python's GIL back for every row, so
 while the event loop's thread is busy building the next records it could
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import operator
 import os
 import sqlite3
@@ -36,13 +38,30 @@ from sqlalchemy import ColumnElement, Integer, cast, event, func
 from sqlalchemy.engine import make_url
 
 from audit_plugin.backend import BucketUnit
+from audit_plugin.batch_write import (
+    ENTRY_COLUMNS,
+    EVENT_FIELDS,
+    AppendEntries,
+    ApplyUpdates,
+    BatchWrite,
+    Begin,
+    Commit,
+    InsertMissing,
+    InsertNew,
+    ReadHead,
+    Request,
+    Rollback,
+    StoredIds,
+    StoredOperations,
+    run_sync,
+)
 from audit_plugin.exceptions import AuditStoreError, InvalidFieldError, driver_message
 from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
-from audit_plugin.ledger import BOUND_EVENT_FIELDS, LINKED_COLUMNS, ChainHead, LedgerBatch, PendingEntry
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
-from audit_plugin.sql import FoldedBatch, SQLBackend
-from audit_plugin.transitions import FINAL_STATUS_VALUES, distinct_operations, operations
+from audit_plugin.sql import SQLBackend
+from audit_plugin.store_errors import is_unavailable
+from audit_plugin.transitions import FINAL_STATUS_VALUES
 
 T = TypeVar("T")
 
@@ -65,23 +84,19 @@ UPDATES_PER_STATEMENT = 1000
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
 _DATETIME_INDEXES = (COLUMNS.index("timestamp"), COLUMNS.index("delivered_at"))
 _in_column_order = operator.itemgetter(*COLUMNS)
-_EVENT_DATETIME_INDEXES = (BOUND_EVENT_FIELDS.index("at"), BOUND_EVENT_FIELDS.index("delivered_at"))
-_event_in_column_order = operator.itemgetter(*BOUND_EVENT_FIELDS)
+_EVENT_DATETIME_INDEXES = (EVENT_FIELDS.index("at"), EVENT_FIELDS.index("delivered_at"))
+_event_in_column_order = operator.itemgetter(*EVENT_FIELDS)
 
-_IGNORING_STORED_IDS = " ON CONFLICT (message_id) DO NOTHING"
-_RETURNING_INSERTED = " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
-_STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id IN (SELECT value FROM json_each(?))"
-_STORED_OPERATIONS = (
+IGNORINGSTORED_IDS = " ON CONFLICT (message_id) DO NOTHING"
+RETURNING_INSERTED = " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id IN (SELECT value FROM json_each(?))"
+STORED_OPERATIONS = (
     f"SELECT message_id, operation_id FROM {EVENTS_TABLE} "
     "WHERE operation_id IS NOT NULL AND message_id IN (SELECT value FROM json_each(?))"
 )
 _NOT_FINAL = " AND t.status NOT IN (" + ", ".join(f"'{value}'" for value in sorted(FINAL_STATUS_VALUES)) + ")"
-_CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = ? ORDER BY sequence DESC LIMIT 1"
-_PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = ?"
-
-
-class _Conflict(Exception):
-    """The optimistic write met a stored record or a moved chain head: roll back, write carefully."""
+CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = ? ORDER BY sequence DESC LIMIT 1"
+PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = ?"
 
 
 def _insert_statement(table: str, columns: Sequence[str], rows: int, suffix: str = "") -> str:
@@ -186,112 +201,26 @@ class SQLiteBackend(SQLBackend):
                     db.close()
             raise
 
+    # -- the batch write's dialect (see audit_plugin.batch_write) ---------------------------
+
+    one_statement_max = 0
+    """Never: SQLite has no data-modifying CTEs; the records and the updates are two statements."""
+
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
         # Everything that needs no database runs here, beside the writer thread's SQLite work:
-        # digests, and every row as SQLite parameters.
-        batch = FoldedBatch.of(rows, updates)
-        lifecycle = self.ledger.prepare(rows, batch.updates)
-        records = _record_parameters(batch)
-        for entry in lifecycle:
-            entry.parameters = _entry_parameters(entry)
-        update_ids = {u.message_id for u in updates}
-        return await self.in_writer_thread(lambda db: self._write(db, rows, records, batch, lifecycle, update_ids))
+        # folding, digests, and every row as SQLite parameters. The transaction is one hand-off.
+        write = BatchWrite(self.ledger, self, rows, updates)
+        return await self.in_writer_thread(lambda db: run_sync(write, functools.partial(_answer, db)))
 
-    def _write(
-        self,
-        db: sqlite3.Connection,
-        rows: Sequence[dict[str, Any]],
-        records: dict[str, list[Any]],
-        batch: FoldedBatch,
-        lifecycle: LedgerBatch,
-        update_ids: set[str],
-    ) -> set[str]:
-        """One batch in one transaction, on the writer thread.
+    def record_values(self, row: Mapping[str, Any]) -> list[Any]:
+        return _sqlite_values(row, _in_column_order, _DATETIME_INDEXES)
 
-        The common case takes four statements (``BEGIN IMMEDIATE``, the
-        records, the lifecycle entries, ``COMMIT``): after each one the
-        thread must win the GIL back from a busy event loop, so every
-        statement saved counts. It assumes no record is stored yet (except
-        :class:`~audit_plugin.ledger.FallbackRow` ones, inserted apart to
-        learn which are), that no operation id is stored yet, and that the
-        chain's head is the one this writer committed last. Any assumption
-        failing shows up as a conflict (fewer rows inserted than given; an
-        operation id or a sequence number already taken, by another writer
-        or a retention run), and the batch is rolled back and written again
-        the careful way: stored ids and operation ids looked up, the head
-        read under the lock.
-        """
-        try:
-            return self._write_once(db, rows, records, batch, lifecycle, update_ids, optimistic=True)
-        except _Conflict:
-            db.execute("ROLLBACK")
-        return self._write_once(db, rows, records, batch, lifecycle, update_ids, optimistic=False)
+    def event_values(self, event: Mapping[str, Any]) -> list[Any]:
+        return _sqlite_values(event, _event_in_column_order, _EVENT_DATETIME_INDEXES)
 
-    def _write_once(
-        self,
-        db: sqlite3.Connection,
-        rows: Sequence[dict[str, Any]],
-        records: dict[str, list[Any]],
-        batch: FoldedBatch,
-        lifecycle: LedgerBatch,
-        update_ids: set[str],
-        *,
-        optimistic: bool,
-    ) -> set[str]:
-        kept_head, self.ledger.kept_head = self.ledger.kept_head, None
-        db.execute("BEGIN IMMEDIATE")
-        stored: set[str]
-        if optimistic:
-            regular = [values for message_id, values in records.items() if message_id not in batch.fallback_ids]
-            before = db.total_changes
-            _insert(db, TABLE_NAME, COLUMNS, regular, _IGNORING_STORED_IDS)
-            if db.total_changes - before != len(regular):
-                raise _Conflict
-            fallback = [message_id for message_id in records if message_id in batch.fallback_ids]
-            inserted = _insert_returning(db, [records[message_id] for message_id in fallback])
-            stored = {message_id for message_id in fallback if message_id not in inserted}
-        else:
-            looked_up = [*records, *(update_ids - records.keys())]
-            stored = {row[0] for row in db.execute(_STORED_IDS, (orjson.dumps(looked_up),))} if looked_up else set()
-            with_operations = [m for m, _ in operations(batch.updates)]
-            if with_operations:
-                applied = set(db.execute(_STORED_OPERATIONS, (orjson.dumps(with_operations),)).fetchall())
-                distinct = distinct_operations(batch.updates, applied)
-                if len(distinct) != len(batch.updates):
-                    batch = FoldedBatch.of(rows, distinct)
-                    lifecycle = lifecycle.only(batch.updates)
-                    records = _record_parameters(batch)
-            _insert(db, TABLE_NAME, COLUMNS, [values for m, values in records.items() if m not in stored])
-        new_ids = [message_id for message_id in records if message_id not in stored]
-        opened = _apply_updates(db, batch.rest + batch.updates_of(m for m in records if m in stored))
-        if optimistic:
-            unknown = [u.message_id for u in batch.rest if u.message_id not in opened]
-            if unknown:
-                stored |= {row[0] for row in db.execute(_STORED_IDS, (orjson.dumps(unknown),))}
-        kinds, existing = batch.settle(new_ids, opened, stored)
-        entries = lifecycle.entries(new_ids, kinds)
-        chain_id = self.ledger.chain_id
-        head = kept_head if optimistic else None
-        if entries:
-            links, new_head = self.ledger.links(head or self._read_head(db), entries)
-            linked = [
-                (*(entry.parameters or _entry_parameters(entry)), chain_id, *link)
-                for entry, link in zip(entries, links, strict=True)
-            ]
-            try:
-                _insert(db, EVENTS_TABLE, LINKED_COLUMNS, linked)
-            except sqlite3.IntegrityError:
-                if not optimistic:
-                    raise
-                raise _Conflict from None
-            head = new_head
-        db.execute("COMMIT")
-        self.ledger.kept_head = head
-        return existing | (stored & update_ids)
-
-    def _read_head(self, db: sqlite3.Connection) -> ChainHead:
-        last = db.execute(_CHAIN_HEAD, (self.ledger.chain_id,)).fetchone()
-        return ChainHead.of(last if last is not None else db.execute(_PRUNE_POINT, (self.ledger.chain_id,)).fetchone())
+    def is_transient(self, exc: BaseException) -> bool:
+        # "database is locked", disk full, I/O errors are sqlite3.OperationalError; constraint failures are not.
+        return is_unavailable(exc)
 
     async def close(self) -> None:
         try:
@@ -333,17 +262,42 @@ def _insert_returning(db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> 
     inserted: set[str] = set()
     for start, size in _statement_sizes(len(rows), len(COLUMNS)):
         parameters = [value for row in rows[start : start + size] for value in row]
-        statement = _insert_statement(TABLE_NAME, COLUMNS, size, _RETURNING_INSERTED)
+        statement = _insert_statement(TABLE_NAME, COLUMNS, size, RETURNING_INSERTED)
         inserted.update(row[0] for row in db.execute(statement, parameters))
     return inserted
 
 
-def _record_parameters(batch: FoldedBatch) -> dict[str, list[Any]]:
-    return {row["message_id"]: _sqlite_values(row, _in_column_order, _DATETIME_INDEXES) for row in batch.rows}
-
-
-def _entry_parameters(entry: PendingEntry) -> tuple[Any, ...]:
-    return (*_sqlite_values(entry.event, _event_in_column_order, _EVENT_DATETIME_INDEXES), entry.digest)
+def _answer(db: sqlite3.Connection, request: Request) -> Any:
+    """Answer one request of the batch write (see :mod:`audit_plugin.batch_write`) on the writer thread."""
+    match request:
+        case Begin():
+            db.execute("BEGIN IMMEDIATE")
+        case Commit():
+            db.execute("COMMIT")
+        case Rollback():
+            db.execute("ROLLBACK")
+        case InsertNew(records):
+            before = db.total_changes
+            _insert(db, TABLE_NAME, COLUMNS, records, IGNORINGSTORED_IDS)
+            return db.total_changes - before == len(records)
+        case InsertMissing(_, records):
+            return _insert_returning(db, records)
+        case ApplyUpdates(updates):
+            return _apply_updates(db, updates)
+        case StoredIds(ids):
+            return {row[0] for row in db.execute(STORED_IDS, (orjson.dumps(ids),))}
+        case StoredOperations(ids):
+            return set(db.execute(STORED_OPERATIONS, (orjson.dumps(ids),)).fetchall())
+        case ReadHead(chain_id):
+            last = db.execute(CHAIN_HEAD, (chain_id,)).fetchone()
+            return last if last is not None else db.execute(PRUNE_POINT, (chain_id,)).fetchone()
+        case AppendEntries(rows):
+            try:
+                _insert(db, EVENTS_TABLE, ENTRY_COLUMNS, rows)
+            except sqlite3.IntegrityError:
+                return False
+            return True
+    return None
 
 
 def _apply_updates(db: sqlite3.Connection, updates: Sequence[StatusUpdate]) -> set[str]:

@@ -1,0 +1,340 @@
+"""One batch write for every store: the algorithm here, the statements in a dialect.
+
+A write batch (records to insert, status updates to apply, and the lifecycle
+entries of what changed, linked into the hash chain) is one transaction. How
+it is written is the same on every database, so it lives here once, as a
+generator that does no I/O (:meth:`BatchWrite.steps`): it yields *requests*
+(:class:`Begin`, :class:`InsertNew`, :class:`ApplyUpdates`...) and is sent
+each one's answer. A dialect answers them with its own statements, and drives
+the generator the way its driver wants: SQLite synchronously on its writer
+thread, the whole batch in one hand-off (:func:`run_sync`); PostgreSQL with
+awaits (:func:`run_async`). What each request asks and what its answer is,
+is written on the request's class; ``docs/backends.md`` says it for authors.
+
+The algorithm, first optimistic: it assumes no record of the batch is stored
+yet (except :class:`~audit_plugin.ledger.FallbackRow` ones, inserted apart to
+learn which are), that no operation id is stored yet, and that the chain's
+head is the one this writer committed last (kept by the
+:class:`~audit_plugin.ledger.Ledger`). In the common case that is four
+requests: begin (with the chain's writer lock), the records, the entries,
+commit. An assumption failing shows up as a conflict (fewer records inserted
+than given; a sequence number or an operation id taken, by another writer or
+a retention run); the transaction is rolled back and the batch written
+again, carefully: stored ids and stored operation ids looked up (the batch
+re-folded without operations already applied), the head read under the lock.
+
+Errors a dialect raises are mapped here, once, to the documented hierarchy:
+:class:`~audit_plugin.exceptions.StoreUnavailableError` when the dialect
+classifies the error as transient (retrying the batch later can succeed),
+:class:`~audit_plugin.exceptions.AuditStoreError` when the store refused it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from audit_plugin.exceptions import AuditError, AuditStoreError, StoreUnavailableError, driver_message
+from audit_plugin.ledger import BOUND_EVENT_FIELDS, LINKED_COLUMNS, ChainHead, Ledger, PendingEntry
+from audit_plugin.records import StatusUpdate
+from audit_plugin.sql import FoldedBatch
+from audit_plugin.transitions import distinct_operations, operations
+
+EVENT_FIELDS: tuple[str, ...] = BOUND_EVENT_FIELDS
+"""The event fields of a lifecycle entry, in the order :meth:`Dialect.event_values` returns them."""
+
+ENTRY_COLUMNS: tuple[str, ...] = LINKED_COLUMNS
+"""``message_audit_events`` columns in the order of each row :class:`AppendEntries` carries."""
+
+
+# -- requests: what the algorithm asks a dialect, and the answer it expects ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    """Start the batch's transaction, holding ``chain_id``'s writer lock from its start. Answer: ``None``.
+
+    The lock serialises the writers of one chain (PostgreSQL: an advisory
+    lock; SQLite: ``BEGIN IMMEDIATE``); it must be held before the head is read.
+    """
+
+    chain_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Commit the transaction. Answer: ``None``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """Roll the transaction back (a conflict: the batch is written again). Answer: ``None``."""
+
+
+@dataclass(frozen=True, slots=True)
+class InsertNew:
+    """Insert ``records``, expected not to be stored. Answer: ``True`` if every one went in.
+
+    ``False`` when fewer went in than given (a ``message_id`` is stored
+    already): the algorithm rolls back, so the dialect may use a path that
+    fails on a stored one (``COPY``) and answer ``False`` then.
+    """
+
+    records: Sequence[Sequence[Any]]
+    """Rows in the dialect's own form (:meth:`Dialect.record_values`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InsertMissing:
+    """Insert those of ``records`` whose ``message_id`` is not stored. Answer: the ids inserted (a set)."""
+
+    ids: Sequence[str]
+    records: Sequence[Sequence[Any]]
+    """Rows in the dialect's own form, in the order of ``ids``."""
+
+
+@dataclass(frozen=True, slots=True)
+class InsertAndUpdate:
+    """:class:`InsertMissing` and :class:`ApplyUpdates` as one statement, for small batches.
+
+    Asked only of a dialect whose :attr:`Dialect.one_statement_max` is at
+    least the batch's size. ``updates`` apply to rows stored *before* the
+    statement only (not to the rows it inserts), as PostgreSQL's
+    data-modifying CTEs see the table. Answer: ``(inserted ids, updated ids)``.
+    """
+
+    ids: Sequence[str]
+    records: Sequence[Sequence[Any]]
+    updates: Sequence[StatusUpdate]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyUpdates:
+    """Apply ``updates`` (at most one per message) to stored rows whose status is not final.
+
+    ``None`` fields keep the stored value. Answer: the ids of the rows updated (a set).
+    """
+
+    updates: Sequence[StatusUpdate]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIds:
+    """Which of ``ids`` have a stored record. Answer: a set of ids."""
+
+    ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOperations:
+    """The operation ids the lifecycle holds for messages ``ids``. Answer: a set of ``(message_id, operation_id)``."""
+
+    ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadHead:
+    """The chain's head, read under the lock. Answer: ``(sequence, entry_hash)`` or ``None``.
+
+    The chain's last entry; if it has none, its prune point
+    (``pruned_sequence, pruned_hash`` of its ``message_audit_chains`` row);
+    ``None`` if neither exists (a new chain starts at genesis).
+    """
+
+    chain_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    """Insert linked lifecycle entries (each a row in :data:`ENTRY_COLUMNS` order). Answer: ``True`` if they went in.
+
+    ``False`` when a ``(chain_id, sequence)`` or an operation id is taken
+    already (the database's unique constraints refuse it): the algorithm rolls
+    back and reads the head under the lock.
+    """
+
+    rows: Sequence[Sequence[Any]]
+
+
+Request = (
+    Begin
+    | Commit
+    | Rollback
+    | InsertNew
+    | InsertMissing
+    | InsertAndUpdate
+    | ApplyUpdates
+    | StoredIds
+    | StoredOperations
+    | ReadHead
+    | AppendEntries
+)
+
+COMMIT, ROLLBACK = Commit(), Rollback()
+
+
+class Dialect(Protocol):
+    """What a store supplies besides answering requests: its value forms and its error classification."""
+
+    one_statement_max: int
+    """Largest batch (records + updates) to ask as one :class:`InsertAndUpdate`; 0: never."""
+
+    def record_values(self, row: Mapping[str, Any]) -> Sequence[Any]:
+        """A ``message_audit_log`` row as the dialect binds it (called before the transaction)."""
+
+    def event_values(self, event: Mapping[str, Any]) -> Sequence[Any]:
+        """A lifecycle entry's event (:data:`EVENT_FIELDS`) as the dialect binds it (before the transaction)."""
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """True if ``exc`` (raised answering a request) means the store is unavailable, not the batch at fault."""
+
+
+class WriteConflictError(AuditStoreError):
+    """Written carefully (stored ids and the head read under the lock), the batch still met a taken row.
+
+    Another writer that does not take this chain's lock wrote the same
+    message or operation id meanwhile; the writer isolates the operation
+    the store refuses, as for any refused batch.
+    """
+
+
+class _Conflict(Exception):
+    """The optimistic write met a stored record or a moved chain head: roll back, write carefully."""
+
+
+class BatchWrite:
+    """One write batch, prepared before its transaction: folded, its entries' digests and every value bound.
+
+    :param ledger: the chain the entries extend (it keeps the head between batches).
+    :param dialect: gives each row and event its bound form.
+    """
+
+    def __init__(
+        self, ledger: Ledger, dialect: Dialect, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]
+    ) -> None:
+        self.ledger = ledger
+        self.dialect = dialect
+        self.rows = rows
+        self.update_ids = {u.message_id for u in updates}
+        self.batch = FoldedBatch.of(rows, updates)
+        self.lifecycle = ledger.prepare(rows, self.batch.updates)
+        self.records = self._records(self.batch)
+        for entry in self.lifecycle:
+            entry.parameters = (*dialect.event_values(entry.event), entry.digest)
+
+    def _records(self, batch: FoldedBatch) -> dict[str, Sequence[Any]]:
+        return {row["message_id"]: self.dialect.record_values(row) for row in batch.rows}
+
+    def steps(self) -> Generator[Request, Any, set[str]]:
+        """The batch's requests; returns the ids among the batch's updates that are stored."""
+        try:
+            return (yield from self._attempt(optimistic=True))
+        except _Conflict:
+            yield ROLLBACK
+        try:
+            return (yield from self._attempt(optimistic=False))
+        except _Conflict:
+            yield ROLLBACK
+            raise WriteConflictError("audit store refused the batch: a row it writes was taken meanwhile") from None
+
+    def _attempt(self, *, optimistic: bool) -> Generator[Request, Any, set[str]]:
+        kept_head = self.ledger.take_kept_head()
+        batch, lifecycle, records = self.batch, self.lifecycle, self.records
+        yield Begin(self.ledger.chain_id)
+        stored: set[str] = set()
+        if not optimistic:
+            looked_up = [*records, *(self.update_ids - records.keys())]
+            stored = (yield StoredIds(looked_up)) if looked_up else set()
+            with_operations = [message_id for message_id, _ in operations(batch.updates)]
+            if with_operations:
+                applied = yield StoredOperations(with_operations)
+                distinct = distinct_operations(batch.updates, applied)
+                if len(distinct) != len(batch.updates):
+                    batch = FoldedBatch.of(self.rows, distinct)
+                    lifecycle = lifecycle.only(batch.updates)
+                    records = self._records(batch)
+        new_ids = [message_id for message_id in records if message_id not in stored]
+        if len(new_ids) + len(batch.rest) + len(batch.folded) <= self.dialect.one_statement_max:
+            taken, opened = yield InsertAndUpdate(
+                new_ids, [records[m] for m in new_ids], batch.rest + batch.updates_of(records)
+            )
+            stored.update(message_id for message_id in new_ids if message_id not in taken)
+        else:
+            if optimistic:
+                regular = [m for m in new_ids if m not in batch.fallback_ids]
+                if not (yield InsertNew([records[m] for m in regular])):
+                    raise _Conflict
+                fallback = [m for m in new_ids if m in batch.fallback_ids]
+                if fallback:
+                    taken = yield InsertMissing(fallback, [records[m] for m in fallback])
+                    stored.update(message_id for message_id in fallback if message_id not in taken)
+            elif not (yield InsertNew([records[m] for m in new_ids])):
+                raise _Conflict
+            pending = batch.rest + batch.updates_of(m for m in records if m in stored)
+            opened = (yield ApplyUpdates(pending)) if pending else set()
+        if optimistic:
+            unknown = [u.message_id for u in batch.rest if u.message_id not in opened]
+            if unknown:  # late updates, or updates of messages not stored: rare
+                stored |= yield StoredIds(unknown)
+        inserted = [message_id for message_id in records if message_id not in stored]
+        kinds, existing = batch.settle(inserted, opened, stored)
+        entries = lifecycle.entries(inserted, kinds)
+        head = kept_head if optimistic else None
+        if entries:
+            if head is None:
+                head = ChainHead.of((yield ReadHead(self.ledger.chain_id)))
+            head = yield from self._append(head, entries)
+        yield COMMIT
+        self.ledger.keep_head(head)
+        return existing | (stored & self.update_ids)
+
+    def _append(self, head: ChainHead, entries: list[PendingEntry]) -> Generator[Request, Any, ChainHead]:
+        links, new_head = self.ledger.links(head, entries)
+        chain_id = self.ledger.chain_id
+        rows = [
+            (*(entry.parameters or (*self.dialect.event_values(entry.event), entry.digest)), chain_id, *link)
+            for entry, link in zip(entries, links, strict=True)
+        ]
+        if not (yield AppendEntries(rows)):
+            raise _Conflict
+        return new_head
+
+
+def run_sync(write: BatchWrite, answer: Callable[[Request], Any]) -> set[str]:
+    """Write ``write`` answering each request with ``answer`` (blocking); errors mapped (see the module)."""
+    steps = write.steps()
+    reply: Any = None
+    try:
+        while True:
+            reply = answer(steps.send(reply))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    except AuditError:
+        raise
+    except Exception as exc:
+        raise mapped_error(exc, write.dialect) from exc
+
+
+async def run_async(write: BatchWrite, answer: Callable[[Request], Awaitable[Any]]) -> set[str]:
+    """Write ``write`` awaiting each request's answer from ``answer``; errors mapped (see the module)."""
+    steps = write.steps()
+    reply: Any = None
+    try:
+        while True:
+            reply = await answer(steps.send(reply))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    except AuditError:
+        raise
+    except Exception as exc:
+        raise mapped_error(exc, write.dialect) from exc
+
+
+def mapped_error(exc: BaseException, dialect: Dialect) -> AuditStoreError:
+    """``exc`` as the documented error: :class:`StoreUnavailableError` if the dialect says transient."""
+    text = driver_message(exc)
+    reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if dialect.is_transient(exc):
+        return StoreUnavailableError(f"audit store unavailable: {reason}")
+    return AuditStoreError(f"audit store refused the batch: {reason}")
