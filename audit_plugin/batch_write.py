@@ -255,7 +255,8 @@ class BatchWrite:
                     lifecycle = lifecycle.only(batch.updates)
                     records = self._records(batch)
         new_ids = [message_id for message_id in records if message_id not in stored]
-        if len(new_ids) + len(batch.rest) + len(batch.folded) <= self.dialect.one_statement_max:
+        one_statement_max = self.dialect.one_statement_max
+        if one_statement_max and len(new_ids) + len(batch.rest) + len(batch.folded) <= one_statement_max:
             taken, opened = yield InsertAndUpdate(
                 new_ids, [records[m] for m in new_ids], batch.rest + batch.updates_of(records)
             )
@@ -302,33 +303,37 @@ class BatchWrite:
 
 
 def run_sync(write: BatchWrite, answer: Callable[[Request], Any]) -> set[str]:
-    """Write ``write`` answering each request with ``answer`` (blocking); errors mapped (see the module)."""
+    """Write ``write``, answering each request with ``answer`` (blocking); its errors mapped (see the module)."""
     steps = write.steps()
     reply: Any = None
-    try:
-        while True:
-            reply = answer(steps.send(reply))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    except AuditError:
-        raise
-    except Exception as exc:
-        raise mapped_error(exc, write.dialect) from exc
+    while True:
+        try:
+            request = steps.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            reply = answer(request)
+        except AuditError:
+            raise
+        except Exception as exc:
+            raise mapped_error(exc, write.dialect) from exc
 
 
 async def run_async(write: BatchWrite, answer: Callable[[Request], Awaitable[Any]]) -> set[str]:
-    """Write ``write`` awaiting each request's answer from ``answer``; errors mapped (see the module)."""
+    """Write ``write``, awaiting each request's answer from ``answer``; its errors mapped (see the module)."""
     steps = write.steps()
     reply: Any = None
-    try:
-        while True:
-            reply = await answer(steps.send(reply))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    except AuditError:
-        raise
-    except Exception as exc:
-        raise mapped_error(exc, write.dialect) from exc
+    while True:
+        try:
+            request = steps.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            reply = await answer(request)
+        except AuditError:
+            raise
+        except Exception as exc:
+            raise mapped_error(exc, write.dialect) from exc
 
 
 def mapped_error(exc: BaseException, dialect: Dialect) -> AuditStoreError:

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from audit_plugin import validation as v
+from audit_plugin.backend import KeyStore
 from audit_plugin.capture import MARKER_KEY
 from audit_plugin.exceptions import EncryptionError
-from audit_plugin.keystore import StoredKey, SubjectKeyStore
+from audit_plugin.keystore import StoredKey
 from audit_plugin.messages import Message
 from audit_plugin.records import AuditRecord
 
@@ -143,9 +144,7 @@ def is_envelope(payload: object) -> bool:
 class PayloadSealer:
     """Encrypts payload text for a subject's current data key (creating the key on first use)."""
 
-    def __init__(
-        self, provider: KeyProvider, keys: SubjectKeyStore, subject_of: SubjectResolver = default_subject
-    ) -> None:
+    def __init__(self, provider: KeyProvider, keys: KeyStore, subject_of: SubjectResolver = default_subject) -> None:
         if not isinstance(provider, KeyProvider):
             raise v.FieldTypeError("key_provider", "a KeyProvider (key_id, wrap_key, unwrap_key)", provider)
         self.provider = provider
@@ -212,7 +211,7 @@ class PayloadOpener:
     calls, so an erasure made by another process is honoured at once.
     """
 
-    def __init__(self, provider: KeyProvider | None, keys: SubjectKeyStore | None) -> None:
+    def __init__(self, provider: KeyProvider | None, keys: KeyStore | None) -> None:
         self.provider = provider
         self.keys = keys
         self._ciphers: dict[str, Any] = {}

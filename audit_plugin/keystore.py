@@ -1,4 +1,8 @@
-"""SQL storage of wrapped per-subject data keys (table ``message_audit_keys``)."""
+"""SQL storage of wrapped per-subject data keys (table ``message_audit_keys``).
+
+Implements :class:`~audit_plugin.backend.KeyStore` for every SQL backend;
+database errors leave it as :class:`~audit_plugin.exceptions.AuditStoreError`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_plugin.integrity_schema import subject_keys
+from audit_plugin.store_errors import store_errors
 
 k = subject_keys.c
 
@@ -39,38 +44,41 @@ class SubjectKeyStore:
             .order_by(k.created_at.desc(), k.key_id.desc())
             .limit(1)
         )
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(stmt)).mappings().first()
+        with store_errors("reading a data key"):
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(stmt)).mappings().first()
         return _stored(row) if row is not None else None
 
     async def add(self, key_id: str, subject_id: str, master_key_id: str, wrapped_key: bytes) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(subject_keys).values(
-                    key_id=key_id,
-                    subject_id=subject_id,
-                    master_key_id=master_key_id,
-                    wrapped_key=wrapped_key,
-                    created_at=datetime.now(UTC),
-                )
-            )
+        stmt = insert(subject_keys).values(
+            key_id=key_id,
+            subject_id=subject_id,
+            master_key_id=master_key_id,
+            wrapped_key=wrapped_key,
+            created_at=datetime.now(UTC),
+        )
+        with store_errors("storing a data key"):
+            async with self.engine.begin() as conn:
+                await conn.execute(stmt)
 
     async def load(self, key_ids: Collection[str]) -> dict[str, StoredKey]:
         if not key_ids:
             return {}
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(subject_keys).where(k.key_id.in_(list(key_ids))))).mappings()
-            return {row["key_id"]: _stored(row) for row in rows}
+        with store_errors("reading data keys"):
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(select(subject_keys).where(k.key_id.in_(list(key_ids))))).mappings()
+                return {row["key_id"]: _stored(row) for row in rows}
 
     async def erase(self, subject_id: str) -> int:
         """Destroy every wrapped key of ``subject_id``; return how many were destroyed."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(subject_keys)
-                .where(k.subject_id == subject_id, k.erased_at.is_(None))
-                .values(wrapped_key=None, erased_at=datetime.now(UTC))
-            )
-            return int(result.rowcount or 0)
+        stmt = (
+            update(subject_keys)
+            .where(k.subject_id == subject_id, k.erased_at.is_(None))
+            .values(wrapped_key=None, erased_at=datetime.now(UTC))
+        )
+        with store_errors("erasing data keys"):
+            async with self.engine.begin() as conn:
+                return int((await conn.execute(stmt)).rowcount or 0)
 
 
 def _stored(row: object) -> StoredKey:

@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator, Iterable
 import pluggy
 
 from audit_plugin import validation as v
-from audit_plugin.backend import AuditBackend
+from audit_plugin.backend import AuditBackend, SupportsSubjectKeys
 from audit_plugin.capture import PayloadCapture, PayloadPolicy
 from audit_plugin.crypto import KeyProvider, PayloadOpener, PayloadSealer, SubjectResolver, default_subject
 from audit_plugin.exceptions import EncryptionError
-from audit_plugin.keystore import SubjectKeyStore
 from audit_plugin.messages import Message
 from audit_plugin.records import AuditRecord
 
@@ -20,7 +19,8 @@ class PayloadProtection:
     """Redaction, limits and (opt-in) encryption of payloads for one trail.
 
     :param manager: the trail's plugin manager (``audit_redact`` rules).
-    :param backend: the trail's backend; encryption and erasure need a SQL one.
+    :param backend: the trail's backend; encryption and erasure need one that keeps data keys
+        (:class:`~audit_plugin.backend.SupportsSubjectKeys`).
     :param policy: size cap, depth limit, redacted field names.
     :param key_provider: encrypt payloads at rest with per-subject keys wrapped
         by this provider's master key (``None``: store payloads in clear).
@@ -40,13 +40,15 @@ class PayloadProtection:
             raise v.FieldTypeError("payload_policy", "PayloadPolicy", policy)
         if subject_of is not None and not callable(subject_of):
             raise v.FieldTypeError("subject_of", "a callable taking a Message", subject_of)
-        engine = getattr(backend, "engine", None)
-        self.keys = SubjectKeyStore(engine) if engine is not None else None
+        self.keys = backend.subject_keys() if isinstance(backend, SupportsSubjectKeys) else None
+        self.backend_name = backend.name
         self.key_provider = key_provider
         self.sealer: PayloadSealer | None = None
         if key_provider is not None:
             if self.keys is None:
-                raise EncryptionError(f"encryption at rest needs a SQL backend; {backend.name!r} is not one")
+                raise EncryptionError(
+                    f"encryption at rest needs a store that keeps data keys; {backend.name!r} does not"
+                )
             self.sealer = PayloadSealer(key_provider, self.keys, subject_of or default_subject)
         self.capture = PayloadCapture(manager, policy or PayloadPolicy(), self.sealer)
 
@@ -77,7 +79,7 @@ class PayloadProtection:
         """Destroy ``subject_id``'s data keys; return how many were destroyed."""
         v.check_text("subject_id", subject_id)
         if self.keys is None:
-            raise EncryptionError("erasure needs a SQL backend")
+            raise EncryptionError(f"erasure needs a store that keeps data keys; {self.backend_name!r} does not")
         if self.sealer is not None:
             self.sealer.forget(subject_id)
         return await self.keys.erase(subject_id)

@@ -1,7 +1,8 @@
 """What every SQL backend shares: engine set-up, queries, statistics, retention.
 
 A database-specific backend subclasses :class:`SQLBackend` and supplies only
-what differs: engine options, the batch write (:meth:`SQLBackend.write_batch`), and the SQL
+what differs: engine options, the batch write's statements (:meth:`SQLBackend.write_batch`
+with :mod:`audit_plugin.batch_write`), and the SQL
 expressions for "seconds between two timestamps" and "start of the hour (day,
 minute) of a timestamp"; it may override any query with a faster native one
 (PostgreSQL computes latency percentiles with ``percentile_disc``).
@@ -22,9 +23,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from audit_plugin.backend import BucketUnit, IdColumn
+from audit_plugin.checkpoint import Checkpoint
 from audit_plugin.exceptions import AuditStoreError, driver_message
 from audit_plugin.integrity_schema import upgrade
-from audit_plugin.ledger import FallbackRow, Ledger
+from audit_plugin.keystore import SubjectKeyStore
+from audit_plugin.ledger import ChainHead, FallbackRow, Ledger
+from audit_plugin.lifecycle import LifecycleStep, message_history
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
 from audit_plugin.schema import (
@@ -34,6 +38,7 @@ from audit_plugin.schema import (
     metadata,
 )
 from audit_plugin.transitions import FINAL_STATUS_VALUES, distinct_operations, entry_kinds
+from audit_plugin.verify import VerifyReport, verify_chain
 
 TOP_AGENTS = 10
 """How many agents ``top_senders`` / ``top_receivers`` list."""
@@ -225,7 +230,8 @@ class SQLBackend:
         }
         self.engine: AsyncEngine = create_async_engine(url, **options)
         self.ledger = Ledger()
-        """Appends the lifecycle and hash chain; the trail replaces it to set the chain id and hashing."""
+        """Appends the lifecycle and hash chain; the trail sets its own (:meth:`use_ledger`)."""
+        self._keys = SubjectKeyStore(self.engine)
 
     # -- what subclasses provide -------------------------------------------------
 
@@ -261,13 +267,31 @@ class SQLBackend:
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
         """Write one batch and its lifecycle entries (see :meth:`AuditBackend.write_batch`).
 
-        Database-specific: the bulk paths are where a backend earns its
-        throughput. It takes the chain's writer lock for the transaction,
-        stores each ``message_id`` once, and appends the entries of
-        ``self.ledger.prepare(rows, updates)`` for the records it inserted and
-        the updates it applied.
+        Database-specific: a backend runs :class:`~audit_plugin.batch_write.BatchWrite`
+        answering its requests with its own statements (the bulk paths are
+        where a backend earns its throughput).
         """
         raise NotImplementedError
+
+    # -- the lifecycle and hash chain (LedgerStore) ---------------------------------
+
+    def use_ledger(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def chain_head(self) -> ChainHead:
+        async with self.engine.connect() as conn:
+            return await self.ledger.head(conn)
+
+    async def message_history(self, message_id: str) -> list[LifecycleStep]:
+        return await message_history(self.engine, message_id)
+
+    async def verify_chain(self, against: Checkpoint | None = None) -> VerifyReport:
+        return await verify_chain(self.engine, self.ledger, against)
+
+    # -- data keys (SupportsSubjectKeys) ---------------------------------------------
+
+    def subject_keys(self) -> SubjectKeyStore:
+        return self._keys
 
     async def lock_chain(self, conn: AsyncConnection, chain_id: str) -> None:
         """Serialise writers of ``chain_id`` until ``conn``'s transaction ends.
@@ -312,13 +336,7 @@ class SQLBackend:
 
     async def _ids_where(self, column: IdColumn, condition: ColumnElement[bool], limit: int) -> list[str]:
         id_column = c[column]
-        stmt = (
-            select(id_column)
-            .where(condition)
-            .group_by(id_column)
-            .order_by(id_column)
-            .limit(limit)
-        )
+        stmt = select(id_column).where(condition).group_by(id_column).order_by(id_column).limit(limit)
         async with self.engine.connect() as conn:
             return list((await conn.execute(stmt)).scalars())
 

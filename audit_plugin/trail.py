@@ -18,13 +18,13 @@ from typing import Any, Self
 import pluggy
 
 from audit_plugin import validation as v
-from audit_plugin.backend import BUCKET_UNITS, AuditBackend, BucketUnit
+from audit_plugin.backend import BUCKET_UNITS, AuditBackend, BucketUnit, LedgerStore
 from audit_plugin.capture import PayloadPolicy
 from audit_plugin.checkpoint import Checkpoint, require_checkpoint
 from audit_plugin.crypto import KeyProvider, SubjectResolver
 from audit_plugin.exceptions import ChainError, InvalidFieldError, TrailStateError
 from audit_plugin.ledger import DEFAULT_CHAIN_ID, Ledger
-from audit_plugin.lifecycle import LifecycleStep, message_history
+from audit_plugin.lifecycle import LifecycleStep
 from audit_plugin.messages import Message, MessageStatus
 from audit_plugin.privacy import PayloadProtection
 from audit_plugin.records import (
@@ -39,7 +39,7 @@ from audit_plugin.records import (
 from audit_plugin.registry import create_backend, extension_manager, resolve_database_url
 from audit_plugin.store_errors import mapped_stream, store_errors
 from audit_plugin.tracing import TRACE_URL_ENV, check_trace_url_template, trace_url
-from audit_plugin.verify import VerifyReport, verify_chain
+from audit_plugin.verify import VerifyReport
 from audit_plugin.writer import AuditWriter, OverflowPolicy, WriterStats
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,8 @@ class MessageAuditTrail:
         self.plugin_manager = plugin_manager or extension_manager()
         self.ledger = Ledger(chain_id, hashing=hash_chain)
         self.backend: AuditBackend = create_backend(self.database_url, self.plugin_manager)
-        if hasattr(self.backend, "ledger"):
-            self.backend.ledger = self.ledger
+        if isinstance(self.backend, LedgerStore):
+            self.backend.use_ledger(self.ledger)
         self.protection = PayloadProtection(self.plugin_manager, self.backend, payload_policy, key_provider, subject_of)
         self.trace_url_template = check_trace_url_template(
             trace_url_template if trace_url_template is not None else os.environ.get(TRACE_URL_ENV) or None,
@@ -554,7 +554,9 @@ class MessageAuditTrail:
         self._require_writer()
         if cutoff is None:
             return
-        async for deleted in self.backend.delete_older_than_in_chunks(cutoff, chunk_size):
+        async for deleted in mapped_stream(
+            "apply_retention_policy_in_chunks", self.backend.delete_older_than_in_chunks(cutoff, chunk_size)
+        ):
             yield deleted
 
     # -- erasure --------------------------------------------------------------------
@@ -575,12 +577,12 @@ class MessageAuditTrail:
 
     # -- integrity ------------------------------------------------------------------
 
-    def _engine(self) -> Any:
+    def _ledger_store(self) -> LedgerStore:
         self._require_writer()
-        engine = getattr(self.backend, "engine", None)
-        if engine is None:
-            raise ChainError(f"the lifecycle and hash chain need a SQL backend; {self.backend.name!r} is not one")
-        return engine
+        if not isinstance(self.backend, LedgerStore):
+            name = self.backend.name
+            raise ChainError(f"the lifecycle and hash chain need a store that keeps them; {name!r} does not")
+        return self.backend
 
     async def get_message_history(self, message_id: str) -> list[LifecycleStep]:
         """The lifecycle of one message (recorded, each retry, each status change), oldest first.
@@ -589,7 +591,9 @@ class MessageAuditTrail:
         Empty if the message is unknown.
         """
         v.check_text("message_id", message_id)
-        return await message_history(self._engine(), message_id)
+        store = self._ledger_store()
+        with store_errors("get_message_history"):
+            return await store.message_history(message_id)
 
     async def verify(self, against: Checkpoint | None = None) -> VerifyReport:
         """Walk this trail's hash chain and report the first broken link, or OK with the count.
@@ -602,7 +606,9 @@ class MessageAuditTrail:
         """
         if against is not None:
             require_checkpoint(against, self.ledger.chain_id)
-        return await verify_chain(self._engine(), self.ledger, against)
+        store = self._ledger_store()
+        with store_errors("verify"):
+            return await store.verify_chain(against)
 
     async def checkpoint(self, signing_key: Any = None) -> Checkpoint:
         """Flush, then return the chain's head (sequence, hash, time), signed if ``signing_key`` is given.
@@ -611,7 +617,7 @@ class MessageAuditTrail:
         checkpoint outside this database and pass it to :meth:`verify` later.
         """
         await self.flush()
-        async with self._engine().connect() as conn:
-            head = await self.ledger.head(conn)
+        with store_errors("checkpoint"):
+            head = await self._ledger_store().chain_head()
         checkpoint = Checkpoint(self.ledger.chain_id, head.sequence, head.hash, datetime.now(UTC))
         return checkpoint.signed(signing_key) if signing_key is not None else checkpoint

@@ -28,7 +28,7 @@ import nats.errors
 import nats.js.errors
 
 from audit_plugin.backend import BucketUnit
-from audit_plugin.exceptions import WriteOnlyTrailError
+from audit_plugin.exceptions import AuditStoreError, StoreUnavailableError, WriteOnlyTrailError
 from audit_plugin.jetstream import wire
 from audit_plugin.jetstream.address import StreamAddress, parse_address
 from audit_plugin.jetstream.stream import connect, ensure_stream
@@ -64,7 +64,9 @@ class JetStreamBackend:
         Returns the ids of every update (each was accepted by the stream;
         whether its message is stored is known only to the store). A server
         that cannot be reached or does not answer in time raises
-        :class:`ConnectionError`, which the writer retries.
+        :class:`~audit_plugin.exceptions.StoreUnavailableError`, which the
+        writer retries; an operation the stream refuses as too large raises
+        :class:`~audit_plugin.exceptions.AuditStoreError`.
         """
         publishes = [
             (
@@ -88,10 +90,10 @@ class JetStreamBackend:
                 await asyncio.gather(*futures)
         except (nats.errors.MaxPayloadError, nats.js.errors.APIError) as exc:
             if isinstance(exc, nats.errors.MaxPayloadError) or exc.err_code == MESSAGE_TOO_LARGE:
-                raise ValueError(f"the stream refused an operation as too large: {exc}") from None
-            raise ConnectionError(f"JetStream refused the batch: {_describe(exc)}") from exc
+                raise AuditStoreError(f"the stream refused an operation as too large: {exc}") from None
+            raise StoreUnavailableError(f"JetStream refused the batch: {_describe(exc)}") from exc
         except (nats.errors.Error, TimeoutError) as exc:
-            raise ConnectionError(f"NATS at {self.address.display()} unavailable: {_describe(exc)}") from exc
+            raise StoreUnavailableError(f"NATS at {self.address.display()} unavailable: {_describe(exc)}") from exc
         finally:
             for future in futures:
                 if not future.done():

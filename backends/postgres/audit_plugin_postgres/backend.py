@@ -75,7 +75,7 @@ _as_record = operator.itemgetter(*COLUMNS)
 _ID = COLUMNS.index("message_id")
 _NOT_FINAL = "t.status NOT IN (" + ", ".join(f"'{value}'" for value in sorted(FINAL_STATUS_VALUES)) + ")"
 """Updates apply to rows whose status is not final (see :mod:`audit_plugin.transitions`)."""
-UPDATE_FROM_ARRAYS = f"""
+_UPDATE_FROM_ARRAYS = f"""
 UPDATE {TABLE_NAME} AS t SET
     status = u.status,
     delivered_at = COALESCE(u.delivered_at, t.delivered_at),
@@ -91,7 +91,7 @@ _SQL_TYPES = {"payload_json": "jsonb", "timestamp": "timestamptz", "delivered_at
 _SQL_TYPES |= {"ttl_seconds": "int4", "retry_count": "int4"}
 _UNNEST_ROWS = ", ".join(f"${n}::{_SQL_TYPES.get(name, 'text')}[]" for n, name in enumerate(COLUMNS, start=1))
 _U = len(COLUMNS)
-INSERT_AND_UPDATE = f"""
+_INSERT_AND_UPDATE = f"""
 WITH inserted AS (
     INSERT INTO {TABLE_NAME} ({", ".join(COLUMNS)}) SELECT * FROM unnest({_UNNEST_ROWS})
     ON CONFLICT (message_id) DO NOTHING
@@ -109,7 +109,7 @@ WITH inserted AS (
 )
 SELECT true AS inserted, message_id FROM inserted UNION ALL SELECT false, message_id FROM updated
 """
-INSERT_RETURNING = f"""
+_INSERT_RETURNING = f"""
 INSERT INTO {TABLE_NAME} ({", ".join(COLUMNS)}) SELECT * FROM unnest({_UNNEST_ROWS})
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id
@@ -282,14 +282,14 @@ async def _answer(driver: asyncpg.Connection, request: Request) -> Any:
         case InsertMissing(_, records):
             return await _insert_returning(driver, records)
         case ApplyUpdates(updates):
-            return {row[0] for row in await driver.fetch(UPDATE_FROM_ARRAYS, *_update_arrays(updates))}
+            return {row[0] for row in await driver.fetch(_UPDATE_FROM_ARRAYS, *_update_arrays(updates))}
         case StoredIds(ids):
-            return {row[0] for row in await driver.fetch(STORED_IDS, ids)}
+            return {row[0] for row in await driver.fetch(_STORED_IDS, ids)}
         case StoredOperations(ids):
-            return {(row[0], row[1]) for row in await driver.fetch(STORED_OPERATIONS, ids)}
+            return {(row[0], row[1]) for row in await driver.fetch(_STORED_OPERATIONS, ids)}
         case ReadHead(chain_id):
-            last = await driver.fetchrow(CHAIN_HEAD, chain_id)
-            return last if last is not None else await driver.fetchrow(PRUNE_POINT, chain_id)
+            last = await driver.fetchrow(_CHAIN_HEAD, chain_id)
+            return last if last is not None else await driver.fetchrow(_PRUNE_POINT, chain_id)
         case AppendEntries(rows):
             try:
                 await driver.copy_records_to_table(EVENTS_TABLE, records=rows, columns=ENTRY_COLUMNS)
@@ -299,13 +299,13 @@ async def _answer(driver: asyncpg.Connection, request: Request) -> Any:
     return None
 
 
-STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id = ANY($1::text[])"
-STORED_OPERATIONS = (
+_STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id = ANY($1::text[])"
+_STORED_OPERATIONS = (
     f"SELECT message_id, operation_id FROM {EVENTS_TABLE} "
     "WHERE operation_id IS NOT NULL AND message_id = ANY($1::text[])"
 )
-CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1"
-PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = $1"
+_CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = $1 ORDER BY sequence DESC LIMIT 1"
+_PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = $1"
 _event_values = operator.itemgetter(*EVENT_FIELDS)
 
 
@@ -335,11 +335,11 @@ async def _write_in_one_statement(
     skipped as already stored: exactly the ones that still need it.
     """
     row_arrays = [[record[index] for record in records] for index in range(len(COLUMNS))]
-    result = await driver.fetch(INSERT_AND_UPDATE, *row_arrays, *_update_arrays(updates))
+    result = await driver.fetch(_INSERT_AND_UPDATE, *row_arrays, *_update_arrays(updates))
     return {row[1] for row in result if row[0]}, {row[1] for row in result if not row[0]}
 
 
 async def _insert_returning(driver: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> set[str]:
     """Insert those of ``records`` whose message is not stored (inside the caller's transaction); return their ids."""
     row_arrays = [[record[index] for record in records] for index in range(len(COLUMNS))]
-    return {row[0] for row in await driver.fetch(INSERT_RETURNING, *row_arrays)}
+    return {row[0] for row in await driver.fetch(_INSERT_RETURNING, *row_arrays)}

@@ -87,16 +87,16 @@ _in_column_order = operator.itemgetter(*COLUMNS)
 _EVENT_DATETIME_INDEXES = (EVENT_FIELDS.index("at"), EVENT_FIELDS.index("delivered_at"))
 _event_in_column_order = operator.itemgetter(*EVENT_FIELDS)
 
-IGNORINGSTORED_IDS = " ON CONFLICT (message_id) DO NOTHING"
-RETURNING_INSERTED = " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
-STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id IN (SELECT value FROM json_each(?))"
-STORED_OPERATIONS = (
+_IGNORING_STORED_IDS = " ON CONFLICT (message_id) DO NOTHING"
+_RETURNING_INSERTED = " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+_STORED_IDS = f"SELECT message_id FROM {TABLE_NAME} WHERE message_id IN (SELECT value FROM json_each(?))"
+_STORED_OPERATIONS = (
     f"SELECT message_id, operation_id FROM {EVENTS_TABLE} "
     "WHERE operation_id IS NOT NULL AND message_id IN (SELECT value FROM json_each(?))"
 )
 _NOT_FINAL = " AND t.status NOT IN (" + ", ".join(f"'{value}'" for value in sorted(FINAL_STATUS_VALUES)) + ")"
-CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = ? ORDER BY sequence DESC LIMIT 1"
-PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = ?"
+_CHAIN_HEAD = f"SELECT sequence, entry_hash FROM {EVENTS_TABLE} WHERE chain_id = ? ORDER BY sequence DESC LIMIT 1"
+_PRUNE_POINT = f"SELECT pruned_sequence, pruned_hash FROM {CHAINS_TABLE} WHERE chain_id = ?"
 
 
 def _insert_statement(table: str, columns: Sequence[str], rows: int, suffix: str = "") -> str:
@@ -262,7 +262,7 @@ def _insert_returning(db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> 
     inserted: set[str] = set()
     for start, size in _statement_sizes(len(rows), len(COLUMNS)):
         parameters = [value for row in rows[start : start + size] for value in row]
-        statement = _insert_statement(TABLE_NAME, COLUMNS, size, RETURNING_INSERTED)
+        statement = _insert_statement(TABLE_NAME, COLUMNS, size, _RETURNING_INSERTED)
         inserted.update(row[0] for row in db.execute(statement, parameters))
     return inserted
 
@@ -278,19 +278,19 @@ def _answer(db: sqlite3.Connection, request: Request) -> Any:
             db.execute("ROLLBACK")
         case InsertNew(records):
             before = db.total_changes
-            _insert(db, TABLE_NAME, COLUMNS, records, IGNORINGSTORED_IDS)
+            _insert(db, TABLE_NAME, COLUMNS, records, _IGNORING_STORED_IDS)
             return db.total_changes - before == len(records)
         case InsertMissing(_, records):
             return _insert_returning(db, records)
         case ApplyUpdates(updates):
             return _apply_updates(db, updates)
         case StoredIds(ids):
-            return {row[0] for row in db.execute(STORED_IDS, (orjson.dumps(ids),))}
+            return {row[0] for row in db.execute(_STORED_IDS, (orjson.dumps(ids),))}
         case StoredOperations(ids):
-            return set(db.execute(STORED_OPERATIONS, (orjson.dumps(ids),)).fetchall())
+            return set(db.execute(_STORED_OPERATIONS, (orjson.dumps(ids),)).fetchall())
         case ReadHead(chain_id):
-            last = db.execute(CHAIN_HEAD, (chain_id,)).fetchone()
-            return last if last is not None else db.execute(PRUNE_POINT, (chain_id,)).fetchone()
+            last = db.execute(_CHAIN_HEAD, (chain_id,)).fetchone()
+            return last if last is not None else db.execute(_PRUNE_POINT, (chain_id,)).fetchone()
         case AppendEntries(rows):
             try:
                 _insert(db, EVENTS_TABLE, ENTRY_COLUMNS, rows)
