@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import subprocess
 import sys
@@ -25,7 +26,16 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from audit_plugin import AuditPlugin, AuditQuery, Message, MessageAuditTrail, MessageBus, MessageStatus, MessageType
-from audit_plugin.exceptions import AuditError, AuditStoreError, InvalidFieldError, WriteOnlyTrailError
+from audit_plugin.backend import LedgerStore, SupportsSubjectKeys
+from audit_plugin.crypto import LocalKeyFileProvider
+from audit_plugin.exceptions import (
+    AuditError,
+    AuditStoreError,
+    ChainError,
+    EncryptionError,
+    InvalidFieldError,
+    WriteOnlyTrailError,
+)
 from audit_plugin.integrity_schema import events
 from audit_plugin.jetstream import wire
 from audit_plugin.jetstream.ingest import IngestStats, JetStreamIngester, ingest
@@ -96,6 +106,18 @@ async def test_a_nats_trail_publishes_and_refuses_queries_with_a_pointer_to_the_
     finally:
         await client.close()
     assert info.state.messages == 2  # the record and its outcome, acknowledged by the stream
+
+
+async def test_a_nats_trail_keeps_no_chain_and_no_keys_and_says_so(stream: str, tmp_path: Path) -> None:
+    async with MessageAuditTrail(f"{SHARED_URL}/{stream}") as trail:
+        assert not isinstance(trail.backend, LedgerStore | SupportsSubjectKeys)
+        for call in (trail.verify, trail.checkpoint, functools.partial(trail.get_message_history, "m-1")):
+            with pytest.raises(ChainError, match="need a store that keeps them; 'jetstream' does not"):
+                await call()
+        with pytest.raises(EncryptionError, match="erasure needs a store that keeps data keys"):
+            await trail.erase_subject("alice")
+    with pytest.raises(EncryptionError, match="encryption at rest needs a store that keeps data keys"):
+        MessageAuditTrail(f"{SHARED_URL}/{stream}", key_provider=LocalKeyFileProvider(tmp_path / "master.key"))
 
 
 async def test_bad_nats_urls_are_typed_errors_naming_the_field() -> None:
