@@ -89,9 +89,8 @@ class InsertNew:
 class InsertMissing:
     """Insert those of ``records`` whose ``message_id`` is not stored. Answer: the ids inserted (a set)."""
 
-    ids: Sequence[str]
     records: Sequence[Sequence[Any]]
-    """Rows in the dialect's own form, in the order of ``ids``."""
+    """Rows in the dialect's own form (:meth:`Dialect.record_values`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +103,6 @@ class InsertAndUpdate:
     data-modifying CTEs see the table. Answer: ``(inserted ids, updated ids)``.
     """
 
-    ids: Sequence[str]
     records: Sequence[Sequence[Any]]
     updates: Sequence[StatusUpdate]
 
@@ -257,9 +255,7 @@ class BatchWrite:
         new_ids = [message_id for message_id in records if message_id not in stored]
         one_statement_max = self.dialect.one_statement_max
         if one_statement_max and len(new_ids) + len(batch.rest) + len(batch.folded) <= one_statement_max:
-            taken, opened = yield InsertAndUpdate(
-                new_ids, [records[m] for m in new_ids], batch.rest + batch.updates_of(records)
-            )
+            taken, opened = yield InsertAndUpdate([records[m] for m in new_ids], batch.rest + batch.updates_of(records))
             stored.update(message_id for message_id in new_ids if message_id not in taken)
         else:
             if optimistic:
@@ -268,7 +264,7 @@ class BatchWrite:
                     raise _Conflict
                 fallback = [m for m in new_ids if m in batch.fallback_ids]
                 if fallback:
-                    taken = yield InsertMissing(fallback, [records[m] for m in fallback])
+                    taken = yield InsertMissing([records[m] for m in fallback])
                     stored.update(message_id for message_id in fallback if message_id not in taken)
             elif not (yield InsertNew([records[m] for m in new_ids])):
                 raise _Conflict

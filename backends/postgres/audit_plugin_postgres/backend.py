@@ -72,7 +72,6 @@ from audit_plugin.transitions import FINAL_STATUS_VALUES
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
 _as_record = operator.itemgetter(*COLUMNS)
 """A row dict as a tuple in column order (in C: this runs once per stored message)."""
-_ID = COLUMNS.index("message_id")
 _NOT_FINAL = "t.status NOT IN (" + ", ".join(f"'{value}'" for value in sorted(FINAL_STATUS_VALUES)) + ")"
 """Updates apply to rows whose status is not final (see :mod:`audit_plugin.transitions`)."""
 _UPDATE_FROM_ARRAYS = f"""
@@ -270,7 +269,7 @@ async def _answer(driver: asyncpg.Connection, request: Request) -> Any:
             await driver.execute("COMMIT")
         case Rollback():
             await driver.execute("ROLLBACK")
-        case InsertAndUpdate(_, records, updates):
+        case InsertAndUpdate(records, updates):
             return await _write_in_one_statement(driver, records, updates)
         case InsertNew(records):
             try:
@@ -279,7 +278,7 @@ async def _answer(driver: asyncpg.Connection, request: Request) -> Any:
             except asyncpg.UniqueViolationError:
                 return False
             return True
-        case InsertMissing(_, records):
+        case InsertMissing(records):
             return await _insert_returning(driver, records)
         case ApplyUpdates(updates):
             return {row[0] for row in await driver.fetch(_UPDATE_FROM_ARRAYS, *_update_arrays(updates))}

@@ -280,7 +280,7 @@ def _answer(db: sqlite3.Connection, request: Request) -> Any:
             before = db.total_changes
             _insert(db, TABLE_NAME, COLUMNS, records, _IGNORING_STORED_IDS)
             return db.total_changes - before == len(records)
-        case InsertMissing(_, records):
+        case InsertMissing(records):
             return _insert_returning(db, records)
         case ApplyUpdates(updates):
             return _apply_updates(db, updates)
