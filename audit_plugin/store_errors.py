@@ -1,7 +1,8 @@
 """Store errors mapped once: where the trail calls its backend to read, and how a driver error is classified.
 
 Writes are mapped where a batch is written (:mod:`audit_plugin.batch_write`),
-with :func:`is_unavailable` as every dialect's common ground. A read the database refuses reaches the caller as
+with :func:`is_unavailable` as every dialect's common ground. A read the
+database refuses reaches the caller as
 :class:`~audit_plugin.exceptions.AuditStoreError` whose message is the
 driver's own first line, never SQLAlchemy's wrapper with the statement and
 its parameters (the original stays the ``__cause__``, for tracebacks), the
