@@ -234,7 +234,7 @@ class BatchWrite:
             return (yield from self._attempt(optimistic=False))
         except _Conflict:
             yield ROLLBACK
-            raise WriteConflictError("audit store refused the batch: a row it writes was taken meanwhile") from None
+            raise WriteConflictError("a row the batch writes was taken by another writer meanwhile") from None
 
     def _attempt(self, *, optimistic: bool) -> Generator[Request, Any, set[str]]:
         kept_head = self.ledger.take_kept_head()
@@ -333,9 +333,13 @@ async def run_async(write: BatchWrite, answer: Callable[[Request], Awaitable[Any
 
 
 def mapped_error(exc: BaseException, dialect: Dialect) -> AuditStoreError:
-    """``exc`` as the documented error: :class:`StoreUnavailableError` if the dialect says transient."""
+    """``exc`` as the documented error: :class:`StoreUnavailableError` if the dialect says transient.
+
+    The message is the driver's error type and first line (what the writer
+    logs after "store unavailable" or "store refused ..."), never a statement.
+    """
     text = driver_message(exc)
     reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if dialect.is_transient(exc):
-        return StoreUnavailableError(f"audit store unavailable: {reason}")
-    return AuditStoreError(f"audit store refused the batch: {reason}")
+        return StoreUnavailableError(reason)
+    return AuditStoreError(reason)
