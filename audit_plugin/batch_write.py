@@ -1,7 +1,10 @@
 """One batch write for every store: the algorithm here, the statements in a dialect.
 
 A write batch (records to insert, status updates to apply, and the lifecycle
-entries of what changed, linked into the hash chain) is one transaction. How
+entries of what changed, linked into the hash chain) is one transaction.
+Before it starts, the batch is folded (:class:`FoldedBatch`: a status update
+of a record in the same batch is written as part of that record's row) and
+every value is bound in the dialect's form. How
 it is written is the same on every database, so it lives here once, as a
 generator that does no I/O (:meth:`BatchWrite.steps`): it yields *requests*
 (:class:`Begin`, :class:`InsertNew`, :class:`ApplyUpdates`...) and is sent
@@ -31,21 +34,145 @@ classifies the error as transient (retrying the batch later can succeed),
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+import dataclasses
+from collections.abc import Awaitable, Callable, Collection, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from audit_plugin.exceptions import AuditError, AuditStoreError, StoreUnavailableError, driver_message
-from audit_plugin.ledger import BOUND_EVENT_FIELDS, LINKED_COLUMNS, ChainHead, Ledger, PendingEntry
+from audit_plugin.ledger import BOUND_EVENT_FIELDS, LINKED_COLUMNS, ChainHead, FallbackRow, Ledger, PendingEntry
 from audit_plugin.records import StatusUpdate
-from audit_plugin.sql import FoldedBatch
-from audit_plugin.transitions import distinct_operations, operations
+from audit_plugin.transitions import FINAL_STATUS_VALUES, distinct_operations, entry_kinds, operations
 
 EVENT_FIELDS: tuple[str, ...] = BOUND_EVENT_FIELDS
 """The event fields of a lifecycle entry, in the order :meth:`Dialect.event_values` returns them."""
 
 ENTRY_COLUMNS: tuple[str, ...] = LINKED_COLUMNS
 """``message_audit_events`` columns in the order of each row :class:`AppendEntries` carries."""
+
+
+# -- folding: a batch's updates merged, and folded into the records they follow ---------------------
+
+
+def first_per_message_id(rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """``rows`` without repeated message ids, keeping the first (the stored row always wins)."""
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["message_id"], row)
+    return rows if len(unique) == len(rows) else list(unique.values())
+
+
+def merge_updates(updates: Sequence[StatusUpdate]) -> list[StatusUpdate]:
+    """One update per message with the effect of applying ``updates`` in order to a non-final status.
+
+    A later update sets the status; its ``None`` fields keep what earlier
+    ones set (as they keep the stored value). Updates after a message's
+    first final one are not applied (see :mod:`audit_plugin.transitions`).
+    Bulk ``UPDATE ... FROM`` needs this: it applies at most one source row
+    per target row.
+    """
+    merged: dict[str, StatusUpdate] = {}
+    closed: set[str] = set()
+    for later in updates:
+        if later.message_id in closed:
+            continue
+        earlier = merged.get(later.message_id)
+        if earlier is not None:
+            later = dataclasses.replace(  # keeps the later update's time, not a new one
+                later,
+                delivered_at=later.delivered_at if later.delivered_at is not None else earlier.delivered_at,
+                error_message=later.error_message if later.error_message is not None else earlier.error_message,
+                retry_count=later.retry_count if later.retry_count is not None else earlier.retry_count,
+            )
+        merged[later.message_id] = later
+        if later.status.is_final:
+            closed.add(later.message_id)
+    return list(merged.values())
+
+
+def with_update(row: dict[str, Any], update: StatusUpdate) -> dict[str, Any]:
+    """``row`` as it is after ``update`` (``None`` fields of the update keep the row's value)."""
+    return {
+        **row,
+        "status": update.status.value,
+        "delivered_at": update.delivered_at if update.delivered_at is not None else row["delivered_at"],
+        "error_message": update.error_message if update.error_message is not None else row["error_message"],
+        "retry_count": update.retry_count if update.retry_count is not None else row["retry_count"],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class FoldedBatch:
+    """A batch ready to write: status updates of messages inserted in the same batch are folded into their rows.
+
+    In ``"buffered"`` mode a message's PENDING record and its DELIVERED update
+    usually land in the same batch; writing the final row once is far cheaper
+    than an insert and an ``UPDATE`` (on PostgreSQL a status update rewrites
+    the row and every index). If a row turns out to be stored already (so its
+    insert is skipped), the writer applies the message's merged update to the
+    stored row instead (:meth:`updates_of`), unless that row is final.
+    """
+
+    rows: Sequence[dict[str, Any]]
+    """Rows to insert, distinct by ``message_id`` (first wins), folded updates applied."""
+    folded: list[StatusUpdate]
+    """Updates folded into ``rows``."""
+    rest: list[StatusUpdate]
+    """Updates of messages not inserted in this batch, at most one per message."""
+    updates: Sequence[StatusUpdate] = ()
+    """Every update of the batch, in order, repeated operations removed."""
+    merged: dict[str, StatusUpdate] = dataclasses.field(default_factory=dict)
+    """Per message, the merged update a stored non-final row gets."""
+    final_rows: frozenset[str] = frozenset()
+    """Ids of ``rows`` whose own status is final (nothing folds into them)."""
+    fallback_ids: frozenset[str] = frozenset()
+    """Ids of ``rows`` that are :class:`~audit_plugin.ledger.FallbackRow` (probably stored already)."""
+
+    @classmethod
+    def of(cls, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> FoldedBatch:
+        rows = first_per_message_id(rows)
+        updates = distinct_operations(updates)
+        merged = {u.message_id: u for u in merge_updates(updates)}
+        fallback_ids = frozenset(row["message_id"] for row in rows if isinstance(row, FallbackRow))
+        pending = dict(merged)
+        if not rows or not pending:
+            return cls(rows, [], list(pending.values()), updates, merged, frozenset(), fallback_ids)
+        folded: list[StatusUpdate] = []
+        final_rows: set[str] = set()
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            update = pending.pop(row["message_id"], None)
+            if update is None:
+                out.append(row)
+            elif row["status"] in FINAL_STATUS_VALUES:
+                final_rows.add(row["message_id"])
+                out.append(row)
+            else:
+                out.append(with_update(row, update))
+                folded.append(update)
+        return cls(out, folded, list(pending.values()), updates, merged, frozenset(final_rows), fallback_ids)
+
+    @property
+    def folded_ids(self) -> set[str]:
+        return {u.message_id for u in self.folded}
+
+    def updates_of(self, message_ids: Iterable[str]) -> list[StatusUpdate]:
+        """The merged updates of ``message_ids`` (rows found stored), for their stored rows."""
+        return [self.merged[message_id] for message_id in message_ids if message_id in self.merged]
+
+    def settle(
+        self, inserted: Collection[str], opened: Collection[str], stored: Collection[str]
+    ) -> tuple[list[str | None], set[str]]:
+        """Each update's entry kind (see :func:`~audit_plugin.transitions.entry_kinds`) and the stored ids.
+
+        ``inserted``: ids this batch inserted; ``opened``: ids whose merged
+        update was applied to a stored row; ``stored``: ids stored before the
+        batch (at least those of the other updates). The stored ids are the
+        updated messages that exist: what the callers of their updates learn.
+        """
+        kinds = entry_kinds(self.updates, final_rows=self.final_rows, inserted=inserted, opened=opened, stored=stored)
+        existing = {u.message_id for u, kind in zip(self.updates, kinds, strict=True) if kind is not None}
+        return kinds, existing
 
 
 # -- requests: what the algorithm asks a dialect, and the answer it expects ---------------------

@@ -1,17 +1,17 @@
-"""The batch write's requests, answered by each shipped dialect on its real database.
+"""The batch write's requests, answered by each SQL backend (a dialect) on its real database.
 
-:mod:`audit_plugin.batch_write` holds the algorithm once; these tests drive it
-with a backend's own answers and look at the requests it made: the common
+:mod:`audit_plugin.batch_write` holds the algorithm once; these tests hand a
+batch to a backend's ``write`` and look at the requests it made: the common
 case is four, a conflict is rolled back and written carefully, and errors
-leave the driver mapped to the documented hierarchy.
+leave the driver mapped to the documented hierarchy. They run on any
+backend built on :class:`~audit_plugin.sql.SQLBackend`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,11 @@ from audit_plugin.batch_write import (
     Rollback,
     StoredIds,
     mapped_error,
-    run_async,
-    run_sync,
 )
 from audit_plugin.exceptions import AuditStoreError, QueueFullError, StoreUnavailableError
 from audit_plugin.records import record_row
 from audit_plugin.schema import audit_log
+from audit_plugin.sql import SQLBackend
 from audit_plugin.writer import AuditWriter, is_transient
 from tests.helpers import make_message
 
@@ -45,32 +44,33 @@ COPY_SIZED = 300
 """Records in a batch larger than PostgreSQL's one-statement limit (so it takes the ``COPY`` path there too)."""
 
 
+class RecordedWrite(BatchWrite):
+    """A batch write that notes the type of each request it makes (the answers are the backend's own)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.asked: list[type[Request]] = []
+
+    def steps(self) -> Generator[Request, Any, set[str]]:
+        steps = super().steps()
+        reply: Any = None
+        while True:
+            try:
+                request = steps.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            self.asked.append(type(request))
+            reply = yield request
+
+
 async def write_recording(trail: MessageAuditTrail, rows: list[dict[str, Any]]) -> list[type[Request]]:
     """Write ``rows`` as one batch with the trail's backend answering; return the requests made, in order."""
-    backend: Any = trail.backend
-    write = BatchWrite(trail.ledger, backend, [trail.ledger.ledgered(row) for row in rows], [])
-    asked: list[type[Request]] = []
-
-    def recorded(answer: Callable[[Request], Any], request: Request) -> Any:
-        asked.append(type(request))
-        return answer(request)
-
-    if backend.name == "sqlite":
-        from audit_plugin_sqlite.backend import _answer as answer_sqlite
-
-        def in_thread(db: sqlite3.Connection) -> set[str]:
-            return run_sync(write, functools.partial(recorded, functools.partial(answer_sqlite, db)))
-
-        await backend.in_writer_thread(in_thread)
-    elif backend.name == "postgresql":
-        from audit_plugin_postgres.backend import _answer as answer_postgres
-
-        async with backend.writing() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            await run_async(write, functools.partial(recorded, functools.partial(answer_postgres, driver)))
-    else:
-        pytest.skip(f"answers of the {backend.name!r} dialect are not reachable from here")
-    return asked
+    backend = trail.backend
+    if not isinstance(backend, SQLBackend):
+        pytest.skip(f"{backend.name!r} is not a dialect of the batch write")
+    batch = RecordedWrite(trail.ledger, backend, [trail.ledger.ledgered(row) for row in rows], [])
+    await backend.write(batch)
+    return batch.asked
 
 
 def rows(count: int, prefix: str) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ statements (``BEGIN`` and the lock, the records, the lifecycle entries,
   meets a unique violation, rolls back, and is written again with the stored
   ids filtered out first, so each ``message_id`` is stored once;
 * large batches, status updates: folded into the inserted row when the
-  message is in the same batch (see :class:`~audit_plugin.sql.FoldedBatch`),
+  message is in the same batch (see :class:`~audit_plugin.batch_write.FoldedBatch`),
   otherwise one ``UPDATE ... FROM unnest(...)`` per batch;
 * lifecycle entries: ``COPY``, linked after the chain head this writer
   committed last; if another writer (or a retention run) moved the head, the
@@ -235,12 +235,11 @@ class PostgresBackend(SQLBackend):
     def one_statement_max(self) -> int:
         return ONE_STATEMENT_MAX
 
-    async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
-        write = BatchWrite(self.ledger, self, rows, updates)
+    async def write(self, batch: BatchWrite) -> set[str]:
         async with self.writing() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             try:
-                return await run_async(write, functools.partial(_answer, driver))
+                return await run_async(batch, functools.partial(_answer, driver))
             except BaseException:
                 if not driver.is_closed():
                     with contextlib.suppress(Exception):  # the connection may be gone; the first error is what matters

@@ -206,11 +206,10 @@ class SQLiteBackend(SQLBackend):
     one_statement_max = 0
     """Never: SQLite has no data-modifying CTEs; the records and the updates are two statements."""
 
-    async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
-        # Everything that needs no database runs here, beside the writer thread's SQLite work:
-        # folding, digests, and every row as SQLite parameters. The transaction is one hand-off.
-        write = BatchWrite(self.ledger, self, rows, updates)
-        return await self.in_writer_thread(lambda db: run_sync(write, functools.partial(_answer, db)))
+    async def write(self, batch: BatchWrite) -> set[str]:
+        # The batch was prepared on the event loop's thread (folding, digests, every row as SQLite
+        # parameters), beside the writer thread's SQLite work; its transaction is one hand-off.
+        return await self.in_writer_thread(lambda db: run_sync(batch, functools.partial(_answer, db)))
 
     def record_values(self, row: Mapping[str, Any]) -> list[Any]:
         return _sqlite_values(row, _in_column_order, _DATETIME_INDEXES)
