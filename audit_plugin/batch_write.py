@@ -4,15 +4,15 @@ A write batch (records to insert, status updates to apply, and the lifecycle
 entries of what changed, linked into the hash chain) is one transaction.
 Before it starts, the batch is folded (:class:`FoldedBatch`: a status update
 of a record in the same batch is written as part of that record's row) and
-every value is bound in the dialect's form. How
-it is written is the same on every database, so it lives here once, as a
-generator that does no I/O (:meth:`BatchWrite.steps`): it yields *requests*
-(:class:`Begin`, :class:`InsertNew`, :class:`ApplyUpdates`...) and is sent
-each one's answer. A dialect answers them with its own statements, and drives
-the generator the way its driver wants: SQLite synchronously on its writer
-thread, the whole batch in one hand-off (:func:`run_sync`); PostgreSQL with
-awaits (:func:`run_async`). What each request asks and what its answer is,
-is written on the request's class; ``docs/backends.md`` says it for authors.
+every value is bound in the dialect's form. How it is written is the same
+on every database, so it lives here once, as a generator that does no I/O
+(:meth:`BatchWrite.steps`): it yields *requests* (:class:`Begin`,
+:class:`InsertNew`, :class:`ApplyUpdates`...) and is sent each one's answer.
+A dialect answers them with its own statements, and drives the generator the
+way its driver wants: SQLite synchronously on its writer thread, the whole
+batch in one hand-off (:func:`run_sync`); PostgreSQL with awaits
+(:func:`run_async`). What each request asks and what its answer is, is
+written on the request's class; ``docs/backends.md`` says it for authors.
 
 The algorithm, first optimistic: it assumes no record of the batch is stored
 yet (except :class:`~audit_plugin.ledger.FallbackRow` ones, inserted apart to
