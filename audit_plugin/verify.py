@@ -6,9 +6,12 @@ for every entry after the prune point:
 
 * its sequence number is the next one (a gap means entries were deleted);
 * its ``prev_hash`` is the previous entry's hash;
-* its content (event columns, and for a record entry the message's immutable
-  columns and stored payload) still gives its ``entry_digest``; a record
-  deleted by retention is accepted when a later retention entry covers it;
+* its content still gives its digests, in the entry's own hash format
+  (``hash_version``: see :mod:`audit_plugin.chain`): in format 2 the record's
+  columns and stored payload give its ``record_digest``, and the event's
+  columns (that digest included) its ``entry_digest``, whether the record is
+  still there or not; in format 1 one digest covers both. A record deleted
+  by retention is accepted when a later retention entry covers it;
 * its ``entry_hash`` links all of that (so a rewritten digest is caught);
 * with a checkpoint: the entry at the checkpoint's sequence has its hash, and
   the chain reaches that far.
@@ -47,7 +50,15 @@ _EVENT_COLUMNS = tuple(column.name for column in events.columns)
 """The walk's rows: these event columns, then ``_RECORD_COLUMNS`` of the joined record (all ``None`` if none)."""
 _SPLIT = len(_EVENT_COLUMNS)
 _RECORD_ID = _SPLIT + _RECORD_COLUMNS.index("message_id")
-_SEQUENCE, _ENTRY_HASH, _MESSAGE_ID = (_EVENT_COLUMNS.index(name) for name in ("sequence", "entry_hash", "message_id"))
+_PAYLOAD = _SPLIT + _RECORD_COLUMNS.index("payload_json")
+_SEQUENCE, _ENTRY_HASH, _MESSAGE_ID, _KIND, _AT = (
+    _EVENT_COLUMNS.index(name) for name in ("sequence", "entry_hash", "message_id", "kind", "at")
+)
+_ENTRY_DIGEST, _PREV_HASH, _RECORD_DIGEST, _VERSION = (
+    _EVENT_COLUMNS.index(name) for name in ("entry_digest", "prev_hash", "record_digest", "hash_version")
+)
+_EVENT_V2 = slice(_EVENT_COLUMNS.index(chain.EVENT_FIELDS_V2[0]), _EVENT_COLUMNS.index(chain.EVENT_FIELDS_V2[-1]) + 1)
+assert _EVENT_COLUMNS[_EVENT_V2] == chain.EVENT_FIELDS_V2, "format 2 hashes adjacent event columns, in table order"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,36 +124,58 @@ class _Walk:
 
     def check(self, row: Sequence[Any]) -> str | None:
         """The reason ``row`` (see ``_EVENT_COLUMNS``) breaks the chain, or ``None`` (and advance)."""
-        entry = dict(zip(_EVENT_COLUMNS, row[:_SPLIT], strict=True))
-        sequence, expected = entry["sequence"], self.sequence + 1
+        sequence, expected = row[_SEQUENCE], self.sequence + 1
         if sequence != expected:
             return f"entries {expected}..{sequence - 1} are missing (sequence jumps from {self.sequence})"
-        entry_hash, digest = entry["entry_hash"], entry["entry_digest"]
+        entry_hash, digest = row[_ENTRY_HASH], row[_ENTRY_DIGEST]
         if entry_hash is None or digest is None:
             return "entry is not hashed (written with hash_chain=False)"
-        if entry["prev_hash"] != self.previous:
+        if row[_PREV_HASH] != self.previous:
             return "prev_hash does not match the previous entry's hash (entries removed, inserted or reordered)"
-        record = None
-        is_record = entry["kind"] == "record"
-        if is_record:
-            if row[_RECORD_ID] is not None:
-                record = dict(zip(_RECORD_COLUMNS, row[_SPLIT:], strict=True))
-            elif not self.covered_by_retention(sequence, entry["at"]):
-                return "its record is missing from message_audit_log (deleted outside retention)"
-        if record is not None or not is_record:
-            try:
-                content_digest = chain.entry_digest(entry, record)
-            except (ValueError, TypeError) as exc:
-                return f"content cannot be read for hashing ({type(exc).__name__}: {exc})"
-            if content_digest != digest:
-                what = "record or its payload" if record is not None else "lifecycle event"
-                return f"content does not match its digest ({what} altered)"
-        if chain.link_hash(self.chain_id, sequence, self.previous, digest) != entry_hash:
+        version = row[_VERSION] or 1
+        if version not in chain.HASH_VERSIONS:
+            return f"entry is in hash format {version}, which this version of audit-plugin cannot check"
+        record_missing = row[_KIND] == "record" and row[_RECORD_ID] is None
+        if record_missing and not self.covered_by_retention(sequence, row[_AT]):
+            return "its record is missing from message_audit_log (deleted outside retention)"
+        try:
+            reason = _content_v2(row, digest) if version == 2 else _content_v1(row, digest, record_missing)
+        except (ValueError, TypeError) as exc:
+            return f"content cannot be read for hashing ({type(exc).__name__}: {exc})"
+        if reason is not None:
+            return reason
+        if chain.link_hash(self.chain_id, sequence, self.previous, digest, version) != entry_hash:
             return "entry_hash does not match (digest or hash rewritten)"
         self.sequence = sequence
         self.previous = entry_hash
         self.count += 1
         return None
+
+
+def _content_v2(row: Sequence[Any], digest: str) -> str | None:
+    """Why a format-2 entry's content does not give its digests (a deleted record's event still must), or ``None``."""
+    record = row[_SPLIT:_PAYLOAD] if row[_RECORD_ID] is not None and row[_KIND] == "record" else None
+    if record is not None and chain.record_digest_of(record, row[_PAYLOAD]) != row[_RECORD_DIGEST]:
+        return "content does not match its digest (record or its payload altered)"
+    if chain.entry_digest_of(row[_EVENT_V2]) != digest:
+        return "content does not match its digest (lifecycle event altered)"
+    return None
+
+
+def _content_v1(row: Sequence[Any], digest: str, record_missing: bool) -> str | None:
+    """Why a format-1 entry's content does not give its digest, or ``None``.
+
+    One digest covers the event and its record, so a record entry whose
+    record was deleted (by retention: checked before) cannot be checked.
+    """
+    if record_missing:
+        return None
+    entry = dict(zip(_EVENT_COLUMNS, row[:_SPLIT], strict=True))
+    record = dict(zip(_RECORD_COLUMNS, row[_SPLIT:], strict=True)) if entry["kind"] == "record" else None
+    if chain.entry_digest_v1(entry, record) == digest:
+        return None
+    what = "record or its payload" if record is not None else "lifecycle event"
+    return f"content does not match its digest ({what} altered)"
 
 
 async def _first_break(
