@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -175,33 +176,45 @@ def _utc(value: Any) -> Any:
     return value
 
 
+def _in_utc(values: Sequence[Any], indexes: tuple[int, ...]) -> Sequence[Any]:
+    """``values`` with the datetimes at ``indexes`` in UTC: the same sequence when they are already."""
+    for index in indexes:
+        moment = values[index]
+        if moment is not None and moment.tzinfo is not UTC:
+            converted = list(values)
+            for each in indexes:
+                converted[each] = _utc(converted[each])
+            return converted
+    return values
+
+
 def record_digest(record: Mapping[str, Any]) -> str:
     """A version-2 record's digest: its immutable columns and its stored payload text, byte for byte."""
-    return record_digest_of([record[name] for name in RECORD_FIELDS], record["payload_json"])
+    return record_digest_of(_in_utc(_record_values(record), _RECORD_TIMES), record["payload_json"])
 
 
 def record_digest_of(values: Sequence[Any], payload_json: str) -> str:
-    """:func:`record_digest` of the values of ``RECORD_FIELDS`` (in that order) and the payload text."""
-    values = list(values)
-    values[_TIMESTAMP] = _utc(values[_TIMESTAMP])
-    return hashlib.sha256(RECORD_TAG_V2 + orjson.dumps(values) + b"\x00" + payload_json.encode()).hexdigest()
+    """:func:`record_digest` of the values of ``RECORD_FIELDS`` (in that order, datetimes in UTC or in their
+    ``json_array`` text) and the payload text."""
+    fields = orjson.dumps(values)
+    return hashlib.sha256(RECORD_TAG_V2 + fields + b"\x00" + payload_json.encode()).hexdigest()
 
 
 def entry_digest(event: Mapping[str, Any]) -> str:
     """A version-2 entry's digest: its event's own columns, ``record_digest`` included (see the module)."""
-    return entry_digest_of([event[name] for name in EVENT_FIELDS_V2])
+    return entry_digest_of(_in_utc(_event_values(event), _EVENT_TIMES))
 
 
 def entry_digest_of(values: Sequence[Any]) -> str:
-    """:func:`entry_digest` of the values of ``EVENT_FIELDS_V2``, in that order."""
-    values = list(values)
-    values[_AT] = _utc(values[_AT])
-    values[_DELIVERED_AT] = _utc(values[_DELIVERED_AT])
+    """:func:`entry_digest` of the values of ``EVENT_FIELDS_V2`` (in that order, datetimes in UTC or in their
+    ``json_array`` text)."""
     return hashlib.sha256(ENTRY_TAG_V2 + orjson.dumps(values)).hexdigest()
 
 
-_TIMESTAMP = RECORD_FIELDS.index("timestamp")
-_AT, _DELIVERED_AT = EVENT_FIELDS_V2.index("at"), EVENT_FIELDS_V2.index("delivered_at")
+_record_values = operator.itemgetter(*RECORD_FIELDS)
+_event_values = operator.itemgetter(*EVENT_FIELDS_V2)
+_RECORD_TIMES = (RECORD_FIELDS.index("timestamp"),)
+_EVENT_TIMES = (EVENT_FIELDS_V2.index("at"), EVENT_FIELDS_V2.index("delivered_at"))
 _LINK_TAGS = {version: DOMAIN_TAG + f"v{version}\x00".encode() for version in HASH_VERSIONS}
 
 

@@ -205,8 +205,10 @@ class Ledger:
         """``row`` with its ``"record"`` entry's digests (see :class:`LedgeredRow`); a :class:`FallbackRow` without."""
         if fallback:
             return FallbackRow(row, None)
-        entry = self.record_entry(row)
-        return LedgeredRow(row, entry.digest, entry.event["record_digest"], entry.event["hash_version"])
+        if not self.hashing:
+            return LedgeredRow(row, None)
+        event = record_event(row, self.hash_version)
+        return LedgeredRow(row, seal(event, row), event["record_digest"], self.hash_version)
 
     def record_entry(self, row: Mapping[str, Any]) -> PendingEntry:
         """The ``"record"`` entry for a newly inserted ``message_audit_log`` row."""

@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import JSON, Select, Text, and_, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_plugin import chain
 from audit_plugin.checkpoint import Checkpoint
 from audit_plugin.integrity_schema import events
 from audit_plugin.ledger import ChainHead, Ledger
-from audit_plugin.schema import audit_log
+from audit_plugin.schema import UTCDateTime, audit_log
 from audit_plugin.transitions import APPLIED
 
 STREAM_CHUNK = 2000
@@ -59,6 +59,8 @@ _ENTRY_DIGEST, _PREV_HASH, _RECORD_DIGEST, _VERSION = (
 )
 _EVENT_V2 = slice(_EVENT_COLUMNS.index(chain.EVENT_FIELDS_V2[0]), _EVENT_COLUMNS.index(chain.EVENT_FIELDS_V2[-1]) + 1)
 assert _EVENT_COLUMNS[_EVENT_V2] == chain.EVENT_FIELDS_V2, "format 2 hashes adjacent event columns, in table order"
+_E_AT, _E_DELIVERED_AT = chain.EVENT_FIELDS_V2.index("at"), chain.EVENT_FIELDS_V2.index("delivered_at")
+_R_TIMESTAMP = chain.RECORD_FIELDS.index("timestamp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +138,7 @@ class _Walk:
         if version not in chain.HASH_VERSIONS:
             return f"entry is in hash format {version}, which this version of audit-plugin cannot check"
         record_missing = row[_KIND] == "record" and row[_RECORD_ID] is None
-        if record_missing and not self.covered_by_retention(sequence, row[_AT]):
+        if record_missing and not self.covered_by_retention(sequence, _as_datetime(row[_AT])):
             return "its record is missing from message_audit_log (deleted outside retention)"
         try:
             reason = _content_v2(row, digest) if version == 2 else _content_v1(row, digest, record_missing)
@@ -154,12 +156,36 @@ class _Walk:
 
 def _content_v2(row: Sequence[Any], digest: str) -> str | None:
     """Why a format-2 entry's content does not give its digests (a deleted record's event still must), or ``None``."""
-    record = row[_SPLIT:_PAYLOAD] if row[_RECORD_ID] is not None and row[_KIND] == "record" else None
-    if record is not None and chain.record_digest_of(record, row[_PAYLOAD]) != row[_RECORD_DIGEST]:
-        return "content does not match its digest (record or its payload altered)"
-    if chain.entry_digest_of(row[_EVENT_V2]) != digest:
+    if row[_RECORD_ID] is not None and row[_KIND] == "record":
+        record = list(row[_SPLIT:_PAYLOAD])
+        record[_R_TIMESTAMP] = _moment(record[_R_TIMESTAMP])
+        if chain.record_digest_of(record, row[_PAYLOAD]) != row[_RECORD_DIGEST]:
+            return "content does not match its digest (record or its payload altered)"
+    event = list(row[_EVENT_V2])
+    event[_E_AT] = _moment(event[_E_AT])
+    event[_E_DELIVERED_AT] = _moment(event[_E_DELIVERED_AT])
+    if chain.entry_digest_of(event) != digest:
         return "content does not match its digest (lifecycle event altered)"
     return None
+
+
+def _moment(value: Any) -> Any:
+    """A timestamp as read (see :func:`walk_statement`) in the form format 2 hashes: a datetime, or its text.
+
+    SQLite's stored text ``2026-01-15 12:00:00.000005`` (UTC) becomes the
+    RFC 3339 text ``orjson`` writes for that datetime,
+    ``2026-01-15T12:00:00.000005+00:00`` (no fraction when it is zero),
+    without parsing it into a datetime first; a driver's datetime is kept.
+    """
+    if type(value) is not str:
+        return value
+    fraction = value[19:]
+    return f"{value[:10]}T{value[11:19]}{'' if fraction == '.000000' else fraction}+00:00"
+
+
+def _as_datetime(value: Any) -> Any:
+    """A timestamp as read (see :func:`walk_statement`) as an aware UTC datetime."""
+    return datetime.fromisoformat(value).replace(tzinfo=UTC) if type(value) is str else value
 
 
 def _content_v1(row: Sequence[Any], digest: str, record_missing: bool) -> str | None:
@@ -171,7 +197,10 @@ def _content_v1(row: Sequence[Any], digest: str, record_missing: bool) -> str | 
     if record_missing:
         return None
     entry = dict(zip(_EVENT_COLUMNS, row[:_SPLIT], strict=True))
+    entry["at"], entry["delivered_at"] = _as_datetime(entry["at"]), _as_datetime(entry["delivered_at"])
     record = dict(zip(_RECORD_COLUMNS, row[_SPLIT:], strict=True)) if entry["kind"] == "record" else None
+    if record is not None:
+        record["timestamp"] = _as_datetime(record["timestamp"])
     if chain.entry_digest_v1(entry, record) == digest:
         return None
     what = "record or its payload" if record is not None else "lifecycle event"
@@ -219,6 +248,35 @@ def _suffix_max(values: list[Any]) -> list[Any]:
     return result
 
 
+def walk_statement(chain_id: str, after: int) -> Select[Any]:
+    """The walk's rows (see ``_EVENT_COLUMNS``): the entries after sequence ``after``, in order, with their records.
+
+    Timestamps and the payload come as the driver reads them, without
+    SQLAlchemy's per-value conversions (most of the walk's reading cost):
+    the payload as its text, timestamps as aware UTC datetimes (PostgreSQL)
+    or the stored UTC text (SQLite); see :func:`_moment`.
+    """
+    joined = events.outerjoin(audit_log, and_(e.kind == "record", log.message_id == e.message_id))
+    return (
+        select(
+            *(_as_read(e[name]) for name in _EVENT_COLUMNS), *(_as_read(log[name], "r_") for name in _RECORD_COLUMNS)
+        )
+        .select_from(joined)
+        .where(e.chain_id == chain_id, e.sequence > after)
+        .order_by(e.sequence)
+        .execution_options(yield_per=STREAM_CHUNK)
+    )
+
+
+def _as_read(column: Any, prefix: str = "") -> Any:
+    """``column`` without result conversion if it has one (timestamps, the payload), labelled ``prefix + name``."""
+    converted = isinstance(column.type, (UTCDateTime, JSON))
+    return (type_coerce(column, Text()) if converted else column).label(prefix + column.name)
+
+
+_RECORD_READ = tuple(_as_read(log[name], "r_") for name in _RECORD_COLUMNS)
+
+
 async def verify_chain(engine: AsyncEngine, ledger: Ledger, against: Checkpoint | None = None) -> VerifyReport:
     """Verify ``ledger``'s chain in ``engine``'s database; see the module docstring."""
     chain_id = ledger.chain_id
@@ -256,16 +314,8 @@ async def verify_chain(engine: AsyncEngine, ledger: Ledger, against: Checkpoint 
     if against is not None and against.sequence == start.sequence and against.hash != start.hash:
         return report("the prune point's hash differs from the checkpoint (chain rewritten)", against.sequence)
 
-    joined = events.outerjoin(audit_log, and_(e.kind == "record", log.message_id == e.message_id))
-    stmt = (
-        select(*(e[name] for name in _EVENT_COLUMNS), *(log[name].label("r_" + name) for name in _RECORD_COLUMNS))
-        .select_from(joined)
-        .where(e.chain_id == chain_id, e.sequence > start.sequence)
-        .order_by(e.sequence)
-        .execution_options(yield_per=STREAM_CHUNK)
-    )
     async with engine.connect() as conn:
-        result = await conn.stream(stmt)
+        result = await conn.stream(walk_statement(chain_id, start.sequence))
         broken = await _first_break(walk, result.partitions(), against)
         if broken is not None:
             await result.close()
