@@ -12,6 +12,7 @@ import pytest
 from audit_plugin import chain
 from audit_plugin.integrity_schema import events
 from audit_plugin.ledger import LINKED_COLUMNS
+from audit_plugin.verify import _moment
 
 AT = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 NUMBERS = '{"a":1,"b":[1.5,15e-1,1e20,-0,0.0,-0.0,123000,1E-7,-12.340],"c":{"z":null,"y":true,"é":"ü\\n"}}'
@@ -180,3 +181,14 @@ def test_what_the_fast_serialiser_refuses_gets_the_standard_library_form() -> No
 
 def test_backends_bind_every_lifecycle_column() -> None:
     assert sorted(LINKED_COLUMNS) == sorted(column.name for column in events.columns)
+
+
+@pytest.mark.parametrize("microsecond", [0, 5, 999999])
+def test_sqlite_timestamp_text_hashes_as_its_datetime(microsecond: int) -> None:
+    """verify() hashes SQLite's stored timestamp text without parsing it: the same bytes as the datetime."""
+    moment = AT.replace(microsecond=microsecond)
+    stored = moment.strftime("%Y-%m-%d %H:%M:%S.%f")  # UTCDateTime's form on SQLite
+    at = chain.EVENT_FIELDS_V2.index("at")
+    as_read, as_written = ([None] * len(chain.EVENT_FIELDS_V2) for _ in range(2))
+    as_read[at], as_written[at] = _moment(stored), moment
+    assert chain.entry_digest_of(as_read) == chain.entry_digest_of(as_written)
