@@ -194,8 +194,10 @@ def record_digest(record: Mapping[str, Any]) -> str:
 
 
 def record_digest_of(values: Sequence[Any], payload_json: str) -> str:
-    """:func:`record_digest` of the values of ``RECORD_FIELDS`` (in that order, datetimes in UTC or in their
-    ``json_array`` text) and the payload text."""
+    """:func:`record_digest` of the values of ``RECORD_FIELDS`` (in that order) and the payload text.
+
+    Datetimes must be in UTC already, or be their ``json_array`` text.
+    """
     fields = orjson.dumps(values)
     return hashlib.sha256(RECORD_TAG_V2 + fields + b"\x00" + payload_json.encode()).hexdigest()
 
@@ -206,8 +208,10 @@ def entry_digest(event: Mapping[str, Any]) -> str:
 
 
 def entry_digest_of(values: Sequence[Any]) -> str:
-    """:func:`entry_digest` of the values of ``EVENT_FIELDS_V2`` (in that order, datetimes in UTC or in their
-    ``json_array`` text)."""
+    """:func:`entry_digest` of the values of ``EVENT_FIELDS_V2``, in that order.
+
+    Datetimes must be in UTC already, or be their ``json_array`` text.
+    """
     return hashlib.sha256(ENTRY_TAG_V2 + orjson.dumps(values)).hexdigest()
 
 

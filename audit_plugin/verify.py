@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import operator
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,8 +58,8 @@ _SEQUENCE, _ENTRY_HASH, _MESSAGE_ID, _KIND, _AT = (
 _ENTRY_DIGEST, _PREV_HASH, _RECORD_DIGEST, _VERSION = (
     _EVENT_COLUMNS.index(name) for name in ("entry_digest", "prev_hash", "record_digest", "hash_version")
 )
-_EVENT_V2 = slice(_EVENT_COLUMNS.index(chain.EVENT_FIELDS_V2[0]), _EVENT_COLUMNS.index(chain.EVENT_FIELDS_V2[-1]) + 1)
-assert _EVENT_COLUMNS[_EVENT_V2] == chain.EVENT_FIELDS_V2, "format 2 hashes adjacent event columns, in table order"
+_event_v2 = operator.itemgetter(*(_EVENT_COLUMNS.index(name) for name in chain.EVENT_FIELDS_V2))
+"""A row's values that a format-2 ``entry_digest`` covers, in their order."""
 _E_AT, _E_DELIVERED_AT = chain.EVENT_FIELDS_V2.index("at"), chain.EVENT_FIELDS_V2.index("delivered_at")
 _R_TIMESTAMP = chain.RECORD_FIELDS.index("timestamp")
 
@@ -161,7 +162,7 @@ def _content_v2(row: Sequence[Any], digest: str) -> str | None:
         record[_R_TIMESTAMP] = _moment(record[_R_TIMESTAMP])
         if chain.record_digest_of(record, row[_PAYLOAD]) != row[_RECORD_DIGEST]:
             return "content does not match its digest (record or its payload altered)"
-    event = list(row[_EVENT_V2])
+    event = list(_event_v2(row))
     event[_E_AT] = _moment(event[_E_AT])
     event[_E_DELIVERED_AT] = _moment(event[_E_DELIVERED_AT])
     if chain.entry_digest_of(event) != digest:
