@@ -8,20 +8,36 @@
   each one at most once (a unique index), which is what makes a redelivered
   report a no-op. ``sequence``
   numbers the entries of one chain (``chain_id``) without gaps, and the hash
-  columns link each entry to the one before it (see :mod:`audit_plugin.chain`).
-* ``message_audit_chain``: one row per chain: its hash version and the prune
-  point (sequence and hash of the last entry retention removed) where
-  verification starts.
+  columns link each entry to the one before it (see :mod:`audit_plugin.chain`):
+  ``hash_version`` is the entry's format (``NULL`` for format 1, written
+  before the column existed), ``record_digest`` a format-2 record entry's
+  digest of its record.
+* ``message_audit_chain``: one row per chain: the newest hash format written
+  into it and the prune point (sequence and hash of the last entry retention
+  removed) where verification starts.
 * ``message_audit_keys``: per-subject data keys, wrapped by the master key;
   erasing a subject nulls its wrapped keys (crypto-shredding).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Connection, Index, Integer, LargeBinary, String, Table, Text, inspect, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    inspect,
+    text,
+)
 from sqlalchemy.schema import CreateIndex
 
-from audit_plugin.schema import UTCDateTime, metadata
+from audit_plugin.schema import TABLE_NAME, UTCDateTime, metadata
 
 EVENTS_TABLE = "message_audit_events"
 CHAINS_TABLE = "message_audit_chain"
@@ -40,6 +56,8 @@ events = Table(
     Column("error", Text),
     Column("delivered_at", UTCDateTime()),
     Column("operation_id", String(1024)),
+    Column("record_digest", String(64)),
+    Column("hash_version", SmallInteger),
     Column("entry_digest", String(64)),
     Column("prev_hash", String(64)),
     Column("entry_hash", String(64)),
@@ -80,17 +98,40 @@ subject_keys = Table(
 )
 
 
+ADDED_EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("operation_id", "VARCHAR(1024)"),
+    ("record_digest", "VARCHAR(64)"),
+    ("hash_version", "SMALLINT"),
+)
+"""Columns of ``message_audit_events`` added after its first release, with their SQL types."""
+
+
 def upgrade(connection: Connection) -> None:
-    """Add what a database made before ``operation_id`` existed lacks: the column and its unique index.
+    """Add what a database made by an earlier version lacks: ``ADDED_EVENT_COLUMNS`` and the operations index.
 
     Idempotent and cheap when nothing is missing (two catalogue reads). Run
     it in a write transaction, after ``create_all``: adding a nullable column
-    is a catalogue change only; building the index reads the events table
-    once, holding off writers meanwhile.
+    is a catalogue change only (existing entries read as hash format 1);
+    building the index reads the events table once, holding off writers
+    meanwhile.
     """
     found = inspect(connection)
-    if "operation_id" not in {column["name"] for column in found.get_columns(EVENTS_TABLE)}:
-        if_not_exists = "IF NOT EXISTS " if connection.dialect.name == "postgresql" else ""
-        connection.execute(text(f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN {if_not_exists}operation_id VARCHAR(1024)"))
+    present = {column["name"] for column in found.get_columns(EVENTS_TABLE)}
+    if_not_exists = "IF NOT EXISTS " if connection.dialect.name == "postgresql" else ""
+    for name, sql_type in ADDED_EVENT_COLUMNS:
+        if name not in present:
+            connection.execute(text(f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN {if_not_exists}{name} {sql_type}"))
     if operations_index.name not in {index["name"] for index in found.get_indexes(EVENTS_TABLE)}:
         connection.execute(CreateIndex(operations_index, if_not_exists=True))
+
+
+def payload_text_kept(connection: Connection) -> bool:
+    """Whether ``message_audit_log.payload_json`` keeps the payload text byte for byte (hash format 2 needs it).
+
+    Every column type does but a binary JSON one: PostgreSQL ``jsonb``
+    (the type earlier versions created) re-renders numbers and reorders
+    keys. ``ALTER TABLE message_audit_log ALTER COLUMN payload_json TYPE
+    json`` converts such a table (see docs/integrity.md).
+    """
+    payload = next(c for c in inspect(connection).get_columns(TABLE_NAME) if c["name"] == "payload_json")
+    return payload["type"].__visit_name__ != "JSONB"

@@ -10,6 +10,8 @@ Entry digests are computed before the lock is taken (a record's when the
 record is built, see :class:`LedgeredRow`); while it is held, only the link
 hashes (one SHA-256 each) are, and the digests of the rare entries known only
 then: a late update's, and a :class:`FallbackRow` record's that was inserted.
+New entries use hash format :data:`~audit_plugin.chain.HASH_VERSION` when the
+store keeps payload text verbatim, else format 1 (see :meth:`Ledger.ensure_chain`).
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_plugin import chain, transitions
 from audit_plugin import validation as v
-from audit_plugin.exceptions import InvalidFieldError
-from audit_plugin.integrity_schema import chains, events
+from audit_plugin.exceptions import ChainError, InvalidFieldError
+from audit_plugin.integrity_schema import chains, events, payload_text_kept
 from audit_plugin.records import StatusUpdate
 
 DEFAULT_CHAIN_ID = "default"
 
-BOUND_EVENT_FIELDS: tuple[str, ...] = (*chain.EVENT_FIELDS, *chain.OPTIONAL_EVENT_FIELDS)
-"""The event columns of an entry, in the order backends bind them."""
+BOUND_EVENT_FIELDS: tuple[str, ...] = (*chain.EVENT_FIELDS_V2, "hash_version")
+"""The event columns of an entry (every key of :attr:`PendingEntry.event`), in the order backends bind them."""
 
 LINKED_COLUMNS: tuple[str, ...] = (
     *BOUND_EVENT_FIELDS,
@@ -61,27 +63,35 @@ class PendingEntry:
     def complete(self) -> PendingEntry:
         """This entry with its digest computed, if it was left for later (bound parameters then cleared)."""
         if self.record is not None:
-            self.digest = chain.entry_digest(self.event, self.record)
+            self.digest = seal(self.event, self.record)
             self.record = None
             self.parameters = ()
         return self
 
 
 class LedgeredRow(dict[str, Any]):
-    """A ``message_audit_log`` row that carries its ``"record"`` entry's digest, computed with the row.
+    """A ``message_audit_log`` row that carries its ``"record"`` entry's digests, computed with the row.
 
     The trail builds it where the record is built (the caller's task), so
-    the digest's CPU time is spent there, beside the writer's database work,
-    rather than in the writer's critical path. Only the digest is kept (the
-    entry's event follows from the row): a queued record holds as few
-    objects as it can for the garbage collector to walk.
+    the digests' CPU time is spent there, beside the writer's database work,
+    rather than in the writer's critical path. Only the digests and the
+    format are kept (the entry's event follows from the row): a queued record
+    holds as few objects as it can for the garbage collector to walk.
     """
 
-    __slots__ = ("digest",)
+    __slots__ = ("digest", "hash_version", "record_digest")
 
-    def __init__(self, row: Mapping[str, Any], digest: str | None) -> None:
+    def __init__(
+        self,
+        row: Mapping[str, Any],
+        digest: str | None,
+        record_digest: str | None = None,
+        hash_version: int | None = None,
+    ) -> None:
         super().__init__(row)
         self.digest = digest
+        self.record_digest = record_digest
+        self.hash_version = hash_version
 
 
 class FallbackRow(LedgeredRow):
@@ -165,6 +175,8 @@ class Ledger:
             raise v.FieldTypeError("hash_chain", "bool", hashing)
         self.chain_id = chain_id
         self.hashing = hashing
+        self.hash_version = chain.HASH_VERSION
+        """The format of the entries this ledger builds (set by :meth:`ensure_chain` from the store)."""
         self._kept_head: ChainHead | None = None
 
     def take_kept_head(self) -> ChainHead | None:
@@ -192,23 +204,28 @@ class Ledger:
             if row["message_id"] not in records:
                 if isinstance(row, FallbackRow):
                     deferred = row if self.hashing else None
-                    records[row["message_id"]] = PendingEntry(record_event(row), None, record=deferred)
+                    event = record_event(row, self._version())
+                    records[row["message_id"]] = PendingEntry(event, None, record=deferred)
                 elif isinstance(row, LedgeredRow):
-                    records[row["message_id"]] = PendingEntry(record_event(row), row.digest)
+                    event = record_event(row, row.hash_version, row.record_digest)
+                    records[row["message_id"]] = PendingEntry(event, row.digest)
                 else:
                     records[row["message_id"]] = self.record_entry(row)
         return LedgerBatch(records, [(u, self.status_entry(u)) for u in updates], self.late_entry)
 
     def ledgered(self, row: Mapping[str, Any], *, fallback: bool = False) -> LedgeredRow:
-        """``row`` with its ``"record"`` entry's digest (see :class:`LedgeredRow`); a :class:`FallbackRow` without."""
+        """``row`` with its ``"record"`` entry's digests (see :class:`LedgeredRow`); a :class:`FallbackRow` without."""
         if fallback:
             return FallbackRow(row, None)
-        return LedgeredRow(row, self.record_entry(row).digest)
+        if not self.hashing:
+            return LedgeredRow(row, None)
+        event = record_event(row, self.hash_version)
+        return LedgeredRow(row, seal(event, row), event["record_digest"], self.hash_version)
 
     def record_entry(self, row: Mapping[str, Any]) -> PendingEntry:
         """The ``"record"`` entry for a newly inserted ``message_audit_log`` row."""
-        event = record_event(row)
-        return PendingEntry(event, chain.entry_digest(event, row) if self.hashing else None)
+        event = record_event(row, self._version())
+        return PendingEntry(event, self._seal(event, row))
 
     def status_entry(self, update: StatusUpdate, kind: str = transitions.APPLIED) -> PendingEntry:
         """The ``"status"`` entry for an applied status change (or retry); ``kind="late"`` for one not applied."""
@@ -221,8 +238,10 @@ class Ledger:
             "error": update.error_message,
             "delivered_at": update.delivered_at,
             "operation_id": update.operation_id,
+            "record_digest": None,
+            "hash_version": self._version(),
         }
-        return PendingEntry(event, chain.entry_digest(event) if self.hashing else None)
+        return PendingEntry(event, self._seal(event))
 
     def late_entry(self, update: StatusUpdate) -> PendingEntry:
         """The ``"late"`` entry of an update reported after its message's status was final."""
@@ -239,21 +258,49 @@ class Ledger:
             "error": None,
             "delivered_at": None,
             "operation_id": None,
+            "record_digest": None,
+            "hash_version": self._version(),
         }
-        return PendingEntry(event, chain.entry_digest(event) if self.hashing else None)
+        return PendingEntry(event, self._seal(event))
+
+    def _version(self) -> int | None:
+        """The ``hash_version`` of a new entry (``None`` when not hashing: the entry has no hashes)."""
+        return self.hash_version if self.hashing else None
+
+    def _seal(self, event: dict[str, Any], record: Mapping[str, Any] | None = None) -> str | None:
+        return seal(event, record) if self.hashing else None
 
     # -- in the writer's transaction, with the chain lock held ---------------------------
 
     async def ensure_chain(self, conn: AsyncConnection) -> None:
-        """Create this chain's row if it does not exist yet."""
-        if await conn.scalar(select(chains.c.chain_id).where(chains.c.chain_id == self.chain_id)) is not None:
+        """Pick this ledger's hash format for the store; create this chain's row, or move its version up.
+
+        Format 2 hashes the payload text as stored, so it needs a payload
+        column that keeps it verbatim; on one that does not (PostgreSQL
+        ``jsonb``, made by earlier versions) entries stay in format 1. The
+        chain's ``hash_version`` is the newest format written into it: a
+        chain already moved to a format this version does not know is
+        refused (``ChainError``), rather than extended with entries its other
+        writers' ``verify()`` would not expect.
+        """
+        self.hash_version = chain.HASH_VERSION if await conn.run_sync(payload_text_kept) else 1
+        where = chains.c.chain_id == self.chain_id
+        stored = await conn.scalar(select(chains.c.hash_version).where(where))
+        if stored is not None:
+            if stored > chain.HASH_VERSION:
+                raise ChainError(
+                    f"chain {self.chain_id!r} is written in hash format {stored}; this version of audit-plugin "
+                    f"writes format {chain.HASH_VERSION} at most: upgrade it"
+                )
+            if stored < self.hash_version:
+                await conn.execute(update(chains).where(where).values(hash_version=self.hash_version))
             return
         try:
             async with conn.begin_nested():
                 await conn.execute(
                     insert(chains).values(
                         chain_id=self.chain_id,
-                        hash_version=chain.HASH_VERSION,
+                        hash_version=self.hash_version,
                         created_at=datetime.now(UTC),
                         pruned_sequence=0,
                         pruned_hash=chain.GENESIS_HASH,
@@ -290,7 +337,8 @@ class Ledger:
                 links.append((sequence, None, None))
                 previous = chain.GENESIS_HASH
             else:
-                entry_hash = chain.link_hash(self.chain_id, sequence, previous, entry.digest)
+                version = entry.event["hash_version"]
+                entry_hash = chain.link_hash(self.chain_id, sequence, previous, entry.digest, version)
                 links.append((sequence, previous, entry_hash))
                 previous = entry_hash
         return links, ChainHead(sequence, previous)
@@ -355,7 +403,7 @@ class Ledger:
         )
 
 
-def record_event(row: Mapping[str, Any]) -> dict[str, Any]:
+def record_event(row: Mapping[str, Any], hash_version: int | None, record_digest: str | None = None) -> dict[str, Any]:
     """The event columns of the ``"record"`` entry of a ``message_audit_log`` row."""
     return {
         "kind": "record",
@@ -366,7 +414,22 @@ def record_event(row: Mapping[str, Any]) -> dict[str, Any]:
         "error": row["error_message"],
         "delivered_at": row["delivered_at"],
         "operation_id": None,
+        "record_digest": record_digest,
+        "hash_version": hash_version,
     }
+
+
+def seal(event: dict[str, Any], record: Mapping[str, Any] | None = None) -> str:
+    """The digest of the entry ``event`` in its ``hash_version``; ``record``: the row of a record entry.
+
+    In format 2 a record entry's ``record_digest`` is computed here and set
+    in ``event``, since the entry's digest covers it.
+    """
+    if event["hash_version"] == 1:
+        return chain.entry_digest_v1(event, record)
+    if record is not None:
+        event["record_digest"] = chain.record_digest(record)
+    return chain.entry_digest(event)
 
 
 def check_chain_id(chain_id: object) -> str:

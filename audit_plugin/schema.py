@@ -2,9 +2,12 @@
 
 ``MessageAuditLog`` is a SQLAlchemy declarative model, so it works with the ORM
 too; the trail itself uses ``audit_log`` (its ``Table``) with Core statements.
-The payload column holds JSON text: ``jsonb`` on PostgreSQL, ``TEXT`` on
-SQLite. Engines made by the backends pass that text through unchanged in both
-directions (it is serialised and checked once, before it is queued).
+The payload column holds JSON text, kept verbatim (the hash chain hashes
+it as stored): ``json`` on PostgreSQL, ``TEXT`` on SQLite. Engines made by
+the backends pass that text through unchanged in both directions (it is
+serialised and checked once, before it is queued). Databases created by
+earlier versions may hold ``jsonb`` on PostgreSQL, which works the same except
+for the hash format (see :func:`audit_plugin.integrity_schema.payload_text_kept`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, DateTime, Index, Integer, MetaData, String, Table, Text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -46,7 +48,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-PayloadJSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+PayloadJSON = JSON(none_as_null=True)
 
 
 def json_text_passthrough(value: object) -> str:

@@ -6,9 +6,12 @@ for every entry after the prune point:
 
 * its sequence number is the next one (a gap means entries were deleted);
 * its ``prev_hash`` is the previous entry's hash;
-* its content (event columns, and for a record entry the message's immutable
-  columns and stored payload) still gives its ``entry_digest``; a record
-  deleted by retention is accepted when a later retention entry covers it;
+* its content still gives its digests, in the entry's own hash format
+  (``hash_version``: see :mod:`audit_plugin.chain`): in format 2 the record's
+  columns and stored payload give its ``record_digest``, and the event's
+  columns (that digest included) its ``entry_digest``, whether the record is
+  still there or not; in format 1 one digest covers both. A record deleted
+  by retention is accepted when a later retention entry covers it;
 * its ``entry_hash`` links all of that (so a rewritten digest is caught);
 * with a checkpoint: the entry at the checkpoint's sequence has its hash, and
   the chain reaches that far.
@@ -24,19 +27,20 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import operator
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import JSON, Select, Text, and_, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_plugin import chain
 from audit_plugin.checkpoint import Checkpoint
 from audit_plugin.integrity_schema import events
 from audit_plugin.ledger import ChainHead, Ledger
-from audit_plugin.schema import audit_log
+from audit_plugin.schema import UTCDateTime, audit_log
 from audit_plugin.transitions import APPLIED
 
 STREAM_CHUNK = 2000
@@ -47,7 +51,17 @@ _EVENT_COLUMNS = tuple(column.name for column in events.columns)
 """The walk's rows: these event columns, then ``_RECORD_COLUMNS`` of the joined record (all ``None`` if none)."""
 _SPLIT = len(_EVENT_COLUMNS)
 _RECORD_ID = _SPLIT + _RECORD_COLUMNS.index("message_id")
-_SEQUENCE, _ENTRY_HASH, _MESSAGE_ID = (_EVENT_COLUMNS.index(name) for name in ("sequence", "entry_hash", "message_id"))
+_PAYLOAD = _SPLIT + _RECORD_COLUMNS.index("payload_json")
+_SEQUENCE, _ENTRY_HASH, _MESSAGE_ID, _KIND, _AT = (
+    _EVENT_COLUMNS.index(name) for name in ("sequence", "entry_hash", "message_id", "kind", "at")
+)
+_ENTRY_DIGEST, _PREV_HASH, _RECORD_DIGEST, _VERSION = (
+    _EVENT_COLUMNS.index(name) for name in ("entry_digest", "prev_hash", "record_digest", "hash_version")
+)
+_event_v2 = operator.itemgetter(*(_EVENT_COLUMNS.index(name) for name in chain.EVENT_FIELDS_V2))
+"""A row's values that a format-2 ``entry_digest`` covers, in their order."""
+_E_AT, _E_DELIVERED_AT = chain.EVENT_FIELDS_V2.index("at"), chain.EVENT_FIELDS_V2.index("delivered_at")
+_R_TIMESTAMP = chain.RECORD_FIELDS.index("timestamp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,36 +127,85 @@ class _Walk:
 
     def check(self, row: Sequence[Any]) -> str | None:
         """The reason ``row`` (see ``_EVENT_COLUMNS``) breaks the chain, or ``None`` (and advance)."""
-        entry = dict(zip(_EVENT_COLUMNS, row[:_SPLIT], strict=True))
-        sequence, expected = entry["sequence"], self.sequence + 1
+        sequence, expected = row[_SEQUENCE], self.sequence + 1
         if sequence != expected:
             return f"entries {expected}..{sequence - 1} are missing (sequence jumps from {self.sequence})"
-        entry_hash, digest = entry["entry_hash"], entry["entry_digest"]
+        entry_hash, digest = row[_ENTRY_HASH], row[_ENTRY_DIGEST]
         if entry_hash is None or digest is None:
             return "entry is not hashed (written with hash_chain=False)"
-        if entry["prev_hash"] != self.previous:
+        if row[_PREV_HASH] != self.previous:
             return "prev_hash does not match the previous entry's hash (entries removed, inserted or reordered)"
-        record = None
-        is_record = entry["kind"] == "record"
-        if is_record:
-            if row[_RECORD_ID] is not None:
-                record = dict(zip(_RECORD_COLUMNS, row[_SPLIT:], strict=True))
-            elif not self.covered_by_retention(sequence, entry["at"]):
-                return "its record is missing from message_audit_log (deleted outside retention)"
-        if record is not None or not is_record:
-            try:
-                content_digest = chain.entry_digest(entry, record)
-            except (ValueError, TypeError) as exc:
-                return f"content cannot be read for hashing ({type(exc).__name__}: {exc})"
-            if content_digest != digest:
-                what = "record or its payload" if record is not None else "lifecycle event"
-                return f"content does not match its digest ({what} altered)"
-        if chain.link_hash(self.chain_id, sequence, self.previous, digest) != entry_hash:
+        version = row[_VERSION] or 1
+        if version not in chain.HASH_VERSIONS:
+            return f"entry is in hash format {version}, which this version of audit-plugin cannot check"
+        record_missing = row[_KIND] == "record" and row[_RECORD_ID] is None
+        if record_missing and not self.covered_by_retention(sequence, _as_datetime(row[_AT])):
+            return "its record is missing from message_audit_log (deleted outside retention)"
+        try:
+            reason = _content_v2(row, digest) if version == 2 else _content_v1(row, digest, record_missing)
+        except (ValueError, TypeError) as exc:
+            return f"content cannot be read for hashing ({type(exc).__name__}: {exc})"
+        if reason is not None:
+            return reason
+        if chain.link_hash(self.chain_id, sequence, self.previous, digest, version) != entry_hash:
             return "entry_hash does not match (digest or hash rewritten)"
         self.sequence = sequence
         self.previous = entry_hash
         self.count += 1
         return None
+
+
+def _content_v2(row: Sequence[Any], digest: str) -> str | None:
+    """Why a format-2 entry's content does not give its digests (a deleted record's event still must), or ``None``."""
+    if row[_RECORD_ID] is not None and row[_KIND] == "record":
+        record = list(row[_SPLIT:_PAYLOAD])
+        record[_R_TIMESTAMP] = _moment(record[_R_TIMESTAMP])
+        if chain.record_digest_of(record, row[_PAYLOAD]) != row[_RECORD_DIGEST]:
+            return "content does not match its digest (record or its payload altered)"
+    event = list(_event_v2(row))
+    event[_E_AT] = _moment(event[_E_AT])
+    event[_E_DELIVERED_AT] = _moment(event[_E_DELIVERED_AT])
+    if chain.entry_digest_of(event) != digest:
+        return "content does not match its digest (lifecycle event altered)"
+    return None
+
+
+def _moment(value: Any) -> Any:
+    """A timestamp as read (see :func:`walk_statement`) in the form format 2 hashes: a datetime, or its text.
+
+    SQLite's stored text ``2026-01-15 12:00:00.000005`` (UTC) becomes the
+    RFC 3339 text ``orjson`` writes for that datetime,
+    ``2026-01-15T12:00:00.000005+00:00`` (no fraction when it is zero),
+    without parsing it into a datetime first; a driver's datetime is kept.
+    """
+    if type(value) is not str:
+        return value
+    fraction = value[19:]
+    return f"{value[:10]}T{value[11:19]}{'' if fraction == '.000000' else fraction}+00:00"
+
+
+def _as_datetime(value: Any) -> Any:
+    """A timestamp as read (see :func:`walk_statement`) as an aware UTC datetime."""
+    return datetime.fromisoformat(value).replace(tzinfo=UTC) if type(value) is str else value
+
+
+def _content_v1(row: Sequence[Any], digest: str, record_missing: bool) -> str | None:
+    """Why a format-1 entry's content does not give its digest, or ``None``.
+
+    One digest covers the event and its record, so a record entry whose
+    record was deleted (by retention: checked before) cannot be checked.
+    """
+    if record_missing:
+        return None
+    entry = dict(zip(_EVENT_COLUMNS, row[:_SPLIT], strict=True))
+    entry["at"], entry["delivered_at"] = _as_datetime(entry["at"]), _as_datetime(entry["delivered_at"])
+    record = dict(zip(_RECORD_COLUMNS, row[_SPLIT:], strict=True)) if entry["kind"] == "record" else None
+    if record is not None:
+        record["timestamp"] = _as_datetime(record["timestamp"])
+    if chain.entry_digest_v1(entry, record) == digest:
+        return None
+    what = "record or its payload" if record is not None else "lifecycle event"
+    return f"content does not match its digest ({what} altered)"
 
 
 async def _first_break(
@@ -186,6 +249,35 @@ def _suffix_max(values: list[Any]) -> list[Any]:
     return result
 
 
+def walk_statement(chain_id: str, after: int) -> Select[Any]:
+    """The walk's rows (see ``_EVENT_COLUMNS``): the entries after sequence ``after``, in order, with their records.
+
+    Timestamps and the payload come as the driver reads them, without
+    SQLAlchemy's per-value conversions (most of the walk's reading cost):
+    the payload as its text, timestamps as aware UTC datetimes (PostgreSQL)
+    or the stored UTC text (SQLite); see :func:`_moment`.
+    """
+    joined = events.outerjoin(audit_log, and_(e.kind == "record", log.message_id == e.message_id))
+    return (
+        select(
+            *(_as_read(e[name]) for name in _EVENT_COLUMNS), *(_as_read(log[name], "r_") for name in _RECORD_COLUMNS)
+        )
+        .select_from(joined)
+        .where(e.chain_id == chain_id, e.sequence > after)
+        .order_by(e.sequence)
+        .execution_options(yield_per=STREAM_CHUNK)
+    )
+
+
+def _as_read(column: Any, prefix: str = "") -> Any:
+    """``column`` without result conversion if it has one (timestamps, the payload), labelled ``prefix + name``."""
+    converted = isinstance(column.type, (UTCDateTime, JSON))
+    return (type_coerce(column, Text()) if converted else column).label(prefix + column.name)
+
+
+_RECORD_READ = tuple(_as_read(log[name], "r_") for name in _RECORD_COLUMNS)
+
+
 async def verify_chain(engine: AsyncEngine, ledger: Ledger, against: Checkpoint | None = None) -> VerifyReport:
     """Verify ``ledger``'s chain in ``engine``'s database; see the module docstring."""
     chain_id = ledger.chain_id
@@ -223,16 +315,8 @@ async def verify_chain(engine: AsyncEngine, ledger: Ledger, against: Checkpoint 
     if against is not None and against.sequence == start.sequence and against.hash != start.hash:
         return report("the prune point's hash differs from the checkpoint (chain rewritten)", against.sequence)
 
-    joined = events.outerjoin(audit_log, and_(e.kind == "record", log.message_id == e.message_id))
-    stmt = (
-        select(*(e[name] for name in _EVENT_COLUMNS), *(log[name].label("r_" + name) for name in _RECORD_COLUMNS))
-        .select_from(joined)
-        .where(e.chain_id == chain_id, e.sequence > start.sequence)
-        .order_by(e.sequence)
-        .execution_options(yield_per=STREAM_CHUNK)
-    )
     async with engine.connect() as conn:
-        result = await conn.stream(stmt)
+        result = await conn.stream(walk_statement(chain_id, start.sequence))
         broken = await _first_break(walk, result.partitions(), against)
         if broken is not None:
             await result.close()

@@ -52,7 +52,7 @@ import uuid_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from audit_plugin import AuditPlugin, MessageAuditTrail, MessageBus
+from audit_plugin import AuditPlugin, MessageAuditTrail, MessageBus, chain
 from audit_plugin.integrity_schema import EVENTS_TABLE, events
 from audit_plugin.messages import new_message_id
 from audit_plugin.schema import TABLE_NAME, audit_log
@@ -108,10 +108,11 @@ def stored_rows(
             envelope = (message_id, f"agent-{n % 16}", f"agent-{(n + 1) % 16}", "COMMAND", "NORMAL")
             outcome = ("DELIVERED", f"conv-{n // 10}", None, payload, at, delivered, None, 0, None, None, None)
             records.append((*envelope, *outcome))
-            entries.append((chain_id, sequence, "record", message_id, "PENDING", at, 0, None, None, *HASHES))
-            entries.append(
-                (chain_id, sequence + 1, "status", message_id, "DELIVERED", delivered, None, None, delivered, *HASHES)
-            )
+            no_operation, version = None, chain.HASH_VERSION
+            record = ("record", message_id, "PENDING", at, 0, None, None, no_operation, HASHES[0], version)
+            entries.append((chain_id, sequence, *record, *HASHES))
+            status = ("status", message_id, "DELIVERED", delivered, None, None, delivered, no_operation, None, version)
+            entries.append((chain_id, sequence + 1, *status, *HASHES))
             sequence += 2
         yield records, entries
 

@@ -26,7 +26,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from audit_plugin import Message, MessageAuditLog, MessageAuditTrail
+from audit_plugin import Message, MessageAuditLog, MessageAuditTrail, chain
 from audit_plugin.integrity_schema import EVENTS_TABLE, events
 from audit_plugin.schema import TABLE_NAME, audit_log, metadata
 from benchmarks.common import TRAIL_OPTIONS, Store
@@ -108,6 +108,8 @@ def _raw_entry(sequence: int, message: Message, timestamp: Any) -> tuple[Any, ..
         no_error,
         no_delivery,
         no_operation,
+        _HASH,  # record_digest
+        chain.HASH_VERSION,
         _HASH,
         _HASH,
         _HASH,

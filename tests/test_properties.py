@@ -322,18 +322,12 @@ def test_any_cli_argument_is_answered_or_is_bad_input_never_a_bug(
         assert "Traceback" not in err and "a bug" not in err
 
 
-# -- known divergence ----------------------------------------------------------------------------------------------
+# -- payload text kept verbatim -------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PostgreSQL jsonb keeps numbers as decimals: a float such as 1e23 comes back as the integer 10**23, "
-    "which is not the float Python wrote (SQLite returns the float)",
-)
 async def test_a_large_float_in_a_payload_reads_back_as_the_same_float(trail: MessageAuditTrail) -> None:
+    """The payload column keeps the text (PostgreSQL ``json``, not ``jsonb``, which would give back 10**23)."""
     message = build_message({"payload": {"x": 1e23}})
     await trail.log_message(message)
     record = await trail.get_message(message.message_id)
     assert record is not None and record.payload == {"x": 1e23}
-    if trail.backend.name != "postgresql":
-        pytest.xfail("only PostgreSQL diverges")

@@ -378,3 +378,22 @@ async def test_chunked_retention_keeps_the_chain_verifiable(database_url: str) -
         report = await trail.verify()
         assert report.ok and report.first_sequence == 1, report
         assert len(await trail.query_messages()) == 2
+
+
+async def test_back_dated_entry_of_a_deleted_record_is_found(database_url: str) -> None:
+    """Deleting a young record and back-dating its entry before a retention run hides it in format 1, not 2."""
+    now = datetime.now(UTC)
+    async with MessageAuditTrail(database_url, retention_policy=RetentionPolicy.DAYS_30) as trail:
+        messages = [make_message(at=now - timedelta(days=1), seconds=i) for i in range(3)]
+        for message in messages:
+            await trail.log_message(message)
+        victim = messages[1].message_id
+        await execute(
+            trail,
+            delete(audit_log).where(audit_log.c.message_id == victim),
+            update(events).where(e.message_id == victim).values(at=now - timedelta(days=400)),
+        )
+        assert await trail.apply_retention_policy() == 0  # the retention entry now "covers" the back-dated one
+        report = await trail.verify()
+    broken(report, 2, "content does not match its digest (lifecycle event altered)")
+    assert report.message_id == victim

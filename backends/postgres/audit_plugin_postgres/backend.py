@@ -1,4 +1,4 @@
-"""PostgreSQL specifics: asyncpg driver, jsonb payloads, COPY bulk writes.
+"""PostgreSQL specifics: asyncpg driver, json payloads (the text kept verbatim), COPY bulk writes.
 
 Batches go straight through the asyncpg connection under the SQLAlchemy
 pool (see ``benchmarks/`` for the measurements behind the choice). The batch
@@ -86,7 +86,7 @@ WHERE t.message_id = u.message_id AND {_NOT_FINAL}
 RETURNING t.message_id
 """
 
-_SQL_TYPES = {"payload_json": "jsonb", "timestamp": "timestamptz", "delivered_at": "timestamptz"}
+_SQL_TYPES = {"payload_json": "json", "timestamp": "timestamptz", "delivered_at": "timestamptz"}
 _SQL_TYPES |= {"ttl_seconds": "int4", "retry_count": "int4"}
 _UNNEST_ROWS = ", ".join(f"${n}::{_SQL_TYPES.get(name, 'text')}[]" for n, name in enumerate(COLUMNS, start=1))
 _U = len(COLUMNS)
@@ -160,7 +160,7 @@ def _with_async_driver(url: str) -> str:
 
 
 class PostgresBackend(SQLBackend):
-    """An audit store in a PostgreSQL database (payload as ``jsonb``)."""
+    """An audit store in a PostgreSQL database (payload as ``json``: the text kept verbatim)."""
 
     name = "postgresql"
 
