@@ -1,7 +1,11 @@
-"""Turning a message's payload into the text that is stored: limits, redaction, encryption.
+"""Turning a message into what is queued for the store: its record, its payload text, its ledger entry.
 
-Runs in the trail's record-building path, before anything is queued, in
-this order:
+:class:`MessageCapture` is a message's one pass from a send path to the
+writer's queue: the message is checked (once), its payload captured, its
+``message_audit_log`` row built and its lifecycle entry prepared by the
+trail's :class:`~audit_plugin.ledger.Ledger`; the trail queues the result.
+
+:class:`PayloadCapture` is the payload step, in this order:
 
 1. depth check (``PayloadPolicy.max_depth``; a typed error, never a
    ``RecursionError``; reference cycles count as too deep);
@@ -24,11 +28,13 @@ import pluggy
 
 from audit_plugin import validation as v
 from audit_plugin.exceptions import FieldTypeError, InvalidFieldError, PayloadTooLargeError
-from audit_plugin.messages import Message
+from audit_plugin.messages import Message, MessageStatus
+from audit_plugin.records import build_row, check_message
 from audit_plugin.redaction import DEFAULT_SENSITIVE_FIELDS, MASK, FieldRedactor
 
 if TYPE_CHECKING:
     from audit_plugin.crypto import PayloadSealer
+    from audit_plugin.ledger import Ledger, LedgeredRow
 
 OversizePolicy = Literal["reject", "truncate"]
 
@@ -93,8 +99,9 @@ class PayloadCapture:
     def encode(self, message: Message) -> str:
         """The payload text to store for ``message``; raises a typed error naming ``payload``."""
         payload = message.payload
-        hook = self.manager.hook.audit_redact
-        implementations = [impl for impl in hook.get_hookimpls() if not (impl.hookwrapper or impl.wrapper)]
+        implementations = self.manager.hook.audit_redact.get_hookimpls()
+        if implementations:
+            implementations = [impl for impl in implementations if not (impl.hookwrapper or impl.wrapper)]
         if implementations or self.redactor is None:  # otherwise the redactor's walk is the depth check
             v.check_depth(payload, self.policy.max_depth)
         for impl in reversed(implementations):  # pluggy's own call order
@@ -128,3 +135,34 @@ class PayloadCapture:
         if self.policy.oversize == "reject":
             raise PayloadTooLargeError("payload", size, limit)
         return v.encode_json(truncated_marker(text, size))
+
+
+class MessageCapture:
+    """Builds what the trail queues for a message, in one pass: checked message, payload text, row, ledger entry.
+
+    :param payloads: the trail's payload step (policy, ``audit_redact`` rules, encryption).
+    :param ledger: the trail's ledger (the row's lifecycle entry and, when hashing, its digest).
+    """
+
+    def __init__(self, payloads: PayloadCapture, ledger: Ledger) -> None:
+        self.payloads = payloads
+        self.ledger = ledger
+
+    def row(
+        self,
+        message: Message,
+        *,
+        status: MessageStatus = MessageStatus.PENDING,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+        fallback: bool = False,
+    ) -> LedgeredRow:
+        """The ledgered ``message_audit_log`` row of ``message``, ready for the writer's queue.
+
+        Raises a typed error naming the field for anything that cannot be
+        stored, before anything is queued. ``fallback``: the row is stored only
+        if its message has no record yet (see :class:`~audit_plugin.ledger.FallbackRow`).
+        """
+        check_message(message)
+        row = build_row(message, self.payloads.encode(message), status=status, trace_id=trace_id, span_id=span_id)
+        return self.ledger.ledgered(row, fallback=fallback)

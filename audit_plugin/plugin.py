@@ -104,7 +104,7 @@ class AuditPlugin:
         span = self._tracer.start(message)  # None while tracing is off (no SDK)
         trace_id, span_id = sampled_ids(span)
         try:
-            future = self.trail.enqueue_message_nowait(message, trace_id=trace_id, span_id=span_id)
+            waiting = self._record(message, trace_id, span_id)
         except BaseException as exc:  # refused (cannot be recorded): the message will not be sent
             if span is not None:
                 self._tracer.abandon(span, exc)
@@ -112,12 +112,7 @@ class AuditPlugin:
         self._tracer.inject(span, message)
         if span is not None:
             self._in_flight[message.message_id] = span
-        if future is None:  # queue full under "block": wait for space (back-pressure)
-            enqueued = self.trail.enqueue_message(
-                message, trace_id=trace_id, span_id=span_id, timeout=self.commit_timeout
-            )
-            return self._put_and_wait(enqueued, message, before_delivery=True)
-        return self._settle(future, message, before_delivery=True)
+        return waiting
 
     @hookimpl
     def audit_post_delivery(self, message: Message, receipt: DeliveryReceipt) -> Any:
@@ -159,13 +154,7 @@ class AuditPlugin:
         caller passes the ids of the span it received the message in.
         Returns ``None`` when there is nothing to wait for.
         """
-        future = self.trail.enqueue_message_nowait(message, trace_id=trace_id, span_id=span_id)
-        if future is None:
-            enqueued = self.trail.enqueue_message(
-                message, trace_id=trace_id, span_id=span_id, timeout=self.commit_timeout
-            )
-            return self._put_and_wait(enqueued, message, before_delivery=True)
-        return self._settle(future, message, before_delivery=True)
+        return self._record(message, trace_id, span_id)
 
     def record_outcome(
         self,
@@ -197,6 +186,19 @@ class AuditPlugin:
         )
         return self._put_and_wait(enqueued, message)
 
+    def _record(self, message: Message, trace_id: str | None, span_id: str | None) -> Any:
+        """Queue ``message``'s record; return what the caller awaits per the durability (``None``: nothing).
+
+        Raises, before anything is queued, if the message cannot be recorded.
+        """
+        future = self.trail.enqueue_message_nowait(message, trace_id=trace_id, span_id=span_id)
+        if future is None:  # queue full under "block", or a data key to load first: wait (back-pressure)
+            enqueued = self.trail.enqueue_message(
+                message, trace_id=trace_id, span_id=span_id, timeout=self.commit_timeout
+            )
+            return self._put_and_wait(enqueued, message, before_delivery=True)
+        return self._settle(future, message, before_delivery=True)
+
     def _record_status(self, update: StatusUpdate, message: Message) -> Any:
         future = self.trail.enqueue_status_nowait(update)
         if future is None:
@@ -204,9 +206,7 @@ class AuditPlugin:
         return self._settle(future, message)
 
     def _settle(self, future: asyncio.Future[Any], message: Message, *, before_delivery: bool = False) -> Any:
-        return self._commits.settle(
-            future, message.message_id, self._refused(message) if before_delivery else None
-        )
+        return self._commits.settle(future, message.message_id, self._refused(message) if before_delivery else None)
 
     def _put_and_wait(self, enqueued: Any, message: Message, *, before_delivery: bool = False) -> Any:
         return self._commits.put_and_settle(

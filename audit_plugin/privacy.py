@@ -53,17 +53,13 @@ class PayloadProtection:
         self.capture = PayloadCapture(manager, policy or PayloadPolicy(), self.sealer)
 
     def ready(self, message: Message) -> bool:
-        """True if :meth:`encode` can run now (no data key has to be loaded or stored first)."""
+        """True if ``message``'s payload can be encoded now (no data key has to be loaded or stored first)."""
         return self.sealer is None or self.sealer.has_key(message)
 
     async def prepare(self, message: Message) -> None:
         """Load or create the data key ``message`` will be encrypted with."""
         if self.sealer is not None:
             await self.sealer.ensure_key(message)
-
-    def encode(self, message: Message) -> str:
-        """The payload text to store (redacted, capped, encrypted as configured)."""
-        return self.capture.encode(message)
 
     async def open(self, records: Iterable[AuditRecord]) -> list[AuditRecord]:
         """``records`` with encrypted payloads decrypted, or replaced by a marker saying why not."""

@@ -89,6 +89,48 @@ class AuditRecord:
         )
 
 
+def check_message(message: object) -> Message:
+    """``message`` itself once every field is checked (a ``Message`` is mutable: fields may have changed since
+    it was built); raises a typed error naming the first bad field."""
+    if not isinstance(message, Message):
+        raise v.FieldTypeError("message", "audit_plugin.Message", message)
+    message.validate()
+    return message
+
+
+def build_row(
+    message: Message,
+    payload_json: str,
+    *,
+    status: MessageStatus = MessageStatus.PENDING,
+    trace_id: str | None = None,
+    span_id: str | None = None,
+) -> dict[str, Any]:
+    """The ``message_audit_log`` row of a message :func:`check_message` has passed, storing ``payload_json``.
+
+    Only the span ids are checked here (the message was, once, just before). Enum members
+    are stored as their values (``_value_``: the plain attribute behind ``.value``).
+    """
+    return {
+        "message_id": message.message_id,
+        "from_agent": message.from_agent,
+        "to_agent": message.to_agent,
+        "message_type": message.message_type._value_,
+        "priority": message.priority._value_,
+        "status": status._value_,
+        "correlation_id": message.correlation_id,
+        "reply_to": message.reply_to,
+        "payload_json": payload_json,
+        "timestamp": message.timestamp,
+        "delivered_at": None,
+        "ttl_seconds": message.ttl_seconds,
+        "retry_count": 0,
+        "error_message": None,
+        "trace_id": v.check_hex_id("trace_id", trace_id, 32),
+        "span_id": v.check_hex_id("span_id", span_id, 16),
+    }
+
+
 def record_row(
     message: Message,
     *,
@@ -99,32 +141,15 @@ def record_row(
 ) -> dict[str, Any]:
     """The ``message_audit_log`` row for ``message``, validated and ready to insert.
 
-    Raises a typed error naming the field if anything cannot be stored; this
-    runs before the record is queued, so nothing bad ever reaches the writer.
+    Raises a typed error naming the field if anything cannot be stored.
     ``payload_json`` is the payload text to store when the caller has already
-    prepared it (redacted, capped, encrypted: see :mod:`audit_plugin.capture`).
+    prepared it; otherwise the payload is stored as strict JSON, unredacted.
+    The trail builds its rows with :class:`~audit_plugin.capture.MessageCapture`
+    instead (redaction, size cap, encryption, ledger entry: one pass).
     """
-    if not isinstance(message, Message):
-        raise v.FieldTypeError("message", "audit_plugin.Message", message)
-    message.validate()
-    return {
-        "message_id": message.message_id,
-        "from_agent": message.from_agent,
-        "to_agent": message.to_agent,
-        "message_type": message.message_type.value,
-        "priority": message.priority.value,
-        "status": status.value,
-        "correlation_id": message.correlation_id,
-        "reply_to": message.reply_to,
-        "payload_json": payload_json if payload_json is not None else v.encode_payload(message.payload),
-        "timestamp": message.timestamp,
-        "delivered_at": None,
-        "ttl_seconds": message.ttl_seconds,
-        "retry_count": 0,
-        "error_message": None,
-        "trace_id": v.check_hex_id("trace_id", trace_id, 32),
-        "span_id": v.check_hex_id("span_id", span_id, 16),
-    }
+    check_message(message)
+    text = payload_json if payload_json is not None else v.encode_payload(message.payload)
+    return build_row(message, text, status=status, trace_id=trace_id, span_id=span_id)
 
 
 @dataclass(frozen=True, slots=True)

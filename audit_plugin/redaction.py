@@ -46,6 +46,7 @@ MASK = "[REDACTED]"
 """What a redacted value is replaced with."""
 
 _CACHE_LIMIT = 10_000
+_CONTAINERS = (dict, list, tuple)
 
 
 def normalise_field_name(name: str) -> str:
@@ -71,6 +72,8 @@ class FieldRedactor:
         self.mask = mask
         self.max_depth = max_depth
         self._verdicts: dict[str, bool] = {}
+        self._plain: set[str] = set()
+        """The keys of :attr:`_verdicts` found not sensitive: a dict whose keys are all here has none to mask."""
 
     def is_sensitive(self, key: object) -> bool:
         if not isinstance(key, str):
@@ -80,7 +83,10 @@ class FieldRedactor:
             verdict = normalise_field_name(key) in self.fields
             if len(self._verdicts) >= _CACHE_LIMIT:
                 self._verdicts.clear()
+                self._plain.clear()
             self._verdicts[key] = verdict
+            if not verdict:
+                self._plain.add(key)
         return verdict
 
     def redact(self, payload: dict[str, Any], field: str = "payload") -> dict[str, Any]:
@@ -91,19 +97,23 @@ class FieldRedactor:
 
     def _has_sensitive_key(self, payload: object, field: str) -> bool:
         found = False
+        plain = self._plain
         stack: list[tuple[object, int]] = [(payload, 1)]
         while stack:
             item, depth = stack.pop()
             if depth > self.max_depth:
                 raise PayloadTooDeepError(field, self.max_depth)
             if isinstance(item, dict):
-                for key, value in item.items():
-                    if not found and self.is_sensitive(key):
-                        found = True
-                    if isinstance(value, dict | list | tuple):
-                        stack.append((value, depth + 1))
+                if not found and not plain.issuperset(item):  # keys seen before and found plain need no look-up
+                    found = any(self.is_sensitive(key) for key in item)
+                values: Iterable[object] = item.values()
             elif isinstance(item, list | tuple):
-                stack.extend((value, depth + 1) for value in item if isinstance(value, dict | list | tuple))
+                values = item
+            else:
+                continue
+            for value in values:
+                if isinstance(value, _CONTAINERS):
+                    stack.append((value, depth + 1))
         return found
 
     def _masked(self, value: Any) -> Any:

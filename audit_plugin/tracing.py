@@ -217,8 +217,16 @@ class SendTracer(_Tracing):
 
     @staticmethod
     def inject(span: Span | None, message: Message) -> None:
-        """Write the span's context (or the current one) and the current baggage into ``message.headers``."""
-        propagate.inject(message.headers, context=None if span is None else trace.set_span_in_context(span))
+        """Write the span's context (or the current one) and the current baggage into ``message.headers``.
+
+        Without a span and with an empty current context (no parent span, no
+        baggage) there is nothing to propagate, and the propagators are not called.
+        """
+        if span is None:
+            if otel_context.get_current():
+                propagate.inject(message.headers)
+            return
+        propagate.inject(message.headers, context=trace.set_span_in_context(span))
 
     @staticmethod
     def end(span: Span, receipt: DeliveryReceipt) -> None:

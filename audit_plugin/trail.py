@@ -19,7 +19,7 @@ import pluggy
 
 from audit_plugin import validation as v
 from audit_plugin.backend import BUCKET_UNITS, AuditBackend, BucketUnit, LedgerStore
-from audit_plugin.capture import PayloadPolicy
+from audit_plugin.capture import MessageCapture, PayloadPolicy
 from audit_plugin.checkpoint import Checkpoint, require_checkpoint
 from audit_plugin.crypto import KeyProvider, SubjectResolver
 from audit_plugin.exceptions import ChainError, InvalidFieldError, TrailStateError
@@ -34,7 +34,6 @@ from audit_plugin.records import (
     IdMatches,
     RetentionPolicy,
     StatusUpdate,
-    record_row,
 )
 from audit_plugin.registry import create_backend, extension_manager, resolve_database_url
 from audit_plugin.store_errors import mapped_stream, store_errors
@@ -108,6 +107,7 @@ class MessageAuditTrail:
         if isinstance(self.backend, LedgerStore):
             self.backend.use_ledger(self.ledger)
         self.protection = PayloadProtection(self.plugin_manager, self.backend, payload_policy, key_provider, subject_of)
+        self._capture = MessageCapture(self.protection.capture, self.ledger)
         self.trace_url_template = check_trace_url_template(
             trace_url_template if trace_url_template is not None else os.environ.get(TRACE_URL_ENV) or None,
             "trace_url_template" if trace_url_template is not None else TRACE_URL_ENV,
@@ -243,7 +243,7 @@ class MessageAuditTrail:
         """
         writer = self._require_writer()
         await self.protection.prepare(message)
-        row = self._record_row(message, status=status, trace_id=trace_id, span_id=span_id)
+        row = self._capture.row(message, status=status, trace_id=trace_id, span_id=span_id)
         return await writer.put(row=row, timeout=timeout)
 
     def enqueue_message_nowait(
@@ -258,14 +258,7 @@ class MessageAuditTrail:
         writer = self._require_writer()
         if (writer.overflow == "block" and writer.is_full()) or not self.protection.ready(message):
             return None
-        row = self._record_row(message, trace_id=trace_id, span_id=span_id)
-        return writer.submit(row=row)
-
-    def _record_row(self, message: Message, *, fallback: bool = False, **fields: Any) -> dict[str, Any]:
-        if not isinstance(message, Message):
-            raise v.FieldTypeError("message", "audit_plugin.Message", message)
-        row = record_row(message, payload_json=self.protection.encode(message), **fields)
-        return self.ledger.ledgered(row, fallback=fallback)
+        return writer.submit(row=self._capture.row(message, trace_id=trace_id, span_id=span_id))
 
     async def update_message_status(
         self,
@@ -368,7 +361,7 @@ class MessageAuditTrail:
             message.message_id, status, delivered_at, error_message, retry_count, operation_id=operation_id
         )
         await self.protection.prepare(message)
-        row = self._record_row(message, fallback=True, trace_id=trace_id, span_id=span_id)
+        row = self._capture.row(message, fallback=True, trace_id=trace_id, span_id=span_id)
         return await writer.put(row=row, update=update, timeout=timeout)
 
     def enqueue_status_nowait(self, update: StatusUpdate) -> asyncio.Future[Any] | None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any, TypeVar
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from typing import Any, NoReturn, TypeVar
 
 from audit_plugin.exceptions import (
     FieldTypeError,
@@ -61,7 +63,8 @@ def check_text(
         raise InvalidFieldError(field, "must not be empty")
     if max_length is not None and len(value) > max_length:
         raise InvalidFieldError(field, f"longer than {max_length} characters")
-    _check_storable(field, value)
+    if not value.isascii() or "\x00" in value:  # the common case (ASCII, no NUL) needs no further call
+        _check_storable(field, value)
     return value
 
 
@@ -139,6 +142,8 @@ def to_utc(field: str, value: object, *, optional: bool = False) -> datetime | N
         return None
     if not isinstance(value, datetime):
         raise FieldTypeError(field, "datetime", value)
+    if value.tzinfo is UTC:  # already what is wanted (every default timestamp)
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=UTC)
     try:
@@ -176,6 +181,28 @@ encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_
 """Strict compact JSON; made once (``json.dumps`` with options builds a new encoder on every call)."""
 
 
+def _not_serialisable(value: object) -> NoReturn:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")  # json's own wording
+
+
+def _acyclic_encoder() -> Callable[[object], str]:
+    """:data:`encode_json` for values known to hold no reference cycle, without its per-call set-up.
+
+    ``JSONEncoder.encode`` builds its C encoder on every call, with a
+    table of the containers it has entered to detect cycles; a payload
+    whose depth :func:`check_depth` has bounded has none, so one encoder
+    without that table is made once. Same text, same errors; where the C
+    accelerator is missing, :data:`encode_json` itself.
+    """
+    if c_make_encoder is None:
+        return encode_json
+    encode = c_make_encoder(None, _not_serialisable, encode_basestring, None, ":", ",", False, False, False)
+    return lambda value: "".join(encode(value, 0))
+
+
+_encode_acyclic = _acyclic_encoder()
+
+
 def check_depth(payload: object, max_depth: int = DEFAULT_MAX_DEPTH, field: str = "payload") -> None:
     """Raise :class:`PayloadTooDeepError` if dicts/lists in ``payload`` nest deeper than ``max_depth``.
 
@@ -207,7 +234,7 @@ def encode_payload(payload: object, field: str = "payload", *, depth_checked: bo
     if not depth_checked:
         check_depth(payload, DEFAULT_MAX_DEPTH, field)
     try:
-        text = encode_json(payload)
+        text = _encode_acyclic(payload)  # the depth check has ruled out reference cycles
     except (TypeError, ValueError) as exc:
         raise PayloadNotSerializableError(field, f"is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _contains_nul(payload):

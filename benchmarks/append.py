@@ -67,6 +67,7 @@ from benchmarks.common import (
     postgres_available,
     postgres_store,
     print_table,
+    ratios,
     spread,
     sqlite_store,
 )
@@ -212,9 +213,9 @@ async def one_backend(
 
 def _ratio(numerators: list[float], denominators: list[float], label: str) -> str:
     """Median of the per-repetition ratios, with half their spread."""
-    ratios = [n / d for n, d in zip(numerators, denominators, strict=True)]
-    noise = f" ±{spread(ratios) / 2:.0%}" if len(ratios) > 1 else ""
-    return f"{median(ratios):.2f}{noise} {label}"
+    each = ratios(numerators, denominators)
+    noise = f" ±{spread(each) / 2:.0%}" if len(each) > 1 else ""
+    return f"{median(each):.2f}{noise} {label}"
 
 
 def _rate(values: list[float]) -> str:

@@ -32,6 +32,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,31 @@ async def bench_verify(stores: Stores, kind: str, rows: int, runs: int) -> None:
         print(f"  {names[name]:<44}{rate:>12,.0f}{rate / baseline:>12.2f}x{cpu:>13.1f}")
     print(f"  RSS grew at most {max(growths):.1f} MiB during a walk")
     print(f"  {report}")
+
+
+VERIFY_GOAL = 50_000
+"""Entries per second ``verify()`` should walk at least."""
+
+
+@dataclass(frozen=True)
+class VerifyRun:
+    """One ``verify()`` of a freshly written chain (format 2)."""
+
+    entries: int
+    write_seconds: float
+    """Writing the chain straight through the backend."""
+    rate: float
+    """Entries verified per second."""
+    rss_growth_mib: float
+    """How much the resident memory grew during the walk (sampled every 0.2 s)."""
+
+
+async def measure_verify(url: str, rows: int) -> VerifyRun:
+    """Write a format-2 chain of ``rows`` record entries into an empty store at ``url``, then verify it once."""
+    async with MessageAuditTrail(url) as trail:
+        built = await write_chain(trail, rows, chain.HASH_VERSION)
+        rate, _, growth, _ = await verify_rate(trail, rows)
+    return VerifyRun(rows, built, rate, growth)
 
 
 async def main() -> None:

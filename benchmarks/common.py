@@ -98,13 +98,20 @@ def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / middle if middle else 0.0
 
 
+def ratios(numerators: list[float], denominators: list[float]) -> list[float]:
+    """Per-repetition ratios (each pair measured back to back)."""
+    return [n / d for n, d in zip(numerators, denominators, strict=True)]
+
+
 Row = tuple[str, str, str, str]
 """One line of a results table: measurement, result, ratio, goal."""
 
 
-def print_table(rows: list[Row]) -> None:
+HEADER: Row = ("measurement", "result", "ratio", "goal")
+
+
+def print_table(rows: list[Row], header: Row = HEADER) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    header = ("measurement", "result", "ratio", "goal")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
     line = "  ".join("-" * w for w in widths)
     print(line)

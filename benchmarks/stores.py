@@ -3,6 +3,9 @@
 * ``writer``: ``MessageAuditTrail`` fed as fast as one producer can (records
   built and validated, queued, written by the group-commit writer), timed
   until ``flush()`` returns (everything committed).
+* ``api``: the public API in commit semantics: ``API_CALLERS`` concurrent
+  callers, each awaiting ``trail.log_message(m)`` for one message after
+  another (every call returns once its record is committed).
 * ``raw``: the database's own limit for the same messages: asyncpg
   ``copy_records_to_table`` / stdlib ``sqlite3`` ``executemany`` (WAL,
   ``synchronous=NORMAL``), ``batch_size`` messages per transaction, rows
@@ -10,7 +13,9 @@
   ``raw_same_rows`` writes what the trail stores for each message: its record
   and its lifecycle entry (a ``message_audit_events`` row whose hash columns
   hold fixed 64-character strings: the database's work, not the hashing);
-  ``raw`` writes the records alone.
+  ``raw`` writes the records alone. ``raw_same_rows_64`` writes the same rows
+  ``API_CALLERS`` messages per transaction: all that commit semantics allow
+  with that many callers, the baseline of ``api``.
 * ``seed``: the original story's way, an SQLAlchemy ORM ``AsyncSession``
   with one ``add()`` and one ``commit()`` per message.
 """
@@ -34,6 +39,7 @@ from benchmarks.common import TRAIL_OPTIONS, Store
 COLUMNS = [column.name for column in audit_log.columns]
 EVENT_COLUMNS = [column.name for column in events.columns]
 BATCH_SIZE = 1000
+API_CALLERS = 64
 
 
 async def prepare(store: Store) -> None:
@@ -66,6 +72,21 @@ async def write_with_writer(store: Store, messages: list[Message]) -> None:
                     await trail.enqueue_message(message)
             await asyncio.sleep(0)  # let the writer commit while the producer goes on
         await trail.flush()
+    finally:
+        await trail.close()
+
+
+async def write_with_api(store: Store, messages: list[Message]) -> None:
+    trail = MessageAuditTrail(store.url, **TRAIL_OPTIONS)  # type: ignore[arg-type]
+    await trail.initialize()
+    pending = iter(messages)
+
+    async def caller() -> None:
+        for message in pending:
+            await trail.log_message(message)
+
+    try:
+        await asyncio.gather(*(caller() for _ in range(API_CALLERS)))
     finally:
         await trail.close()
 
@@ -116,14 +137,16 @@ def _raw_entry(sequence: int, message: Message, timestamp: Any) -> tuple[Any, ..
     )
 
 
-async def write_raw(store: Store, messages: list[Message], *, lifecycle: bool = False) -> None:
+async def write_raw(
+    store: Store, messages: list[Message], *, lifecycle: bool = False, batch_size: int = BATCH_SIZE
+) -> None:
     if store.kind == "sqlite":
-        _write_raw_sqlite(store, messages, lifecycle=lifecycle)
+        _write_raw_sqlite(store, messages, lifecycle=lifecycle, batch_size=batch_size)
         return
     conn = await asyncpg.connect(store.dsn)
     try:
-        for start in range(0, len(messages), BATCH_SIZE):
-            chunk = messages[start : start + BATCH_SIZE]
+        for start in range(0, len(messages), batch_size):
+            chunk = messages[start : start + batch_size]
             async with conn.transaction():
                 records = [_raw_row(m, m.timestamp) for m in chunk]
                 await conn.copy_records_to_table(TABLE_NAME, records=records, columns=COLUMNS)
@@ -134,7 +157,7 @@ async def write_raw(store: Store, messages: list[Message], *, lifecycle: bool = 
         await conn.close()
 
 
-def _write_raw_sqlite(store: Store, messages: list[Message], *, lifecycle: bool) -> None:
+def _write_raw_sqlite(store: Store, messages: list[Message], *, lifecycle: bool, batch_size: int) -> None:
     conn = sqlite3.connect(store.path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -143,8 +166,8 @@ def _write_raw_sqlite(store: Store, messages: list[Message], *, lifecycle: bool)
         insert_entry = (
             f"INSERT INTO {EVENTS_TABLE} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
         )
-        for start in range(0, len(messages), BATCH_SIZE):
-            chunk = messages[start : start + BATCH_SIZE]
+        for start in range(0, len(messages), batch_size):
+            chunk = messages[start : start + batch_size]
             times = [m.timestamp.replace(tzinfo=None).isoformat(sep=" ") for m in chunk]
             conn.execute("BEGIN")
             conn.executemany(insert, [_raw_row(m, t) for m, t in zip(chunk, times, strict=True)])
@@ -158,6 +181,10 @@ def _write_raw_sqlite(store: Store, messages: list[Message], *, lifecycle: bool)
 
 async def write_raw_same_rows(store: Store, messages: list[Message]) -> None:
     await write_raw(store, messages, lifecycle=True)
+
+
+async def write_raw_same_rows_64(store: Store, messages: list[Message]) -> None:
+    await write_raw(store, messages, lifecycle=True, batch_size=API_CALLERS)
 
 
 async def write_seed_way(store: Store, messages: list[Message]) -> None:
@@ -190,5 +217,7 @@ PATHS = {
     "writer": write_with_writer,
     "raw": write_raw,
     "raw_same_rows": write_raw_same_rows,
+    "api": write_with_api,
+    "raw_same_rows_64": write_raw_same_rows_64,
     "seed": write_seed_way,
 }

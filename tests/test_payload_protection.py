@@ -60,6 +60,16 @@ def test_payload_without_sensitive_keys_is_not_copied() -> None:
     assert FieldRedactor().redact(payload) is payload
 
 
+def test_keys_remembered_as_plain_never_hide_a_sensitive_one() -> None:
+    redactor = FieldRedactor()
+    assert redactor.redact({"user": "ann", "note": {"user": "bob"}})["user"] == "ann"  # both keys now known plain
+    payload = {"user": "ann", "note": {"user": "bob", "Api-Key": "k-1"}, "items": [{"user": "c", "token": "t"}]}
+
+    masked = redactor.redact(payload)
+
+    assert masked == {"user": "ann", "note": {"user": "bob", "Api-Key": MASK}, "items": [{"user": "c", "token": MASK}]}
+
+
 async def test_plugin_rules_chain_and_run_before_the_builtin_redactor(database_url: str) -> None:
     calls: list[str] = []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -13,6 +14,7 @@ from audit_plugin.exceptions import (
     InvalidFieldError,
     PayloadNotSerializableError,
 )
+from audit_plugin.validation import encode_payload
 from tests.helpers import make_message
 
 
@@ -52,6 +54,19 @@ async def test_unserialisable_payloads_are_rejected(trail: MessageAuditTrail, pa
     assert caught.value.field == "payload"
     assert isinstance(caught.value, TypeError) and isinstance(caught.value, AuditError)
     assert await trail.query_messages() == []
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"text": "héllo ✓ \u2028", "n": -12, "big": 2**80, "f": [0.1, 1e16, -2.5e-07], "none": None, "ok": True},
+        {1: "int key", 2.5: "float key", None: "null key", "t": (1, [2, {"x": ()}])},
+        {},
+    ],
+    ids=["values", "keys-and-tuples", "empty"],
+)
+def test_payload_text_is_the_standard_librarys_strict_compact_json(payload: dict) -> None:
+    assert encode_payload(payload) == json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 async def test_deeply_nested_payload_is_a_typed_error_not_recursion_error(trail: MessageAuditTrail) -> None:
