@@ -32,6 +32,7 @@ from audit_plugin.schema import (
     json_text_identity,
     json_text_passthrough,
     metadata,
+    upgrade_indexes,
 )
 from audit_plugin.transitions import FINAL_STATUS_VALUES, distinct_operations, entry_kinds
 
@@ -252,6 +253,7 @@ class SQLBackend:
                 await conn.run_sync(metadata.create_all, checkfirst=True)
             async with self.write_transaction() as conn:
                 await conn.run_sync(upgrade)
+                await conn.run_sync(upgrade_indexes)
                 await self.ledger.ensure_chain(conn)
         except (DBAPIError, OSError) as exc:
             where = self.engine.url.render_as_string(hide_password=True)
@@ -312,13 +314,7 @@ class SQLBackend:
 
     async def _ids_where(self, column: IdColumn, condition: ColumnElement[bool], limit: int) -> list[str]:
         id_column = c[column]
-        stmt = (
-            select(id_column)
-            .where(condition)
-            .group_by(id_column)
-            .order_by(id_column)
-            .limit(limit)
-        )
+        stmt = select(id_column).where(condition).group_by(id_column).order_by(id_column).limit(limit)
         async with self.engine.connect() as conn:
             return list((await conn.execute(stmt)).scalars())
 
