@@ -90,6 +90,27 @@ def delivered_in_window(start_time: datetime | None, end_time: datetime | None) 
     return [*time_window(start_time, end_time), c.status == MessageStatus.DELIVERED.value, c.delivered_at.is_not(None)]
 
 
+def summarise(
+    by_status: dict[str, int],
+    by_type: dict[str, int],
+    senders: list[tuple[str, int]],
+    receivers: list[tuple[str, int]],
+    avg_delivery: Any,
+) -> AuditStatistics:
+    """The statistics of a range from its counts and its mean delivery seconds (``None``: nothing delivered)."""
+    total = sum(by_status.values())
+    failed = by_status.get(MessageStatus.FAILED.value, 0)
+    return AuditStatistics(
+        total_messages=total,
+        messages_by_status=by_status,
+        messages_by_type=by_type,
+        top_senders=senders,
+        top_receivers=receivers,
+        avg_delivery_time=float(avg_delivery or 0.0),
+        error_rate=(100.0 * failed / total) if total else 0.0,
+    )
+
+
 def first_per_message_id(rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
     """``rows`` without repeated message ids, keeping the first (the stored row always wins)."""
     unique: dict[str, dict[str, Any]] = {}
@@ -348,17 +369,7 @@ class SQLBackend:
                     *delivered_in_window(start_time, end_time)
                 )
             )
-        total = sum(by_status.values())
-        failed = by_status.get(MessageStatus.FAILED.value, 0)
-        return AuditStatistics(
-            total_messages=total,
-            messages_by_status=by_status,
-            messages_by_type=by_type,
-            top_senders=senders,
-            top_receivers=receivers,
-            avg_delivery_time=float(avg_delivery or 0.0),
-            error_rate=(100.0 * failed / total) if total else 0.0,
-        )
+        return summarise(by_status, by_type, senders, receivers, avg_delivery)
 
     async def delete_older_than(self, cutoff: datetime) -> int:
         async with self.write_transaction() as conn:
