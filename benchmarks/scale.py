@@ -1,0 +1,230 @@
+"""The read queries, a lookup, a status update and a day's retention on a large PostgreSQL store.
+
+    python benchmarks/scale.py                  # 10,000,000 records: loading takes most of an hour on 2 cores
+    python benchmarks/scale.py --rows 1000000   # what docs/benchmarks.md shows
+
+The store is made by ``initialize()`` (its indexes, the statistics
+rollup's triggers), then ``--rows`` records spread evenly over ``--days``
+days before now are loaded by one ``INSERT ... SELECT FROM
+generate_series`` per chunk (so the triggers keep the rollup as they would
+for any writer), and ``VACUUM ANALYZE`` runs. Records: 50 agents, the five
+message types, 90% DELIVERED (latency under a second), 5% FAILED, 3%
+EXPIRED, 2% SENT, none PENDING; conversations of ten messages; one trace per
+record; time-ordered (UUIDv7) ids that carry their record's time; no
+lifecycle entries.
+
+Each measurement goes through the public API (``MessageAuditTrail``), is
+run once to warm up and then ``--repeat`` times; the median is printed.
+"First page" is ``limit=50``, newest first, as the command line and the
+viewer ask. The same run measures a store per table layout: unpartitioned
+(``?partitioning=none``) and, when the installed backend supports
+time-partitioned tables (detected, see :func:`partitioning_supported`), the
+default layout partitioned by day; their ratio is printed.
+
+PostgreSQL runs on ``AUDIT_BENCH_POSTGRES_URL`` (see ``benchmarks/common.py``),
+in throwaway databases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus, MessageType
+from audit_plugin.schema import TABLE_NAME
+from benchmarks.common import PAYLOAD_TEXT, Row, median, postgres_available, postgres_store, print_table
+
+AGENTS = 50
+CHUNK = 500_000
+PAGE = 50
+RETENTION_RUNS = 3
+"""Days deleted by the retention measurement (after one to warm up): each run deletes the oldest day."""
+
+POINT, FIRST_PAGE, STATISTICS, RETENTION = "< 5 ms", "< 5 ms", "< 100 ms", "< 50 ms"
+
+_LOAD = f"""
+INSERT INTO {TABLE_NAME} (message_id, from_agent, to_agent, message_type, priority, status, correlation_id,
+                          payload_json, "timestamp", delivered_at, retry_count, error_message, trace_id, span_id)
+SELECT substr(t, 1, 8) || '-' || substr(t, 9, 4) || '-7' || substr(r, 1, 3) || '-8' || substr(r, 4, 3) || '-'
+           || substr(r, 7, 12),
+       'agent-' || n % {AGENTS}, 'agent-' || (n * 7 + 1) % {AGENTS},
+       (ARRAY['COMMAND', 'QUERY', 'RESPONSE', 'EVENT', 'NOTIFICATION'])[n % 5 + 1], 'NORMAL', status,
+       'conv-' || n / 10,
+       jsonb_build_object('task', 'summarise', 'n', n, 'text', '{PAYLOAD_TEXT}'),
+       at, CASE WHEN status = 'DELIVERED' THEN at + (n % 997) * interval '1 ms' END, 0,
+       CASE WHEN status = 'FAILED' THEN 'handler raised' END, md5(n::text), substr(md5(n::text), 1, 16)
+FROM generate_series($1::bigint, $2::bigint) AS n,
+     LATERAL (SELECT $3::timestamptz + n * $4::interval AS at) AS moment,
+     LATERAL (SELECT lpad(to_hex(floor(extract(epoch FROM at) * 1000)::bigint), 12, '0') AS t,
+                     lpad(to_hex(n), 18, '0') AS r,
+                     CASE WHEN n % 100 < 90 THEN 'DELIVERED' WHEN n % 100 < 95 THEN 'FAILED'
+                          WHEN n % 100 < 98 THEN 'EXPIRED' ELSE 'SENT' END AS status) AS derived
+"""
+
+
+async def partitioning_supported() -> bool:
+    """Whether the installed backend makes ``message_audit_log`` a partitioned table when asked to."""
+    async with postgres_store() as store:
+        try:
+            async with MessageAuditTrail(store.url + "?partitioning=day"):
+                pass
+        except Exception:  # an unknown URL parameter: the option does not exist (yet)
+            return False
+        conn = await asyncpg.connect(store.dsn)
+        try:
+            kind = await conn.fetchval("SELECT relkind FROM pg_class WHERE relname = $1", TABLE_NAME)
+        finally:
+            await conn.close()
+        return kind == "p"
+
+
+async def load(dsn: str, rows: int, start: datetime, step: timedelta) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for first in range(0, rows, CHUNK):
+            await conn.execute(_LOAD, first, min(rows, first + CHUNK) - 1, start, step)
+            print(f"      loaded {min(rows, first + CHUNK):,} of {rows:,}", file=sys.stderr)
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def clocked(run: Callable[[], Awaitable[Any]], repeat: int) -> float:
+    """Median milliseconds of ``run`` over ``repeat`` runs after one to warm up."""
+    await run()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        await run()
+        times.append((time.perf_counter() - started) * 1000)
+    return median(times)
+
+
+def measurements(
+    trail: MessageAuditTrail, ids: list[str], start: datetime, days: int
+) -> list[tuple[str, str, Callable[[], Awaitable[Any]]]]:
+    """(name, goal, call) for every measured operation but the writes."""
+    day = (start + timedelta(days=days // 2)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def first_page(**fields: Any) -> Callable[[], Awaitable[Any]]:
+        return lambda: trail.query_messages(AuditQuery(limit=PAGE, **fields))
+
+    lookups = iter(ids * 1000)
+    return [
+        ("message lookup by id", POINT, lambda: trail.get_message(next(lookups))),
+        ("conversation (10 messages)", POINT, lambda: trail.get_conversation_history("conv-123457")),
+        ("trace id", POINT, lambda: trail.get_trace(hashlib.md5(b"123457").hexdigest())),
+        ("first page: newest", FIRST_PAGE, first_page()),
+        ("first page: by sender", FIRST_PAGE, first_page(from_agent="agent-7")),
+        ("first page: by receiver", FIRST_PAGE, first_page(to_agent="agent-7")),
+        ("first page: by type", FIRST_PAGE, first_page(message_type=MessageType.NOTIFICATION)),
+        ("first page: by status FAILED", FIRST_PAGE, first_page(status=MessageStatus.FAILED)),
+        ("first page: by status PENDING (no match)", FIRST_PAGE, first_page(status=MessageStatus.PENDING)),
+        ("first page: sender + status", FIRST_PAGE, first_page(from_agent="agent-7", status=MessageStatus.FAILED)),
+        ("first page: sender + receiver", FIRST_PAGE, first_page(from_agent="agent-7", to_agent="agent-0")),
+        ("first page: one hour's window", FIRST_PAGE, first_page(start_time=day, end_time=day + timedelta(hours=1))),
+        ("first page: by correlation id", FIRST_PAGE, first_page(correlation_id="conv-123457")),
+        (
+            f"agent history (7 days, newest {PAGE})",
+            FIRST_PAGE,
+            lambda: trail.get_agent_communication_history("agent-7", days=7, limit=PAGE),
+        ),
+        ("statistics: a day", STATISTICS, lambda: trail.get_statistics(day, day + timedelta(days=1))),
+        (
+            "statistics: a day, not on the hour",
+            STATISTICS,
+            lambda: trail.get_statistics(day + timedelta(minutes=17), day + timedelta(days=1, minutes=41)),
+        ),
+        ("statistics: everything", STATISTICS, lambda: trail.get_statistics()),
+        ("find ids by fragment (id prefix)", "", lambda: trail.find_ids(ids[0][:13])),
+    ]
+
+
+Results = dict[str, tuple[str, float]]
+"""Measurement name -> (goal, median milliseconds)."""
+
+
+async def measure_layout(suffix: str, args: argparse.Namespace) -> Results:
+    """Every measurement on one store of ``args.rows`` records made with URL ``suffix``."""
+    results: Results = {}
+    async with postgres_store() as store:
+        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=args.days)
+        step = timedelta(days=args.days) / args.rows
+        async with MessageAuditTrail(store.url + suffix) as trail:
+            started = time.perf_counter()
+            await load(store.dsn, args.rows, start, step)  # type: ignore[arg-type]
+            print(f"    loaded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            page = await trail.query_messages(AuditQuery(limit=args.repeat + 1))
+            ids = [record.message_id for record in page]
+            for name, goal, call in measurements(trail, ids, start, args.days):
+                results[name] = goal, await clocked(call, args.repeat)
+            updates = iter(ids)
+            results["status update (committed)"] = (
+                "",
+                await clocked(
+                    lambda: trail.update_message_status(next(updates), MessageStatus.FAILED, error_message="late"),
+                    args.repeat,
+                ),
+            )
+            days = min(args.repeat, RETENTION_RUNS)
+            cutoffs = iter([start + timedelta(days=n + 1) for n in range(days + 1)])
+            results["retention: one day"] = (
+                RETENTION,
+                await clocked(
+                    lambda: trail.backend.delete_older_than(next(cutoffs)),  # type: ignore[attr-defined]
+                    days,
+                ),
+            )
+    return results
+
+
+def table_rows(layouts: dict[str, Results]) -> list[Row]:
+    rows: list[Row] = []
+    for name, (goal, _) in next(iter(layouts.values())).items():
+        cells = " / ".join(f"{layout} {times[name][1]:,.1f} ms" for layout, times in layouts.items())
+        ratio = ""
+        if len(layouts) == 2:
+            plain, partitioned = (times[name][1] for times in layouts.values())
+            ratio = f"{partitioned / plain:.2f}"
+        rows.append((name, cells, ratio, goal))
+    return rows
+
+
+async def main(args: argparse.Namespace) -> None:
+    if not await postgres_available():
+        sys.exit("PostgreSQL is not reachable (AUDIT_BENCH_POSTGRES_URL)")
+    layouts = {"unpartitioned": ""}
+    if await partitioning_supported():
+        layouts = {"unpartitioned": "?partitioning=none", "partitioned by day": ""}
+    else:
+        print("this backend has no partitioned layout: measuring the table as initialize() makes it", file=sys.stderr)
+    results = {}
+    for layout, suffix in layouts.items():
+        print(f"... {layout}: {args.rows:,} records over {args.days} days", file=sys.stderr)
+        results[layout] = await measure_layout(suffix, args)
+    ratio = " (ratio: partitioned / unpartitioned)" if len(layouts) == 2 else ""
+    print(f"PostgreSQL, {args.rows:,} records over {args.days} days; median of {args.repeat} runs{ratio}")
+    print_table(table_rows(results))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=10_000_000, help="records loaded (default 10,000,000)")
+    parser.add_argument("--days", type=int, default=30, help="days the records span, ending today")
+    parser.add_argument("--repeat", type=int, default=7, help="timed runs per measurement")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
