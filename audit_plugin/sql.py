@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, delete, func, or_, select, union_all
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -340,12 +340,17 @@ class SQLBackend:
             return list((await conn.execute(stmt)).scalars())
 
     async def agent_history(self, agent_id: str, since: datetime, limit: int | None) -> list[AuditRecord]:
-        stmt = ordered(
-            select(audit_log).where(or_(c.from_agent == agent_id, c.to_agent == agent_id), c.timestamp >= since),
-            oldest_first=False,
-        )
+        # Sent and received apart (disjoint: a message to itself counts as sent), each newest first through
+        # its own (agent, timestamp) index and cut at ``limit``: the first page reads ``limit`` rows per side,
+        # where one query with OR collects the whole period's rows and sorts them.
+        sides = [
+            select(audit_log).where(c.from_agent == agent_id, c.timestamp >= since),
+            select(audit_log).where(c.to_agent == agent_id, c.from_agent != agent_id, c.timestamp >= since),
+        ]
         if limit is not None:
-            stmt = stmt.limit(limit)
+            sides = [select(ordered(side, oldest_first=False).limit(limit).subquery()) for side in sides]
+        both = union_all(*sides).subquery()
+        stmt = select(both).order_by(both.c.timestamp.desc(), both.c.message_id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             return [AuditRecord.from_row(row) for row in (await conn.execute(stmt)).mappings()]
 

@@ -7,7 +7,8 @@ The store is made by ``initialize()`` (its indexes, the statistics
 rollup's triggers), then ``--rows`` records spread evenly over ``--days``
 days before now are loaded by one ``INSERT ... SELECT FROM
 generate_series`` per chunk (so the triggers keep the rollup as they would
-for any writer), and ``VACUUM ANALYZE`` runs. Records: 50 agents, the five
+for any writer), and ``VACUUM ANALYZE`` runs. Records: 50 agents (receiver
+and status independent of the sender, by multiplicative hashing), the five
 message types, 90% DELIVERED (latency under a second), 5% FAILED, 3%
 EXPIRED, 2% SENT, none PENDING; conversations of ten messages; one trace per
 record; time-ordered (UUIDv7) ids that carry their record's time; no
@@ -58,8 +59,8 @@ INSERT INTO {TABLE_NAME} (message_id, from_agent, to_agent, message_type, priori
                           payload_json, "timestamp", delivered_at, retry_count, error_message, trace_id, span_id)
 SELECT substr(t, 1, 8) || '-' || substr(t, 9, 4) || '-7' || substr(r, 1, 3) || '-8' || substr(r, 4, 3) || '-'
            || substr(r, 7, 12),
-       'agent-' || n % {AGENTS}, 'agent-' || (n * 7 + 1) % {AGENTS},
-       (ARRAY['COMMAND', 'QUERY', 'RESPONSE', 'EVENT', 'NOTIFICATION'])[n % 5 + 1], 'NORMAL', status,
+       'agent-' || n % {AGENTS}, 'agent-' || (n * 2246822519 % 4294967296) * {AGENTS} / 4294967296,
+       (ARRAY['COMMAND', 'QUERY', 'RESPONSE', 'EVENT', 'NOTIFICATION'])[n / 7 % 5 + 1], 'NORMAL', status,
        'conv-' || n / 10,
        jsonb_build_object('task', 'summarise', 'n', n, 'text', '{PAYLOAD_TEXT}'),
        at, CASE WHEN status = 'DELIVERED' THEN at + (n % 997) * interval '1 ms' END, 0,
@@ -68,8 +69,9 @@ FROM generate_series($1::bigint, $2::bigint) AS n,
      LATERAL (SELECT $3::timestamptz + n * $4::interval AS at) AS moment,
      LATERAL (SELECT lpad(to_hex(floor(extract(epoch FROM at) * 1000)::bigint), 12, '0') AS t,
                      lpad(to_hex(n), 18, '0') AS r,
-                     CASE WHEN n % 100 < 90 THEN 'DELIVERED' WHEN n % 100 < 95 THEN 'FAILED'
-                          WHEN n % 100 < 98 THEN 'EXPIRED' ELSE 'SENT' END AS status) AS derived
+                     CASE WHEN h < 90 THEN 'DELIVERED' WHEN h < 95 THEN 'FAILED'
+                          WHEN h < 98 THEN 'EXPIRED' ELSE 'SENT' END AS status
+              FROM (SELECT n * 2654435761 % 4294967296 * 100 / 4294967296 AS h) AS hashed) AS derived
 """
 
 
