@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus, MessageType
 from audit_plugin.schema import TABLE_NAME
-from benchmarks.common import PAYLOAD_TEXT, Row, median, postgres_available, postgres_store, print_table
+from audit_plugin.sql import SQLBackend
+from benchmarks.common import PAYLOAD_TEXT, median, postgres_available, postgres_store
 
 AGENTS = 50
 CHUNK = 500_000
@@ -114,9 +115,13 @@ async def clocked(run: Callable[[], Awaitable[Any]], repeat: int) -> float:
 
 
 def measurements(
-    trail: MessageAuditTrail, ids: list[str], start: datetime, days: int
+    trail: MessageAuditTrail,
+    ids: list[str],
+    start: datetime,
+    days: int,
+    statistics: Callable[..., Awaitable[Any]],
 ) -> list[tuple[str, str, Callable[[], Awaitable[Any]]]]:
-    """(name, goal, call) for every measured operation but the writes."""
+    """(name, goal, call) for every measured read; ``statistics(start, end)`` answers the statistics ones."""
     day = (start + timedelta(days=days // 2)).replace(hour=0, minute=0, second=0, microsecond=0)
 
     def first_page(**fields: Any) -> Callable[[], Awaitable[Any]]:
@@ -142,24 +147,40 @@ def measurements(
             FIRST_PAGE,
             lambda: trail.get_agent_communication_history("agent-7", days=7, limit=PAGE),
         ),
-        ("statistics: a day", STATISTICS, lambda: trail.get_statistics(day, day + timedelta(days=1))),
+        ("statistics: a day", STATISTICS, lambda: statistics(day, day + timedelta(days=1))),
         (
             "statistics: a day, not on the hour",
             STATISTICS,
-            lambda: trail.get_statistics(day + timedelta(minutes=17), day + timedelta(days=1, minutes=41)),
+            lambda: statistics(day + timedelta(minutes=17), day + timedelta(days=1, minutes=41)),
         ),
-        ("statistics: everything", STATISTICS, lambda: trail.get_statistics()),
+        ("statistics: everything", STATISTICS, lambda: statistics(None, None)),
         ("find ids by fragment (id prefix)", "", lambda: trail.find_ids(ids[0][:13])),
     ]
 
 
-Results = dict[str, tuple[str, float]]
-"""Measurement name -> (goal, median milliseconds)."""
+Columns = dict[str, dict[str, float]]
+"""Column (a store, or the same store with other indexes) -> measurement name -> median milliseconds."""
+
+SHIPPED, SEED = "shipped", "seed indexes, stats by scan"
+SEED_INDEXES = [
+    "DROP INDEX idx_status_timestamp",
+    "DROP INDEX idx_from_agent_timestamp",
+    "DROP INDEX idx_to_agent_timestamp",
+    f"CREATE INDEX idx_agents ON {TABLE_NAME} (from_agent, to_agent)",
+    f"ANALYZE {TABLE_NAME}",
+]
+"""The index set before this one, on the same store: the baseline of the queries."""
 
 
-async def measure_layout(suffix: str, args: argparse.Namespace) -> Results:
-    """Every measurement on one store of ``args.rows`` records made with URL ``suffix``."""
-    results: Results = {}
+async def measure_layout(suffix: str, args: argparse.Namespace, *, baseline: bool) -> tuple[Columns, dict[str, str]]:
+    """Every measurement on one store of ``args.rows`` records made with URL ``suffix``, and each one's goal.
+
+    With ``baseline``, the queries are measured again on the same store with
+    :data:`SEED_INDEXES` and statistics scanning the records (column
+    :data:`SEED`); the shipped indexes are then restored by ``initialize()``.
+    """
+    columns: Columns = {SHIPPED: {}}
+    goals: dict[str, str] = {}
     async with postgres_store() as store:
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=args.days)
         step = timedelta(days=args.days) / args.rows
@@ -169,55 +190,77 @@ async def measure_layout(suffix: str, args: argparse.Namespace) -> Results:
             print(f"    loaded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             page = await trail.query_messages(AuditQuery(limit=args.repeat + 1))
             ids = [record.message_id for record in page]
-            for name, goal, call in measurements(trail, ids, start, args.days):
-                results[name] = goal, await clocked(call, args.repeat)
+            for name, goal, call in measurements(trail, ids, start, args.days, trail.get_statistics):
+                goals[name] = goal
+                columns[SHIPPED][name] = await clocked(call, args.repeat)
+            if baseline:
+                columns[SEED] = await measure_seed_indexes(store.dsn, trail, ids, start, args)  # type: ignore[arg-type]
+                async with MessageAuditTrail(store.url + suffix):  # initialize() restores the shipped set
+                    pass
             updates = iter(ids)
-            results["status update (committed)"] = (
-                "",
-                await clocked(
-                    lambda: trail.update_message_status(next(updates), MessageStatus.FAILED, error_message="late"),
-                    args.repeat,
-                ),
+            goals["status update (committed)"] = ""
+            columns[SHIPPED]["status update (committed)"] = await clocked(
+                lambda: trail.update_message_status(next(updates), MessageStatus.FAILED, error_message="late"),
+                args.repeat,
             )
             days = min(args.repeat, RETENTION_RUNS)
             cutoffs = iter([start + timedelta(days=n + 1) for n in range(days + 1)])
-            results["retention: one day"] = (
-                RETENTION,
-                await clocked(
-                    lambda: trail.backend.delete_older_than(next(cutoffs)),  # type: ignore[attr-defined]
-                    days,
-                ),
+            goals["retention: one day"] = RETENTION
+            columns[SHIPPED]["retention: one day"] = await clocked(
+                lambda: trail.backend.delete_older_than(next(cutoffs)),  # type: ignore[attr-defined]
+                days,
             )
-    return results
+    return columns, goals
 
 
-def table_rows(layouts: dict[str, Results]) -> list[Row]:
-    rows: list[Row] = []
-    for name, (goal, _) in next(iter(layouts.values())).items():
-        cells = " / ".join(f"{layout} {times[name][1]:,.1f} ms" for layout, times in layouts.items())
-        ratio = ""
-        if len(layouts) == 2:
-            plain, partitioned = (times[name][1] for times in layouts.values())
-            ratio = f"{partitioned / plain:.2f}"
-        rows.append((name, cells, ratio, goal))
-    return rows
+async def measure_seed_indexes(
+    dsn: str, trail: MessageAuditTrail, ids: list[str], start: datetime, args: argparse.Namespace
+) -> dict[str, float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in SEED_INDEXES:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+    def scanned(start_time: datetime | None = None, end_time: datetime | None = None) -> Awaitable[Any]:
+        return SQLBackend.statistics(trail.backend, start_time, end_time)  # type: ignore[arg-type]
+
+    return {
+        name: await clocked(call, args.repeat)
+        for name, _goal, call in measurements(trail, ids, start, args.days, scanned)
+    }
+
+
+def print_columns(columns: Columns, goals: dict[str, str]) -> None:
+    """A Markdown table: each column's milliseconds, the ratios to the shipped store's, the goal."""
+    names = list(columns)
+    header = ["measurement", *(f"{name}, ms" for name in names), *(f"{name} / {SHIPPED}" for name in names[1:]), "goal"]
+    lines = [header, ["---", *["---:"] * (len(header) - 2), "---"]]
+    for measurement, goal in goals.items():
+        times = [columns[name].get(measurement) for name in names]
+        cells = ["" if ms is None else f"{ms:,.1f}" for ms in times]
+        ratios = ["" if ms is None else f"{ms / times[0]:.2f}" for ms in times[1:]]  # type: ignore[operator]
+        lines.append([measurement, *cells, *ratios, goal])
+    for line in lines:
+        print("| " + " | ".join(line) + " |")
 
 
 async def main(args: argparse.Namespace) -> None:
     if not await postgres_available():
         sys.exit("PostgreSQL is not reachable (AUDIT_BENCH_POSTGRES_URL)")
-    layouts = {"unpartitioned": ""}
-    if await partitioning_supported():
-        layouts = {"unpartitioned": "?partitioning=none", "partitioned by day": ""}
-    else:
+    partitioned = await partitioning_supported()
+    if not partitioned:
         print("this backend has no partitioned layout: measuring the table as initialize() makes it", file=sys.stderr)
-    results = {}
-    for layout, suffix in layouts.items():
-        print(f"... {layout}: {args.rows:,} records over {args.days} days", file=sys.stderr)
-        results[layout] = await measure_layout(suffix, args)
-    ratio = " (ratio: partitioned / unpartitioned)" if len(layouts) == 2 else ""
-    print(f"PostgreSQL, {args.rows:,} records over {args.days} days; median of {args.repeat} runs{ratio}")
-    print_table(table_rows(results))
+    print(f"... unpartitioned: {args.rows:,} records over {args.days} days", file=sys.stderr)
+    plain = "?partitioning=none" if partitioned else ""
+    columns, goals = await measure_layout(plain, args, baseline=not args.no_baseline)
+    if partitioned:
+        print(f"... partitioned by day: {args.rows:,} records over {args.days} days", file=sys.stderr)
+        by_day, _ = await measure_layout("", args, baseline=False)
+        columns["partitioned by day"] = by_day[SHIPPED]
+    print(f"PostgreSQL, {args.rows:,} records over {args.days} days; median of {args.repeat} runs")
+    print_columns(columns, goals)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -225,6 +268,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=10_000_000, help="records loaded (default 10,000,000)")
     parser.add_argument("--days", type=int, default=30, help="days the records span, ending today")
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per measurement")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the seed index set's column")
     return parser.parse_args(argv)
 
 
