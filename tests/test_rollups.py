@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
@@ -169,3 +169,18 @@ async def test_a_partitioned_table_keeps_its_rollups_and_forgets_dropped_partiti
         assert (await trail.get_statistics()).total_messages == await trail.count_messages()
         for start, end in [(None, None), (START, START + 5 * HOUR), (cut, None)]:
             await assert_rollups_equal_the_scan(trail, start, end)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)),
+        (None, datetime.max.replace(tzinfo=UTC)),
+        (datetime.max.replace(tzinfo=UTC), None),
+        (START + 3 * HOUR, START + HOUR),
+    ],
+)
+async def test_ranges_at_the_ends_of_time_or_reversed_equal_the_scan(
+    written: MessageAuditTrail, start: datetime | None, end: datetime | None
+) -> None:
+    await assert_rollups_equal_the_scan(written, start, end)

@@ -49,7 +49,7 @@ CREATE TABLE {ROLLUP_TABLE} (
 )
 """
 
-_CHANGED_COLUMNS = 'timestamp", status, message_type, from_agent, to_agent, delivered_at'
+_CHANGED_COLUMNS = '"timestamp", status, message_type, from_agent, to_agent, delivered_at'
 _DIMENSIONS = f"""
 CROSS JOIN LATERAL (VALUES
     ('status', c.status, c.status = '{MessageStatus.DELIVERED.value}' AND c.delivered_at IS NOT NULL),
@@ -82,7 +82,7 @@ ON CONFLICT (bucket, dimension, value) DO UPDATE SET
 
 
 def _rows(sign: int, source: str) -> str:
-    return f'SELECT {sign} AS sign, "{_CHANGED_COLUMNS} FROM {source}'
+    return f"SELECT {sign} AS sign, {_CHANGED_COLUMNS} FROM {source}"
 
 
 _TRIGGERS = {
@@ -156,18 +156,21 @@ class Span:
 
     hours: tuple[datetime | None, datetime | None] | None
     """``[first, end)`` bucket starts (``None``: unbounded), or ``None`` when no whole hour is inside."""
-    edges: list[tuple[datetime, datetime, bool]]
-    """``(start, end, end_inclusive)`` ranges of record time outside whole hours."""
+    edges: list[tuple[datetime | None, datetime | None, bool]]
+    """``(start, end, end_inclusive)`` ranges of record time outside whole hours (``None``: unbounded)."""
 
     @classmethod
     def of(cls, start: datetime | None, end: datetime | None) -> Span:
         start = None if start is None else _utc(start)
         end = None if end is None else _utc(end)
-        first = None if start is None else _ceil(start)
-        after = None if end is None else _floor(end + timedelta(microseconds=1))
-        if start is not None and end is not None and first is not None and after is not None and first >= after:
+        try:
+            first = None if start is None else _ceil(start)
+            after = None if end is None else _floor(end + timedelta(microseconds=1))
+        except OverflowError:  # a bound at the end of time: no whole hour to read, the records answer
             return cls(None, [(start, end, True)])
-        edges: list[tuple[datetime, datetime, bool]] = []
+        if first is not None and after is not None and first >= after:
+            return cls(None, [(start, end, True)])
+        edges: list[tuple[datetime | None, datetime | None, bool]] = []
         if start is not None and first is not None and start < first:
             edges.append((start, first, False))
         if end is not None and after is not None and after <= end:
@@ -192,11 +195,17 @@ async def statistics(conn: AsyncConnection, start: datetime | None, end: datetim
         where = f" WHERE {' AND '.join(bounds)}" if bounds else ""
         parts.append(f"SELECT dimension, value, messages, delivered, delivered_seconds FROM {ROLLUP_TABLE}{where}")
     for n, (low, high, inclusive) in enumerate(span.edges):
-        params[f"low{n}"], params[f"high{n}"] = low, high
+        window = ["true"]
+        if low is not None:
+            window.append(f'c."timestamp" >= :low{n}')
+            params[f"low{n}"] = low
+        if high is not None:
+            window.append(f'c."timestamp" {"<=" if inclusive else "<"} :high{n}')
+            params[f"high{n}"] = high
         parts.append(
             "SELECT d.dimension, d.value, 1, CASE WHEN d.latency THEN 1 ELSE 0 END, "
             f"CASE WHEN d.latency THEN {_SECONDS} ELSE 0 END FROM {TABLE_NAME} AS c {_DIMENSIONS}"
-            f'WHERE c."timestamp" >= :low{n} AND c."timestamp" {"<=" if inclusive else "<"} :high{n}'
+            f"WHERE {' AND '.join(window)}"
         )
     query = f"""
 WITH parts (dimension, value, messages, delivered, seconds) AS ({" UNION ALL ".join(parts)}),
