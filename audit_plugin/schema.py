@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import JSON, Connection, DateTime, Index, Integer, MetaData, String, Table, Text, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlalchemy.types import TypeDecorator
 
 TABLE_NAME = "message_audit_log"
@@ -91,13 +92,36 @@ class MessageAuditLog(Base):
     trace_id: Mapped[str | None] = mapped_column(String(32))
     span_id: Mapped[str | None] = mapped_column(String(16))
 
+    # Fitted to the queries the trail, the CLI and the viewer run: newest first within a filter
+    # (time window, sender, receiver, status), a conversation, a trace, retention by age.
     __table_args__ = (
         Index("idx_timestamp_status", "timestamp", "status"),
+        Index("idx_status_timestamp", "status", "timestamp"),
+        Index("idx_from_agent_timestamp", "from_agent", "timestamp"),
+        Index("idx_to_agent_timestamp", "to_agent", "timestamp"),
         Index("idx_correlation", "correlation_id"),
-        Index("idx_agents", "from_agent", "to_agent"),
         Index("idx_trace", "trace_id"),
     )
 
 
 audit_log: Table = MessageAuditLog.__table__  # type: ignore[assignment]
 metadata = Base.metadata
+
+RETIRED_INDEXES = ("idx_agents",)
+"""Indexes earlier versions created that the queries no longer use (``(from_agent, to_agent)``)."""
+
+
+def upgrade_indexes(connection: Connection) -> None:
+    """Give a table made by an earlier version today's index set: create what is missing, drop what retired.
+
+    Idempotent and cheap when nothing is missing (one catalogue read). Run it
+    in a write transaction, after ``create_all``: building an index reads
+    the table once, holding off writers meanwhile.
+    """
+    present = {index["name"] for index in inspect(connection).get_indexes(TABLE_NAME)}
+    for index in audit_log.indexes:
+        if index.name not in present:
+            connection.execute(CreateIndex(index, if_not_exists=True))
+    for name in RETIRED_INDEXES:
+        if name in present:
+            connection.execute(DropIndex(Index(name), if_exists=True))

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, delete, func, or_, select, union_all
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -35,6 +35,7 @@ from audit_plugin.schema import (
     json_text_identity,
     json_text_passthrough,
     metadata,
+    upgrade_indexes,
 )
 from audit_plugin.verify import VerifyReport, verify_chain
 
@@ -92,6 +93,28 @@ def delivered_in_window(start_time: datetime | None, end_time: datetime | None) 
     return [*time_window(start_time, end_time), c.status == MessageStatus.DELIVERED.value, c.delivered_at.is_not(None)]
 
 
+def summarise(
+    by_status: dict[str, int],
+    by_type: dict[str, int],
+    senders: list[tuple[str, int]],
+    receivers: list[tuple[str, int]],
+    avg_delivery: Any,
+) -> AuditStatistics:
+    """The statistics of a range from its counts and its mean delivery seconds (``None``: nothing delivered)."""
+    total = sum(by_status.values())
+    failed = by_status.get(MessageStatus.FAILED.value, 0)
+    return AuditStatistics(
+        total_messages=total,
+        messages_by_status=by_status,
+        messages_by_type=by_type,
+        top_senders=senders,
+        top_receivers=receivers,
+        avg_delivery_time=float(avg_delivery or 0.0),
+        error_rate=(100.0 * failed / total) if total else 0.0,
+    )
+
+
+
 class SQLBackend:
     """Base for SQLAlchemy-backed stores (async engine, Core statements)."""
 
@@ -135,6 +158,7 @@ class SQLBackend:
                 await conn.run_sync(metadata.create_all, checkfirst=True)
             async with self.write_transaction() as conn:
                 await conn.run_sync(upgrade)
+                await conn.run_sync(upgrade_indexes)
                 await self.ledger.ensure_chain(conn)
         except (DBAPIError, OSError) as exc:
             where = self.engine.url.render_as_string(hide_password=True)
@@ -223,12 +247,17 @@ class SQLBackend:
             return list((await conn.execute(stmt)).scalars())
 
     async def agent_history(self, agent_id: str, since: datetime, limit: int | None) -> list[AuditRecord]:
-        stmt = ordered(
-            select(audit_log).where(or_(c.from_agent == agent_id, c.to_agent == agent_id), c.timestamp >= since),
-            oldest_first=False,
-        )
+        # Sent and received apart (disjoint: a message to itself counts as sent), each newest first through
+        # its own (agent, timestamp) index and cut at ``limit``: the first page reads ``limit`` rows per side,
+        # where one query with OR collects the whole period's rows and sorts them.
+        sides = [
+            select(audit_log).where(c.from_agent == agent_id, c.timestamp >= since),
+            select(audit_log).where(c.to_agent == agent_id, c.from_agent != agent_id, c.timestamp >= since),
+        ]
         if limit is not None:
-            stmt = stmt.limit(limit)
+            sides = [select(ordered(side, oldest_first=False).limit(limit).subquery()) for side in sides]
+        both = union_all(*sides).subquery()
+        stmt = select(both).order_by(both.c.timestamp.desc(), both.c.message_id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             return [AuditRecord.from_row(row) for row in (await conn.execute(stmt)).mappings()]
 
@@ -252,17 +281,7 @@ class SQLBackend:
                     *delivered_in_window(start_time, end_time)
                 )
             )
-        total = sum(by_status.values())
-        failed = by_status.get(MessageStatus.FAILED.value, 0)
-        return AuditStatistics(
-            total_messages=total,
-            messages_by_status=by_status,
-            messages_by_type=by_type,
-            top_senders=senders,
-            top_receivers=receivers,
-            avg_delivery_time=float(avg_delivery or 0.0),
-            error_rate=(100.0 * failed / total) if total else 0.0,
-        )
+        return summarise(by_status, by_type, senders, receivers, avg_delivery)
 
     async def delete_older_than(self, cutoff: datetime) -> int:
         async with self.write_transaction() as conn:

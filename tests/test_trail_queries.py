@@ -141,6 +141,25 @@ async def test_agent_history_has_sent_and_received_within_days(trail: MessageAud
     assert len(await trail.get_agent_communication_history("agent-x", days=30, limit=1)) == 1
 
 
+async def test_agent_history_pages_interleave_sent_and_received_and_count_a_message_to_itself_once(
+    trail: MessageAuditTrail,
+) -> None:
+    now = datetime.now(UTC)
+    messages = [
+        make_message(*(("agent-x", "other") if n % 3 else ("other", "agent-x")), at=now - timedelta(minutes=n))
+        for n in range(12)
+    ]
+    to_itself = make_message("agent-x", "agent-x", at=now - timedelta(seconds=30))
+    for message in (*messages, to_itself):
+        await trail.log_message(message)
+    newest_first = [messages[0].message_id, to_itself.message_id, *(m.message_id for m in messages[1:])]
+
+    assert [r.message_id for r in await trail.get_agent_communication_history("agent-x")] == newest_first
+    for limit in (1, 2, 5, 13, 50):
+        page = await trail.get_agent_communication_history("agent-x", limit=limit)
+        assert [r.message_id for r in page] == newest_first[:limit]
+
+
 async def test_statistics(trail: MessageAuditTrail) -> None:
     await _seed(trail)
     stats = await trail.get_statistics()
