@@ -14,7 +14,7 @@ then: a late update's, and a :class:`FallbackRow` record's that was inserted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -310,13 +310,24 @@ class Ledger:
         await conn.execute(insert(events), rows)
         return head
 
-    async def prune(self, conn: AsyncConnection, cutoff: datetime, deleted: int, *, drop_prefix: bool = True) -> None:
+    async def prune(
+        self,
+        conn: AsyncConnection,
+        cutoff: datetime,
+        deleted: int,
+        *,
+        drop_prefix: bool = True,
+        drop_entries: Callable[[AsyncConnection, str, int], Awaitable[None]] | None = None,
+    ) -> None:
         """Record a retention run in the chain and drop the chain's prefix older than ``cutoff``.
 
         The prefix ends just before the first entry at or after ``cutoff``
         (the retention entry itself always stays); its last entry becomes the
         prune point that verification starts from. A run deleting in chunks
         records every chunk and drops the prefix after the last one.
+        ``drop_entries(conn, chain_id, last)`` removes the entries numbered up
+        to ``last`` when the store has a faster way than ``DELETE`` (a
+        partitioned table drops whole partitions).
         """
         marker = await self.append(conn, [self.retention_entry(cutoff, deleted)])
         assert marker is not None
@@ -331,7 +342,10 @@ class Ledger:
         ).first()
         if last_pruned is None:
             return
-        await conn.execute(events.delete().where(e.chain_id == self.chain_id, e.sequence <= last_pruned.sequence))
+        if drop_entries is None:
+            await conn.execute(events.delete().where(e.chain_id == self.chain_id, e.sequence <= last_pruned.sequence))
+        else:
+            await drop_entries(conn, self.chain_id, last_pruned.sequence)
         await conn.execute(
             update(chains)
             .where(chains.c.chain_id == self.chain_id)

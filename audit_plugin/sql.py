@@ -244,12 +244,16 @@ class SQLBackend:
         """
         raise NotImplementedError
 
+    async def create_tables(self, conn: AsyncConnection) -> None:
+        """Create the tables and indexes that are missing (a backend may lay them out its own way first)."""
+        await conn.run_sync(metadata.create_all, checkfirst=True)
+
     # -- the backend contract ------------------------------------------------------
 
     async def initialize(self) -> None:
         try:
             async with self.engine.begin() as conn:
-                await conn.run_sync(metadata.create_all, checkfirst=True)
+                await self.create_tables(conn)
             async with self.write_transaction() as conn:
                 await conn.run_sync(upgrade)
                 await self.ledger.ensure_chain(conn)
