@@ -140,6 +140,20 @@ async def test_retention_drops_whole_partitions_and_the_chain_verifies(url: str)
         assert report.first_sequence > 1
 
 
+async def test_retention_in_chunks_drops_a_partition_per_chunk_then_deletes_in_chunks(url: str) -> None:
+    async with MessageAuditTrail(url) as trail:
+        written = await _write_days(trail, days=2, per_day=3)
+        stamped_old = _message(NOW - timedelta(days=5))
+        stamped_old.message_id = str(uuid_utils.uuid7())  # made now, stamped five days ago
+        await trail.log_message(stamped_old)
+        cutoff = partitions.interval_start(NOW, "day")
+        chunks = [n async for n in trail.backend.delete_older_than_in_chunks(cutoff, 2)]
+        assert chunks == [3, 3, 1]
+        assert await trail.query_messages() == []
+        report = await trail.verify()
+        assert report.ok and report.first_sequence == len(written) + 2, report
+
+
 async def test_retention_keeps_a_partition_holding_a_newer_record(url: str) -> None:
     async with MessageAuditTrail(url) as trail:
         written = await _write_days(trail, days=2, per_day=2)

@@ -221,27 +221,53 @@ class PostgresBackend(SQLBackend):
                 _log.warning("could not create the partitions ahead: %s", driver_message(exc) or exc)
 
     async def delete_older_than(self, cutoff: datetime) -> int:
+        """Partitioned: drop the partitions older than ``cutoff``, delete the older records of the others.
+
+        One transaction, as unpartitioned (see :mod:`audit_plugin_postgres.partitions`).
+        """
         if self.layout is None or not self.layout.partitioned:
             return await super().delete_older_than(cutoff)
         async with self.write_transaction() as conn:
-            deleted = await partitions.drop_records_before(conn, cutoff)
+            deleted = sum(await partitions.drop_partitions_before(conn, cutoff))
+            deleted += await partitions.delete_records_before(conn, cutoff)
             await self.after_partitions_dropped(conn, cutoff)
             await self.ledger.prune(conn, cutoff, deleted, drop_entries=partitions.drop_entries_through)
             return deleted
 
     async def delete_older_than_in_chunks(self, cutoff: datetime, chunk_size: int) -> AsyncIterator[int]:
-        """Partitioned: one transaction drops what it can and deletes the rest (its cost does not grow with the
-        rows dropped, so it is not split); unpartitioned: see :meth:`SQLBackend.delete_older_than_in_chunks`."""
+        """Partitioned: each partition older than ``cutoff`` is dropped in a transaction of its own (one chunk,
+        whatever it held: dropping costs the same), then the other older records are deleted ``chunk_size`` at
+        a time; unpartitioned: see :meth:`SQLBackend.delete_older_than_in_chunks`.
+        """
         if self.layout is None or not self.layout.partitioned:
             async for deleted in super().delete_older_than_in_chunks(cutoff, chunk_size):
                 yield deleted
             return
-        deleted = await self.delete_older_than(cutoff)
-        if deleted:
-            yield deleted
+        while True:
+            async with self.write_transaction() as conn:
+                dropped = await partitions.drop_partitions_before(conn, cutoff, limit=1)
+                if dropped:
+                    await self.ledger.prune(conn, cutoff, dropped[0], drop_prefix=False)
+            if not dropped:
+                break
+            yield dropped[0]
+        while True:
+            async with self.write_transaction() as conn:
+                deleted = await partitions.delete_records_before(conn, cutoff, limit=chunk_size)
+                last = deleted < chunk_size
+                if last:
+                    await self.after_partitions_dropped(conn, cutoff)
+                await self.ledger.prune(
+                    conn, cutoff, deleted, drop_prefix=last, drop_entries=partitions.drop_entries_through
+                )
+            if deleted:
+                yield deleted
+            if last:
+                return
 
     async def after_partitions_dropped(self, conn: AsyncConnection, before: datetime) -> None:
-        """Called in the retention transaction once the records older than ``before`` are gone (dropped or deleted).
+        """Called, partitioned layout only, in the retention transaction that removes the last records older than
+        ``before`` (after the partitions are dropped and the other older records deleted).
 
         Does nothing; a subclass keeping derived data (rollups) by time
         removes its share here, in the same transaction.

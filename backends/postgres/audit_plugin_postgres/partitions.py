@@ -316,16 +316,19 @@ async def create_spans(conn: AsyncConnection, layout: Layout, *, through: int) -
 # -- retention ------------------------------------------------------------------------------
 
 
-async def drop_records_before(conn: AsyncConnection, cutoff: datetime) -> int:
-    """Delete the records with ``timestamp < cutoff``: drop the partitions that hold only those; return how many.
+async def drop_partitions_before(conn: AsyncConnection, cutoff: datetime, *, limit: int | None = None) -> list[int]:
+    """Drop (at most ``limit``) log partitions holding only records with ``timestamp < cutoff``.
 
-    Partitions below the cutoff are dropped with their operations
-    partitions; the older records of the others are deleted row by row.
+    A partition qualifies when its whole id range is older than the cutoff
+    and no record in it is as new as the cutoff (one index probe). Its
+    operations partition goes with it. Returns how many records each held.
     """
     below = id_prefix(cutoff)
-    dropped = 0
+    dropped: list[int] = []
     operations = {p.low: p.name for p in await partitions_of(conn, OPERATIONS_TABLE) if p.low is not None}
     for partition in await partitions_of(conn, TABLE_NAME):
+        if limit is not None and len(dropped) >= limit:
+            break
         if partition.high is None or partition.high > below:
             continue
         newer = await conn.scalar(
@@ -333,18 +336,24 @@ async def drop_records_before(conn: AsyncConnection, cutoff: datetime) -> int:
         )
         if newer:
             continue
-        dropped += int(await conn.scalar(text(f"SELECT count(*) FROM {partition.name}")) or 0)
+        dropped.append(int(await conn.scalar(text(f"SELECT count(*) FROM {partition.name}")) or 0))
         await conn.execute(text(f"DROP TABLE {partition.name}"))
         if partition.low in operations:
             await conn.execute(text(f"DROP TABLE {operations[partition.low]}"))
-    return dropped + await delete_records_before(conn, cutoff)
+    return dropped
 
 
-async def delete_records_before(conn: AsyncConnection, cutoff: datetime) -> int:
-    """Delete, row by row, the records with ``timestamp < cutoff`` and their operation ids; return how many."""
+async def delete_records_before(conn: AsyncConnection, cutoff: datetime, *, limit: int | None = None) -> int:
+    """Delete, row by row, (at most ``limit``) records with ``timestamp < cutoff`` and their operation ids.
+
+    Returns how many records went.
+    """
+    doomed = "timestamp < :cutoff"
+    if limit is not None:
+        doomed = f"message_id IN (SELECT message_id FROM {TABLE_NAME} WHERE {doomed} LIMIT {int(limit)})"
     deleted = await conn.scalar(
         text(
-            f"WITH gone AS (DELETE FROM {TABLE_NAME} WHERE timestamp < :cutoff RETURNING message_id), "
+            f"WITH gone AS (DELETE FROM {TABLE_NAME} WHERE {doomed} RETURNING message_id), "
             f"operations AS (DELETE FROM {OPERATIONS_TABLE} o USING gone WHERE o.message_id = gone.message_id) "
             "SELECT count(*) FROM gone"
         ),
