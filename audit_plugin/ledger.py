@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -333,7 +333,10 @@ class Ledger:
         assert marker is not None
         if not drop_prefix:
             return
-        newer = await conn.scalar(select(func.min(e.sequence)).where(e.chain_id == self.chain_id, e.at >= cutoff))
+        # In sequence order, stopping at the first match: reads the prefix being pruned, not the whole chain.
+        newer = await conn.scalar(
+            select(e.sequence).where(e.chain_id == self.chain_id, e.at >= cutoff).order_by(e.sequence).limit(1)
+        )
         first_kept = marker.sequence if newer is None else min(newer, marker.sequence)
         last_pruned = (
             await conn.execute(

@@ -26,10 +26,8 @@ four statements (``BEGIN`` and the lock, the records, the lifecycle entries,
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import logging
 import operator
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -47,11 +45,9 @@ from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
 from audit_plugin.ledger import BOUND_EVENT_FIELDS, LINKED_COLUMNS, ChainHead, LedgerBatch, PendingEntry
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME, audit_log
-from audit_plugin.sql import FoldedBatch, SQLBackend, delivered_in_window
+from audit_plugin.sql import FoldedBatch, delivered_in_window
 from audit_plugin.transitions import FINAL_STATUS_VALUES, distinct_operations, operations
-from audit_plugin_postgres import partitions
-
-_log = logging.getLogger(__name__)
+from audit_plugin_postgres.partitioned import PartitionedStore
 
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
 _as_record = operator.itemgetter(*COLUMNS)
@@ -139,41 +135,18 @@ def _with_async_driver(url: str) -> str:
     return url
 
 
-class PostgresBackend(SQLBackend):
+class PostgresBackend(PartitionedStore):
     """An audit store in a PostgreSQL database (payload as ``jsonb``).
 
-    :param partitioning: how a new database is partitioned (see
-        :mod:`audit_plugin_postgres.partitions`): ``"none"``, ``"hour"``,
-        ``"day"`` (the default), ``"week"`` or ``"month"``; also the URL
-        query parameter ``?partitioning=``. A database keeps the layout it
-        was created with (an unpartitioned one until it is migrated).
-    :param events_per_partition: sequence numbers per lifecycle partition
-        of a new partitioned database (also ``?events_per_partition=``).
+    Options (keywords, or query parameters of ``url``) choose the layout of
+    a new database: see :class:`~audit_plugin_postgres.partitioned.PartitionedStore`.
     """
 
     name = "postgresql"
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        partitioning: partitions.Partitioning | None = None,
-        events_per_partition: int | None = None,
-        **engine_options: Any,
-    ) -> None:
-        url, url_unit, url_span = partitions.split_url(url)
-        unit = partitioning if partitioning is not None else url_unit
-        span = events_per_partition if events_per_partition is not None else url_span
-        self.wanted_layout = partitions.Layout(
-            partitions.check_partitioning(unit if unit is not None else partitions.DEFAULT_PARTITIONING),
-            partitions.check_span(span if span is not None else partitions.DEFAULT_EVENTS_PER_PARTITION),
-        )
-        """The layout a new database gets."""
-        self.layout: partitions.Layout | None = None
-        """The database's layout, once :meth:`initialize` has read (or made) it."""
+    def __init__(self, url: str, **engine_options: Any) -> None:
         super().__init__(_with_async_driver(url), **engine_options)
         self._write_connection: AsyncConnection | None = None
-        self._maintenance: asyncio.Task[None] | None = None
 
     def engine_options(self) -> dict[str, Any]:
         # Connections die when the server restarts; check each one out alive.
@@ -194,84 +167,6 @@ class PostgresBackend(SQLBackend):
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(*columns).where(*delivered_in_window(start_time, end_time)))).one()
         return {p: None if value is None else float(value) for p, value in zip(percentiles, row, strict=True)}
-
-    async def create_tables(self, conn: AsyncConnection) -> None:
-        layout = await partitions.read_layout(conn)
-        if layout is None and self.wanted_layout.partitioned:
-            await partitions.create_partitioned_tables(conn, self.wanted_layout)
-            layout = self.wanted_layout
-        self.layout = layout or partitions.Layout("none")
-        await super().create_tables(conn)
-        if self.layout.partitioned:
-            await partitions.ensure_ahead(conn, self.layout)
-
-    async def initialize(self) -> None:
-        await super().initialize()
-        if self.layout is not None and self.layout.partitioned and self._maintenance is None:
-            self._maintenance = asyncio.create_task(self._maintain(self.layout), name="audit-plugin partitions")
-
-    async def _maintain(self, layout: partitions.Layout) -> None:
-        """Every :data:`~partitions.MAINTENANCE_SECONDS`, make sure the partitions ahead exist."""
-        while True:
-            await asyncio.sleep(partitions.MAINTENANCE_SECONDS)
-            try:
-                async with self.engine.begin() as conn:
-                    await partitions.ensure_ahead(conn, layout)
-            except Exception as exc:  # an outage: the default partitions take the rows; try again next time
-                _log.warning("could not create the partitions ahead: %s", driver_message(exc) or exc)
-
-    async def delete_older_than(self, cutoff: datetime) -> int:
-        """Partitioned: drop the partitions older than ``cutoff``, delete the older records of the others.
-
-        One transaction, as unpartitioned (see :mod:`audit_plugin_postgres.partitions`).
-        """
-        if self.layout is None or not self.layout.partitioned:
-            return await super().delete_older_than(cutoff)
-        async with self.write_transaction() as conn:
-            deleted = sum(await partitions.drop_partitions_before(conn, cutoff))
-            deleted += await partitions.delete_records_before(conn, cutoff)
-            await self.after_partitions_dropped(conn, cutoff)
-            await self.ledger.prune(conn, cutoff, deleted, drop_entries=partitions.drop_entries_through)
-            return deleted
-
-    async def delete_older_than_in_chunks(self, cutoff: datetime, chunk_size: int) -> AsyncIterator[int]:
-        """Partitioned: each partition older than ``cutoff`` is dropped in a transaction of its own (one chunk,
-        whatever it held: dropping costs the same), then the other older records are deleted ``chunk_size`` at
-        a time; unpartitioned: see :meth:`SQLBackend.delete_older_than_in_chunks`.
-        """
-        if self.layout is None or not self.layout.partitioned:
-            async for deleted in super().delete_older_than_in_chunks(cutoff, chunk_size):
-                yield deleted
-            return
-        while True:
-            async with self.write_transaction() as conn:
-                dropped = await partitions.drop_partitions_before(conn, cutoff, limit=1)
-                if dropped:
-                    await self.ledger.prune(conn, cutoff, dropped[0], drop_prefix=False)
-            if not dropped:
-                break
-            yield dropped[0]
-        while True:
-            async with self.write_transaction() as conn:
-                deleted = await partitions.delete_records_before(conn, cutoff, limit=chunk_size)
-                last = deleted < chunk_size
-                if last:
-                    await self.after_partitions_dropped(conn, cutoff)
-                await self.ledger.prune(
-                    conn, cutoff, deleted, drop_prefix=last, drop_entries=partitions.drop_entries_through
-                )
-            if deleted:
-                yield deleted
-            if last:
-                return
-
-    async def after_partitions_dropped(self, conn: AsyncConnection, before: datetime) -> None:
-        """Called, partitioned layout only, in the retention transaction that removes the last records older than
-        ``before`` (after the partitions are dropped and the other older records deleted).
-
-        Does nothing; a subclass keeping derived data (rollups) by time
-        removes its share here, in the same transaction.
-        """
 
     async def lock_chain(self, conn: AsyncConnection, chain_id: str) -> None:
         """Serialise writers of one chain with a transaction-scoped advisory lock."""
@@ -307,11 +202,6 @@ class PostgresBackend(SQLBackend):
             raise
 
     async def close(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
-            self._maintenance = None
         if self._write_connection is not None:
             connection, self._write_connection = self._write_connection, None
             with contextlib.suppress(Exception):

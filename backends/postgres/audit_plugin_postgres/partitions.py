@@ -172,6 +172,11 @@ def _suffix(start: datetime, unit: Partitioning) -> str:
 # -- schema ----------------------------------------------------------------------------------
 
 
+async def lock_layout(conn: AsyncConnection) -> None:
+    """Serialise, until the transaction ends, the processes creating tables or partitions."""
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MAINTENANCE_LOCK})
+
+
 async def read_layout(conn: AsyncConnection) -> Layout | None:
     """The layout of the database, or ``None`` if it has no ``message_audit_log`` yet."""
     row = (
@@ -251,7 +256,7 @@ async def ensure_ahead(conn: AsyncConnection, layout: Layout, now: datetime | No
 
     Serialised between processes by a transaction-scoped advisory lock.
     """
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MAINTENANCE_LOCK})
+    await lock_layout(conn)
     start = interval_start(now or datetime.now(UTC), layout.unit)
     starts = [start]
     for _ in range(INTERVALS_AHEAD):
