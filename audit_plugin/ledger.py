@@ -14,7 +14,7 @@ then: a late update's, and a :class:`FallbackRow` record's that was inserted.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -311,13 +311,7 @@ class Ledger:
         return head
 
     async def prune(
-        self,
-        conn: AsyncConnection,
-        cutoff: datetime,
-        deleted: int,
-        *,
-        drop_prefix: bool = True,
-        drop_entries: Callable[[AsyncConnection, str, int], Awaitable[None]] | None = None,
+        self, conn: AsyncConnection, cutoff: datetime, deleted: int, *, drop_prefix: bool = True, prefix: ChainPrefix
     ) -> None:
         """Record a retention run in the chain and drop the chain's prefix older than ``cutoff``.
 
@@ -325,18 +319,13 @@ class Ledger:
         (the retention entry itself always stays); its last entry becomes the
         prune point that verification starts from. A run deleting in chunks
         records every chunk and drops the prefix after the last one.
-        ``drop_entries(conn, chain_id, last)`` removes the entries numbered up
-        to ``last`` when the store has a faster way than ``DELETE`` (a
-        partitioned table drops whole partitions).
+        ``prefix`` finds and removes the entries (see :class:`ChainPrefix`).
         """
         marker = await self.append(conn, [self.retention_entry(cutoff, deleted)])
         assert marker is not None
         if not drop_prefix:
             return
-        # In sequence order, stopping at the first match: reads the prefix being pruned, not the whole chain.
-        newer = await conn.scalar(
-            select(e.sequence).where(e.chain_id == self.chain_id, e.at >= cutoff).order_by(e.sequence).limit(1)
-        )
+        newer = await prefix.first_at_or_after(conn, self.chain_id, cutoff)
         first_kept = marker.sequence if newer is None else min(newer, marker.sequence)
         last_pruned = (
             await conn.execute(
@@ -345,10 +334,7 @@ class Ledger:
         ).first()
         if last_pruned is None:
             return
-        if drop_entries is None:
-            await conn.execute(events.delete().where(e.chain_id == self.chain_id, e.sequence <= last_pruned.sequence))
-        else:
-            await drop_entries(conn, self.chain_id, last_pruned.sequence)
+        await prefix.drop_through(conn, self.chain_id, last_pruned.sequence)
         await conn.execute(
             update(chains)
             .where(chains.c.chain_id == self.chain_id)
@@ -358,6 +344,21 @@ class Ledger:
                 pruned_at=datetime.now(UTC),
             )
         )
+
+
+class ChainPrefix:
+    """How retention finds and removes a chain's prefix: portable SQL; a store with a faster way subclasses it."""
+
+    async def first_at_or_after(self, conn: AsyncConnection, chain_id: str, cutoff: datetime) -> int | None:
+        """The lowest sequence number of ``chain_id``'s entries with ``at >= cutoff`` (``None``: none)."""
+        # In sequence order, stopping at the first match: reads the prefix being pruned, not the whole chain.
+        return await conn.scalar(
+            select(e.sequence).where(e.chain_id == chain_id, e.at >= cutoff).order_by(e.sequence).limit(1)
+        )
+
+    async def drop_through(self, conn: AsyncConnection, chain_id: str, last: int) -> None:
+        """Delete ``chain_id``'s entries numbered ``<= last``."""
+        await conn.execute(events.delete().where(e.chain_id == chain_id, e.sequence <= last))
 
 
 def record_event(row: Mapping[str, Any]) -> dict[str, Any]:

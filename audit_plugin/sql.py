@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from audit_plugin.backend import BucketUnit, IdColumn
 from audit_plugin.exceptions import AuditStoreError, driver_message
 from audit_plugin.integrity_schema import upgrade
-from audit_plugin.ledger import FallbackRow, Ledger
+from audit_plugin.ledger import ChainPrefix, FallbackRow, Ledger
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
 from audit_plugin.schema import (
@@ -226,6 +226,8 @@ class SQLBackend:
         self.engine: AsyncEngine = create_async_engine(url, **options)
         self.ledger = Ledger()
         """Appends the lifecycle and hash chain; the trail replaces it to set the chain id and hashing."""
+        self.chain_prefix = ChainPrefix()
+        """How retention finds and removes the chain's pruned prefix."""
 
     # -- what subclasses provide -------------------------------------------------
 
@@ -372,7 +374,7 @@ class SQLBackend:
         async with self.write_transaction() as conn:
             result = await conn.execute(delete(audit_log).where(c.timestamp < cutoff))
             deleted = int(result.rowcount or 0)
-            await self.ledger.prune(conn, cutoff, deleted)
+            await self.ledger.prune(conn, cutoff, deleted, prefix=self.chain_prefix)
             return deleted
 
     async def count(self, query: AuditQuery) -> int:
@@ -398,7 +400,8 @@ class SQLBackend:
             doomed = select(c.message_id).where(c.timestamp < cutoff).limit(chunk_size).scalar_subquery()
             async with self.write_transaction() as conn:
                 deleted = int((await conn.execute(delete(audit_log).where(c.message_id.in_(doomed)))).rowcount or 0)
-                await self.ledger.prune(conn, cutoff, deleted, drop_prefix=deleted < chunk_size)
+                last = deleted < chunk_size
+                await self.ledger.prune(conn, cutoff, deleted, drop_prefix=last, prefix=self.chain_prefix)
             if deleted:
                 yield deleted
             if deleted < chunk_size:

@@ -70,6 +70,8 @@ class PartitionedStore(SQLBackend):
             await partitions.create_partitioned_tables(conn, self.wanted_layout)
             layout = self.wanted_layout
         self.layout = layout or partitions.Layout("none")
+        if self.layout.partitioned:
+            self.chain_prefix = partitions.PartitionedPrefix()
         await super().create_tables(conn)
         if self.layout.partitioned:
             await partitions.ensure_ahead(conn, self.layout)
@@ -80,28 +82,32 @@ class PartitionedStore(SQLBackend):
             self._maintenance = asyncio.create_task(self._maintain(self.layout), name="audit-plugin partitions")
 
     async def _maintain(self, layout: partitions.Layout) -> None:
-        """Every :data:`~partitions.MAINTENANCE_SECONDS`, make sure the partitions ahead exist."""
+        """Every :data:`~partitions.MAINTENANCE_SECONDS`, make sure the partitions ahead exist (and that none
+        retention detached is left)."""
         while True:
             await asyncio.sleep(partitions.MAINTENANCE_SECONDS)
             try:
                 async with self.engine.begin() as conn:
                     await partitions.ensure_ahead(conn, layout)
+                    await partitions.drop_detached(conn)
             except Exception as exc:  # an outage: the default partitions take the rows; try again next time
-                _log.warning("could not create the partitions ahead: %s", driver_message(exc) or exc)
+                _log.warning("partition maintenance failed: %s", driver_message(exc) or exc)
 
     async def delete_older_than(self, cutoff: datetime) -> int:
-        """Partitioned: drop the partitions older than ``cutoff``, delete the older records of the others.
+        """Partitioned: detach the partitions older than ``cutoff``, delete the older records of the others.
 
-        One transaction, as unpartitioned (see :mod:`audit_plugin_postgres.partitions`).
+        One transaction, as unpartitioned (see :mod:`audit_plugin_postgres.partitions`); the
+        detached partitions are dropped after it commits.
         """
         if not self.partitioned:
             return await super().delete_older_than(cutoff)
         async with self.write_transaction() as conn:
-            deleted = sum(await partitions.drop_partitions_before(conn, cutoff))
+            deleted = sum(await partitions.detach_partitions_before(conn, cutoff))
             deleted += await partitions.delete_records_before(conn, cutoff)
             await self.after_partitions_dropped(conn, cutoff)
-            await self.ledger.prune(conn, cutoff, deleted, drop_entries=partitions.drop_entries_through)
-            return deleted
+            await self.ledger.prune(conn, cutoff, deleted, prefix=self.chain_prefix)
+        await self._drop_detached()
+        return deleted
 
     async def delete_older_than_in_chunks(self, cutoff: datetime, chunk_size: int) -> AsyncIterator[int]:
         """Partitioned: each partition older than ``cutoff`` is dropped in a transaction of its own (one chunk,
@@ -114,11 +120,12 @@ class PartitionedStore(SQLBackend):
             return
         while True:
             async with self.write_transaction() as conn:
-                dropped = await partitions.drop_partitions_before(conn, cutoff, limit=1)
+                dropped = await partitions.detach_partitions_before(conn, cutoff, limit=1)
                 if dropped:
-                    await self.ledger.prune(conn, cutoff, dropped[0], drop_prefix=False)
+                    await self.ledger.prune(conn, cutoff, dropped[0], drop_prefix=False, prefix=self.chain_prefix)
             if not dropped:
                 break
+            await self._drop_detached()
             yield dropped[0]
         while True:
             async with self.write_transaction() as conn:
@@ -126,13 +133,25 @@ class PartitionedStore(SQLBackend):
                 last = deleted < chunk_size
                 if last:
                     await self.after_partitions_dropped(conn, cutoff)
-                await self.ledger.prune(
-                    conn, cutoff, deleted, drop_prefix=last, drop_entries=partitions.drop_entries_through
-                )
+                await self.ledger.prune(conn, cutoff, deleted, drop_prefix=last, prefix=self.chain_prefix)
+            if last:
+                await self._drop_detached()
             if deleted:
                 yield deleted
             if last:
                 return
+
+    async def _drop_detached(self) -> None:
+        """Drop what retention detached, after its transaction (see :func:`partitions.drop_detached`).
+
+        A failure here loses nothing: the retention run is committed, and the
+        maintenance task drops what is left on its next run.
+        """
+        try:
+            async with self.engine.begin() as conn:
+                await partitions.drop_detached(conn)
+        except Exception as exc:
+            _log.warning("could not drop the detached partitions yet: %s", driver_message(exc) or exc)
 
     async def after_partitions_dropped(self, conn: AsyncConnection, before: datetime) -> None:
         """Called, partitioned layout only, in the retention transaction that removes the last records older than

@@ -53,6 +53,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from audit_plugin import validation as v
 from audit_plugin.exceptions import InvalidFieldError
 from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE, events, operations_index
+from audit_plugin.ledger import ChainPrefix
 from audit_plugin.schema import TABLE_NAME, audit_log
 
 Partitioning = Literal["none", "hour", "day", "week", "month"]
@@ -195,7 +196,8 @@ async def read_layout(conn: AsyncConnection) -> Layout | None:
     if not partitioned:
         return Layout("none")
     settings = dict(item.split("=", 1) for item in (comment or "").removeprefix("audit_plugin ").split())
-    return Layout(check_partitioning(settings.get("partitioning", DEFAULT_PARTITIONING)), int(settings["span"]))
+    span = int(settings.get("span", DEFAULT_EVENTS_PER_PARTITION))
+    return Layout(check_partitioning(settings.get("partitioning", DEFAULT_PARTITIONING)), span)
 
 
 async def create_partitioned_tables(conn: AsyncConnection, layout: Layout) -> None:
@@ -216,6 +218,7 @@ async def create_partitioned_tables(conn: AsyncConnection, layout: Layout) -> No
         # Not unique (a partitioned index must contain the partition key): message_audit_operations is.
         f"CREATE INDEX {operations_index.name} ON {EVENTS_TABLE} (message_id, operation_id) "
         "WHERE operation_id IS NOT NULL",
+        f"CREATE INDEX idx_events_at ON {EVENTS_TABLE} USING brin (at)",  # see PartitionedPrefix
         f"CREATE TABLE {OPERATIONS_TABLE} (message_id VARCHAR(1024) NOT NULL, operation_id VARCHAR(1024) NOT NULL, "
         "PRIMARY KEY (message_id, operation_id)) PARTITION BY RANGE (message_id)",
         f"""CREATE FUNCTION {OPERATIONS_TABLE}_once() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -321,12 +324,14 @@ async def create_spans(conn: AsyncConnection, layout: Layout, *, through: int) -
 # -- retention ------------------------------------------------------------------------------
 
 
-async def drop_partitions_before(conn: AsyncConnection, cutoff: datetime, *, limit: int | None = None) -> list[int]:
-    """Drop (at most ``limit``) log partitions holding only records with ``timestamp < cutoff``.
+async def detach_partitions_before(conn: AsyncConnection, cutoff: datetime, *, limit: int | None = None) -> list[int]:
+    """Detach (at most ``limit``) log partitions holding only records with ``timestamp < cutoff``.
 
     A partition qualifies when its whole id range is older than the cutoff
     and no record in it is as new as the cutoff (one index probe). Its
     operations partition goes with it. Returns how many records each held.
+    Detaching changes the catalogue only; :func:`drop_detached`, after the
+    transaction commits, removes the tables and their files.
     """
     below = id_prefix(cutoff)
     dropped: list[int] = []
@@ -342,9 +347,9 @@ async def drop_partitions_before(conn: AsyncConnection, cutoff: datetime, *, lim
         if newer:
             continue
         dropped.append(int(await conn.scalar(text(f"SELECT count(*) FROM {partition.name}")) or 0))
-        await conn.execute(text(f"DROP TABLE {partition.name}"))
+        await _detach(conn, TABLE_NAME, partition.name)
         if partition.low in operations:
-            await conn.execute(text(f"DROP TABLE {operations[partition.low]}"))
+            await _detach(conn, OPERATIONS_TABLE, operations[partition.low])
     return dropped
 
 
@@ -367,25 +372,80 @@ async def delete_records_before(conn: AsyncConnection, cutoff: datetime, *, limi
     return int(deleted or 0)
 
 
-async def drop_entries_through(conn: AsyncConnection, chain_id: str, last: int) -> None:
-    """Delete ``chain_id``'s lifecycle entries numbered ``<= last``: drop the spans holding nothing else.
+class PartitionedPrefix(ChainPrefix):
+    """The chain's prefix in a lifecycle table partitioned by sequence: whole spans are skipped and dropped.
 
-    A span is dropped when it lies wholly at or below ``last`` and holds no
-    entry of another chain above that chain's prune point.
+    Finding the prune point reads, in each span in order, the block-range
+    summary of ``at`` (a BRIN index: a few pages) until a span holds an entry
+    as new as the cutoff, and only that span's rows; the spans below the
+    prune point are dropped. So a run costs about one span, whatever the
+    size of the chain.
     """
-    for span in await partitions_of(conn, EVENTS_TABLE):
-        if span.high is None or int(span.high) - 1 > last:
-            continue
-        others = await conn.scalar(
-            text(
-                f"SELECT EXISTS (SELECT 1 FROM {CHAINS_TABLE} c WHERE c.chain_id <> :chain AND EXISTS "
-                f"(SELECT 1 FROM {span.name} e WHERE e.chain_id = c.chain_id AND e.sequence > c.pruned_sequence))"
-            ),
-            {"chain": chain_id},
+
+    async def first_at_or_after(self, conn: AsyncConnection, chain_id: str, cutoff: datetime) -> int | None:
+        found: list[int] = []
+        parameters = {"chain": chain_id, "cutoff": cutoff}
+        for span in await partitions_of(conn, EVENTS_TABLE):
+            if found and span.low is not None:
+                continue  # a higher span: only the default partition may still hold a lower number
+            newer = f"FROM {span.name} WHERE chain_id = :chain AND at >= :cutoff"
+            await _scans(conn, "off")  # a bitmap of the BRIN summary, never a scan of the whole span
+            try:
+                any_newer = await conn.scalar(text(f"SELECT EXISTS (SELECT 1 {newer})"), parameters)
+            finally:
+                await _scans(conn, "on")
+            if any_newer:
+                found.append(await conn.scalar(text(f"SELECT sequence {newer} ORDER BY sequence LIMIT 1"), parameters))
+        return min(found, default=None)
+
+    async def drop_through(self, conn: AsyncConnection, chain_id: str, last: int) -> None:
+        """Detach (for :func:`drop_detached`) the spans wholly at or below ``last`` that hold no entry of
+        another chain above that chain's prune point; delete the rest of ``chain_id``'s entries up to ``last``.
+        """
+        for span in await partitions_of(conn, EVENTS_TABLE):
+            if span.high is None or int(span.high) - 1 > last:
+                continue
+            others = await conn.scalar(
+                text(
+                    f"SELECT EXISTS (SELECT 1 FROM {CHAINS_TABLE} c WHERE c.chain_id <> :chain AND EXISTS "
+                    f"(SELECT 1 FROM {span.name} e WHERE e.chain_id = c.chain_id AND e.sequence > c.pruned_sequence))"
+                ),
+                {"chain": chain_id},
+            )
+            if not others:
+                await _detach(conn, EVENTS_TABLE, span.name)
+        await conn.execute(
+            text(f"DELETE FROM {EVENTS_TABLE} WHERE chain_id = :chain AND sequence <= :last"),
+            {"chain": chain_id, "last": last},
         )
-        if not others:
-            await conn.execute(text(f"DROP TABLE {span.name}"))
-    await conn.execute(
-        text(f"DELETE FROM {EVENTS_TABLE} WHERE chain_id = :chain AND sequence <= :last"),
-        {"chain": chain_id, "last": last},
+
+
+async def _scans(conn: AsyncConnection, setting: str) -> None:
+    """Allow (``"on"``) or forbid (``"off"``) sequential and plain index scans until the transaction ends."""
+    for scan in ("enable_seqscan", "enable_indexscan"):
+        await conn.execute(text(f"SET LOCAL {scan} = {setting}"))
+
+
+_DETACHED = re.compile(rf"^(?:{TABLE_NAME}|{OPERATIONS_TABLE})_p[0-9]+$|^{EVENTS_TABLE}_s[0-9]+$")
+
+
+async def _detach(conn: AsyncConnection, table: str, partition: str) -> None:
+    await conn.execute(text(f"ALTER TABLE {table} DETACH PARTITION {partition}"))
+
+
+async def drop_detached(conn: AsyncConnection) -> None:
+    """Drop the partitions retention detached (also those a crash left behind).
+
+    Removing a partition's files costs time growing with its size (about a
+    tenth of a second for a few hundred megabytes on a small machine); done
+    here, after the retention transaction, it holds no lock writers or
+    readers of the partitioned tables wait for.
+    """
+    names = await conn.scalars(
+        text(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition "
+            "AND relnamespace = current_schema()::regnamespace AND relname LIKE 'message_audit_%'"
+        )
     )
+    for name in [name for name in names if _DETACHED.match(name)]:
+        await conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
