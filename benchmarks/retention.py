@@ -89,7 +89,7 @@ async def records_only(backend: PostgresBackend, cutoff: datetime) -> float:
         transaction = await conn.begin()
         started = time.perf_counter()
         if backend.layout is not None and backend.layout.partitioned:
-            await partitions.drop_partitions_before(conn, cutoff)
+            await partitions.detach_partitions_before(conn, cutoff)
             await partitions.delete_records_before(conn, cutoff)
         else:
             await conn.execute(delete(audit_log).where(audit_log.c.timestamp < cutoff))

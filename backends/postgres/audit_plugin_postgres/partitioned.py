@@ -70,11 +70,11 @@ class PartitionedStore(SQLBackend):
             await partitions.create_partitioned_tables(conn, self.wanted_layout)
             layout = self.wanted_layout
         self.layout = layout or partitions.Layout("none")
-        if self.layout.partitioned:
-            self.chain_prefix = partitions.PartitionedPrefix()
         await super().create_tables(conn)
         if self.layout.partitioned:
+            self.chain_prefix = partitions.PartitionedPrefix()
             await partitions.ensure_ahead(conn, self.layout)
+            await partitions.drop_detached(conn)
 
     async def initialize(self) -> None:
         await super().initialize()
