@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -370,19 +370,22 @@ class Ledger:
         await conn.execute(insert(events), rows)
         return head
 
-    async def prune(self, conn: AsyncConnection, cutoff: datetime, deleted: int, *, drop_prefix: bool = True) -> None:
+    async def prune(
+        self, conn: AsyncConnection, cutoff: datetime, deleted: int, *, drop_prefix: bool = True, prefix: ChainPrefix
+    ) -> None:
         """Record a retention run in the chain and drop the chain's prefix older than ``cutoff``.
 
         The prefix ends just before the first entry at or after ``cutoff``
         (the retention entry itself always stays); its last entry becomes the
         prune point that verification starts from. A run deleting in chunks
         records every chunk and drops the prefix after the last one.
+        ``prefix`` finds and removes the entries (see :class:`ChainPrefix`).
         """
         marker = await self.append(conn, [self.retention_entry(cutoff, deleted)])
         assert marker is not None
         if not drop_prefix:
             return
-        newer = await conn.scalar(select(func.min(e.sequence)).where(e.chain_id == self.chain_id, e.at >= cutoff))
+        newer = await prefix.first_at_or_after(conn, self.chain_id, cutoff)
         first_kept = marker.sequence if newer is None else min(newer, marker.sequence)
         last_pruned = (
             await conn.execute(
@@ -391,7 +394,7 @@ class Ledger:
         ).first()
         if last_pruned is None:
             return
-        await conn.execute(events.delete().where(e.chain_id == self.chain_id, e.sequence <= last_pruned.sequence))
+        await prefix.drop_through(conn, self.chain_id, last_pruned.sequence)
         await conn.execute(
             update(chains)
             .where(chains.c.chain_id == self.chain_id)
@@ -401,6 +404,22 @@ class Ledger:
                 pruned_at=datetime.now(UTC),
             )
         )
+
+
+class ChainPrefix:
+    """How retention finds and removes a chain's prefix: portable SQL; a store with a faster way subclasses it."""
+
+    async def first_at_or_after(self, conn: AsyncConnection, chain_id: str, cutoff: datetime) -> int | None:
+        """The lowest sequence number of ``chain_id``'s entries with ``at >= cutoff`` (``None``: none)."""
+        # In sequence order, stopping at the first match: reads the prefix being pruned, not the whole chain.
+        return await conn.scalar(
+            select(e.sequence).where(e.chain_id == chain_id, e.at >= cutoff).order_by(e.sequence).limit(1)
+        )
+
+    async def drop_through(self, conn: AsyncConnection, chain_id: str, last: int) -> None:
+        """Delete ``chain_id``'s entries numbered ``<= last``."""
+        await conn.execute(events.delete().where(e.chain_id == chain_id, e.sequence <= last))
+
 
 
 def record_event(row: Mapping[str, Any], hash_version: int | None, record_digest: str | None = None) -> dict[str, Any]:

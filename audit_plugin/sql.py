@@ -26,7 +26,7 @@ from audit_plugin.checkpoint import Checkpoint
 from audit_plugin.exceptions import AuditStoreError, driver_message
 from audit_plugin.integrity_schema import upgrade
 from audit_plugin.keystore import SubjectKeyStore
-from audit_plugin.ledger import ChainHead, Ledger
+from audit_plugin.ledger import ChainHead, ChainPrefix, Ledger
 from audit_plugin.lifecycle import LifecycleStep, message_history
 from audit_plugin.messages import MessageStatus
 from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
@@ -132,6 +132,8 @@ class SQLBackend:
         self.ledger = Ledger()
         """Appends the lifecycle and hash chain; the trail sets its own (:meth:`use_ledger`)."""
         self._keys = SubjectKeyStore(self.engine)
+        self.chain_prefix = ChainPrefix()
+        """How retention finds and removes the chain's pruned prefix."""
 
     # -- what subclasses provide -------------------------------------------------
 
@@ -150,12 +152,16 @@ class SQLBackend:
         """
         raise NotImplementedError
 
+    async def create_tables(self, conn: AsyncConnection) -> None:
+        """Create the tables and indexes that are missing (a backend may lay them out its own way first)."""
+        await conn.run_sync(metadata.create_all, checkfirst=True)
+
     # -- the backend contract ------------------------------------------------------
 
     async def initialize(self) -> None:
         try:
             async with self.engine.begin() as conn:
-                await conn.run_sync(metadata.create_all, checkfirst=True)
+                await self.create_tables(conn)
             async with self.write_transaction() as conn:
                 await conn.run_sync(upgrade)
                 await conn.run_sync(upgrade_indexes)
@@ -287,7 +293,7 @@ class SQLBackend:
         async with self.write_transaction() as conn:
             result = await conn.execute(delete(audit_log).where(c.timestamp < cutoff))
             deleted = int(result.rowcount or 0)
-            await self.ledger.prune(conn, cutoff, deleted)
+            await self.ledger.prune(conn, cutoff, deleted, prefix=self.chain_prefix)
             return deleted
 
     async def count(self, query: AuditQuery) -> int:
@@ -313,7 +319,8 @@ class SQLBackend:
             doomed = select(c.message_id).where(c.timestamp < cutoff).limit(chunk_size).scalar_subquery()
             async with self.write_transaction() as conn:
                 deleted = int((await conn.execute(delete(audit_log).where(c.message_id.in_(doomed)))).rowcount or 0)
-                await self.ledger.prune(conn, cutoff, deleted, drop_prefix=deleted < chunk_size)
+                last = deleted < chunk_size
+                await self.ledger.prune(conn, cutoff, deleted, drop_prefix=last, prefix=self.chain_prefix)
             if deleted:
                 yield deleted
             if deleted < chunk_size:

@@ -1,0 +1,170 @@
+"""The partition-aware half of the PostgreSQL backend: layout at ``initialize``, partitions ahead, retention by drop.
+
+:class:`PartitionedStore` sits between :class:`~audit_plugin.sql.SQLBackend`
+and :class:`~audit_plugin_postgres.backend.PostgresBackend`, which adds the
+driver and the batch writes; the write statements are the same in both
+layouts. What the layout is and why: :mod:`audit_plugin_postgres.partitions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from audit_plugin.exceptions import driver_message
+from audit_plugin.sql import SQLBackend
+from audit_plugin_postgres import partitions
+
+_log = logging.getLogger(__name__)
+
+
+class PartitionedStore(SQLBackend):
+    """A SQL store whose tables may be partitioned (PostgreSQL only).
+
+    :param url: the database URL; its query parameters ``partitioning`` and
+        ``events_per_partition`` are read and taken off (the driver never sees them).
+    :param partitioning: how a new database is partitioned: ``"none"``,
+        ``"hour"``, ``"day"`` (the default), ``"week"`` or ``"month"``;
+        overrides ``?partitioning=``. A database keeps the layout it was
+        created with (an unpartitioned one until it is migrated, see
+        :mod:`audit_plugin_postgres.migrate`).
+    :param events_per_partition: sequence numbers per lifecycle partition of
+        a new partitioned database; overrides ``?events_per_partition=``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        partitioning: partitions.Partitioning | None = None,
+        events_per_partition: int | None = None,
+        **engine_options: Any,
+    ) -> None:
+        url, url_unit, url_span = partitions.split_url(url)
+        unit = partitioning if partitioning is not None else url_unit
+        span = events_per_partition if events_per_partition is not None else url_span
+        self.wanted_layout = partitions.Layout(
+            partitions.check_partitioning(unit if unit is not None else partitions.DEFAULT_PARTITIONING),
+            partitions.check_span(span if span is not None else partitions.DEFAULT_EVENTS_PER_PARTITION),
+        )
+        """The layout a new database gets."""
+        self.layout: partitions.Layout | None = None
+        """The database's layout, once :meth:`initialize` has read (or made) it."""
+        self._maintenance: asyncio.Task[None] | None = None
+        super().__init__(url, **engine_options)
+
+    @property
+    def partitioned(self) -> bool:
+        return self.layout is not None and self.layout.partitioned
+
+    async def create_tables(self, conn: AsyncConnection) -> None:
+        await partitions.lock_layout(conn)
+        layout = await partitions.read_layout(conn)
+        if layout is None and self.wanted_layout.partitioned:
+            await partitions.create_partitioned_tables(conn, self.wanted_layout)
+            layout = self.wanted_layout
+        self.layout = layout or partitions.Layout("none")
+        await super().create_tables(conn)
+        if self.layout.partitioned:
+            self.chain_prefix = partitions.PartitionedPrefix()
+            await partitions.ensure_ahead(conn, self.layout)
+            await partitions.drop_detached(conn)
+
+    async def initialize(self) -> None:
+        await super().initialize()
+        if self.layout is not None and self.layout.partitioned and self._maintenance is None:
+            self._maintenance = asyncio.create_task(self._maintain(self.layout), name="audit-plugin partitions")
+
+    async def _maintain(self, layout: partitions.Layout) -> None:
+        """Every :data:`~partitions.MAINTENANCE_SECONDS`, make sure the partitions ahead exist (and that none
+        retention detached is left)."""
+        while True:
+            await asyncio.sleep(partitions.MAINTENANCE_SECONDS)
+            try:
+                async with self.engine.begin() as conn:
+                    await partitions.ensure_ahead(conn, layout)
+                    await partitions.drop_detached(conn)
+            except Exception as exc:  # an outage: the default partitions take the rows; try again next time
+                _log.warning("partition maintenance failed: %s", driver_message(exc) or exc)
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        """Partitioned: detach the partitions older than ``cutoff``, delete the older records of the others.
+
+        One transaction, as unpartitioned (see :mod:`audit_plugin_postgres.partitions`); the
+        detached partitions are dropped after it commits.
+        """
+        if not self.partitioned:
+            return await super().delete_older_than(cutoff)
+        async with self.write_transaction() as conn:
+            deleted = sum(await partitions.detach_partitions_before(conn, cutoff))
+            deleted += await partitions.delete_records_before(conn, cutoff)
+            await self.after_partitions_dropped(conn, cutoff)
+            await self.ledger.prune(conn, cutoff, deleted, prefix=self.chain_prefix)
+        await self._drop_detached()
+        return deleted
+
+    async def delete_older_than_in_chunks(self, cutoff: datetime, chunk_size: int) -> AsyncIterator[int]:
+        """Partitioned: each partition older than ``cutoff`` is dropped in a transaction of its own (one chunk,
+        whatever it held: dropping costs the same), then the other older records are deleted ``chunk_size`` at
+        a time; unpartitioned: see :meth:`SQLBackend.delete_older_than_in_chunks`.
+        """
+        if not self.partitioned:
+            async for deleted in super().delete_older_than_in_chunks(cutoff, chunk_size):
+                yield deleted
+            return
+        while True:
+            async with self.write_transaction() as conn:
+                dropped = await partitions.detach_partitions_before(conn, cutoff, limit=1)
+                if dropped:
+                    await self.ledger.prune(conn, cutoff, dropped[0], drop_prefix=False, prefix=self.chain_prefix)
+            if not dropped:
+                break
+            await self._drop_detached()
+            yield dropped[0]
+        while True:
+            async with self.write_transaction() as conn:
+                deleted = await partitions.delete_records_before(conn, cutoff, limit=chunk_size)
+                last = deleted < chunk_size
+                if last:
+                    await self.after_partitions_dropped(conn, cutoff)
+                await self.ledger.prune(conn, cutoff, deleted, drop_prefix=last, prefix=self.chain_prefix)
+            if last:
+                await self._drop_detached()
+            if deleted:
+                yield deleted
+            if last:
+                return
+
+    async def _drop_detached(self) -> None:
+        """Drop what retention detached, after its transaction (see :func:`partitions.drop_detached`).
+
+        A failure here loses nothing: the retention run is committed, and the
+        maintenance task drops what is left on its next run.
+        """
+        try:
+            async with self.engine.begin() as conn:
+                await partitions.drop_detached(conn)
+        except Exception as exc:
+            _log.warning("could not drop the detached partitions yet: %s", driver_message(exc) or exc)
+
+    async def after_partitions_dropped(self, conn: AsyncConnection, before: datetime) -> None:
+        """Called, partitioned layout only, in the retention transaction that removes the last records older than
+        ``before`` (after the partitions are dropped and the other older records deleted).
+
+        Does nothing; a subclass keeping derived data (rollups) by time
+        removes its share here, in the same transaction.
+        """
+
+    async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
+        await super().close()
