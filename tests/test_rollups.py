@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
+import uuid_utils
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -17,7 +18,7 @@ from audit_plugin import MessageAuditTrail, MessageStatus, MessageType
 from audit_plugin.records import StatusUpdate
 from audit_plugin.schema import TABLE_NAME
 from audit_plugin.sql import SQLBackend
-from audit_plugin_postgres import rollups
+from audit_plugin_postgres import PostgresBackend, partitions, rollups
 from tests.helpers import BASE_TIME, make_message
 
 pytestmark = [
@@ -122,53 +123,40 @@ async def test_initialize_builds_the_rollups_of_an_existing_store_once(written: 
             await assert_rollups_equal_the_scan(again, START + timedelta(minutes=30), START + 4 * HOUR)
 
 
-@pytest.mark.parametrize("cut", [START + 2 * HOUR, START + 3 * HOUR + timedelta(minutes=20)])
-async def test_a_partitioned_table_keeps_its_rollups_and_forgets_dropped_partitions(
-    database_url: str, cut: datetime
+@pytest.mark.parametrize("cut_hour", [2, 3])
+@pytest.mark.parametrize("minutes", [0, 20])
+async def test_retention_dropping_partitions_keeps_the_rollups_exact(
+    database_url: str, cut_hour: int, minutes: int
 ) -> None:
-    """Triggers on a partitioned parent see every partition's rows; a dropped partition is forgotten on request."""
-    async with MessageAuditTrail(database_url) as trail, trail.backend.engine.begin() as conn:  # type: ignore[attr-defined]
-        await conn.execute(text(f"ALTER TABLE {TABLE_NAME} RENAME TO plain"))
-        await conn.execute(
-            text(f'CREATE TABLE {TABLE_NAME} (LIKE plain INCLUDING DEFAULTS) PARTITION BY RANGE ("timestamp")')
-        )
-        for hour in range(-1, HOURS + 1):
-            low, high = START + hour * HOUR, START + (hour + 1) * HOUR
-            await conn.execute(
-                text(
-                    f"CREATE TABLE part_{hour + 1} PARTITION OF {TABLE_NAME} "
-                    f"FOR VALUES FROM ('{low.isoformat()}') TO ('{high.isoformat()}')"
-                )
-            )
-        await conn.execute(text("DROP TABLE plain"))
-    async with MessageAuditTrail(database_url) as trail:
-        async with trail.backend.engine.begin() as conn:  # type: ignore[attr-defined]
-            await conn.execute(
-                text(
-                    f"""INSERT INTO {TABLE_NAME} (message_id, from_agent, to_agent, message_type, priority, status,
-                        payload_json, "timestamp", delivered_at, retry_count)
-                    SELECT 'm' || n, 'agent-' || n % 3, 'agent-' || n % 4, 'QUERY', 'NORMAL',
-                           CASE WHEN n % 5 = 0 THEN 'FAILED' ELSE 'DELIVERED' END, '{{}}',
-                           CAST(:start AS timestamptz) + n * interval '17 seconds',
-                           CAST(:start AS timestamptz) + n * interval '17 seconds' + n * interval '1 ms',
-                           0
-                    FROM generate_series(0, 1200) AS n"""
-                ),
-                {"start": START},
-            )
-            await conn.execute(text(f"UPDATE {TABLE_NAME} SET status = 'EXPIRED' WHERE message_id LIKE 'm1%'"))
-            await conn.execute(text(f"DELETE FROM {TABLE_NAME} WHERE message_id LIKE 'm2%'"))
+    """Hourly partitions dropped by retention fire no trigger: the backend forgets their hours in the same run."""
+    async with MessageAuditTrail(database_url + "?partitioning=hour") as trail:
+        backend = trail.backend
+        assert isinstance(backend, PostgresBackend) and backend.partitioned
+        starts = [START + hour * HOUR for hour in range(HOURS)]
+        async with backend.engine.begin() as conn:
+            await partitions.create_intervals(conn, backend.layout, starts)  # type: ignore[arg-type]
+        rng = random.Random(cut_hour * 100 + minutes)
+        messages = []
+        for n in range(300):
+            at = random_moment(rng)
+            nanos = int(at.timestamp() * 1_000_000_000) + n
+            made_then = str(uuid_utils.uuid7(nanoseconds=nanos))  # an id of its time: its hour's partition
+            messages.append(make_message(rng.choice(AGENTS), rng.choice(AGENTS), at=at, message_id=made_then))
+        for message in messages:
+            await trail.enqueue_message(message)
+        for message in messages[::3]:
+            delivered_at = message.timestamp + timedelta(microseconds=rng.randrange(5_000_000))
+            await trail.enqueue_status(StatusUpdate(message.message_id, MessageStatus.DELIVERED, delivered_at))
+        await trail.flush()
         await assert_rollups_equal_the_scan(trail, None, None)
-        async with trail.backend.engine.begin() as conn:  # type: ignore[attr-defined]
-            for partition in range(3):  # the hours before START + 2h
-                await conn.execute(text(f"DROP TABLE part_{partition}"))
-            await conn.execute(text("SET LOCAL session_replication_role = replica"))  # no triggers, like a drop
-            await conn.execute(text(f'DELETE FROM {TABLE_NAME} WHERE "timestamp" < :cut'), {"cut": cut})
-            await conn.execute(text("SET LOCAL session_replication_role = origin"))
-            await rollups.forget_rollups_before(conn, cut)
-        assert (await trail.get_statistics()).total_messages == await trail.count_messages()
-        for start, end in [(None, None), (START, START + 5 * HOUR), (cut, None)]:
+        cut = START + cut_hour * HOUR + timedelta(minutes=minutes)
+        before = await trail.count_messages()
+        deleted = await backend.delete_older_than(cut)
+        assert deleted == sum(1 for m in messages if m.timestamp < cut) > 0
+        assert await trail.count_messages() == before - deleted
+        for start, end in [(None, None), (START, START + 5 * HOUR), (cut, None), (cut - HOUR, cut + HOUR)]:
             await assert_rollups_equal_the_scan(trail, start, end)
+        assert (await trail.verify()).ok
 
 
 @pytest.mark.parametrize(
