@@ -237,7 +237,7 @@ def encode_payload(payload: object, field: str = "payload", *, depth_checked: bo
         text = _encode_acyclic(payload)  # the depth check has ruled out reference cycles
     except (TypeError, ValueError) as exc:
         raise PayloadNotSerializableError(field, f"is not JSON-serialisable: {exc}") from None
-    if "\\u0000" in text and _contains_nul(payload):
+    if "\\u0000" in text and contains_nul(payload):
         raise InvalidFieldError(field, "contains a NUL character (\\x00), which PostgreSQL cannot store")
     if not text.isascii():
         try:
@@ -247,7 +247,8 @@ def encode_payload(payload: object, field: str = "payload", *, depth_checked: bo
     return text
 
 
-def _contains_nul(value: Any) -> bool:
+def contains_nul(value: Any) -> bool:
+    """Whether a NUL character is in any string of ``value`` (keys included), at any depth."""
     stack = [value]
     while stack:
         item = stack.pop()

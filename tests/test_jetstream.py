@@ -21,7 +21,7 @@ from typing import Any
 import nats
 import pytest
 import pytest_asyncio
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -261,6 +261,7 @@ def test_decoding_anything_gives_an_operation_or_a_typed_error(body: bytes) -> N
         max_size=5,
     ),
 )
+@example("planner", {"\\u0000": "C:\\u0000 is a path, not a NUL"})
 def test_a_record_survives_the_wire_unchanged(agent: str, payload: dict[str, Any]) -> None:
     row = record_row(Message(agent, agent, MessageType.EVENT, payload, correlation_id=agent))
     decoded = wire.decode(wire.encode_record(row))
