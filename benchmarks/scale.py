@@ -86,7 +86,7 @@ async def partitioning_supported() -> bool:
             return False
         conn = await asyncpg.connect(store.dsn)
         try:
-            kind = await conn.fetchval("SELECT relkind FROM pg_class WHERE relname = $1", TABLE_NAME)
+            kind = await conn.fetchval("SELECT relkind::text FROM pg_class WHERE relname = $1", TABLE_NAME)
         finally:
             await conn.close()
         return kind == "p"
