@@ -208,6 +208,9 @@ class AuditedEventQueue(EventQueue):
             return
         plugin = self.owner.auditor.plugin
         await self.owner.auditor.wait(plugin.audit_pre_send(message=record))
+        # The incoming message's outcome is recorded before the SDK can hand the ending event to the caller:
+        # whoever sees the task end finds it in the trail.
+        await self.owner.observe(event)
         try:
             await self.inner.enqueue_event(event)
         except BaseException as exc:
@@ -218,7 +221,6 @@ class AuditedEventQueue(EventQueue):
         await self.owner.auditor.wait(plugin.record_delivery(record, delivered, operation_id=OUTCOME_OPERATION))
         self.emitted += 1
         self.replied = self.replied or isinstance(event, A2AMessage)
-        await self.owner.observe(event)
 
     def __getattr__(self, name: str) -> Any:
         """Anything else (``tap``, ``close``...) is the SDK queue's."""
