@@ -92,6 +92,19 @@ async def partitioning_supported() -> bool:
         return kind == "p"
 
 
+async def make_partitions_for(trail: MessageAuditTrail, start: datetime, days: int) -> None:
+    """A partitioned store: the day partitions of the history about to be loaded, as an operator (or the
+    migration) makes them before importing old records; without them the records would all go to the
+    default partition. Unpartitioned: nothing to do."""
+    layout = getattr(trail.backend, "layout", None)
+    if layout is None or not layout.partitioned:
+        return
+    from audit_plugin_postgres import partitions
+
+    async with trail.backend.engine.begin() as conn:  # type: ignore[attr-defined]
+        await partitions.create_intervals(conn, layout, [start + timedelta(days=day) for day in range(days + 1)])
+
+
 async def load(dsn: str, rows: int, start: datetime, step: timedelta) -> None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -185,6 +198,7 @@ async def measure_layout(suffix: str, args: argparse.Namespace, *, baseline: boo
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=args.days)
         step = timedelta(days=args.days) / args.rows
         async with MessageAuditTrail(store.url + suffix) as trail:
+            await make_partitions_for(trail, start, args.days)
             started = time.perf_counter()
             await load(store.dsn, args.rows, start, step)  # type: ignore[arg-type]
             print(f"    loaded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
