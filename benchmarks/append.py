@@ -64,12 +64,10 @@ from benchmarks.common import (
     Store,
     make_messages,
     median,
-    postgres_available,
-    postgres_store,
     print_table,
     ratios,
+    reachable_stores,
     spread,
-    sqlite_store,
 )
 
 WORKLOADS = ("commit", "buffered")
@@ -225,12 +223,7 @@ def _rate(values: list[float]) -> str:
 
 async def measure(args: argparse.Namespace) -> Rates:
     """Every workload on every reachable backend and id kind, small and large stores, ``args.repeat`` times."""
-    backends: list[Callable[[], AbstractAsyncContextManager[Store]]] = [] if args.no_sqlite else [sqlite_store]
-    if not args.no_postgres:
-        if await postgres_available():
-            backends.append(postgres_store)
-        else:
-            print("PostgreSQL not reachable; skipping it", file=sys.stderr)
+    backends = await reachable_stores(sqlite=not args.no_sqlite, postgres=not args.no_postgres)
     rates: Rates = {}
     for open_store in backends:
         print(f"... appending: {open_store.__name__}", file=sys.stderr)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,3 +126,14 @@ def print_table(rows: list[Row], header: Row = HEADER) -> None:
 
 TRAIL_OPTIONS: dict[str, object] = {}
 """Extra ``MessageAuditTrail`` options for the measured trails (``run.py --no-hash-chain`` sets ``hash_chain``)."""
+
+
+async def reachable_stores(*, sqlite: bool, postgres: bool) -> list[Callable[[], AbstractAsyncContextManager[Store]]]:
+    """The throwaway-store makers asked for; PostgreSQL only if it answers (said on stderr if not)."""
+    makers: list[Callable[[], AbstractAsyncContextManager[Store]]] = [sqlite_store] if sqlite else []
+    if postgres:
+        if await postgres_available():
+            makers.append(postgres_store)
+        else:
+            print("PostgreSQL not reachable; skipping it", file=sys.stderr)
+    return makers

@@ -57,9 +57,8 @@ from benchmarks.common import (
     Store,
     make_messages,
     median,
-    postgres_available,
-    postgres_store,
     print_table,
+    reachable_stores,
     spread,
     sqlite_store,
 )
@@ -227,12 +226,7 @@ def table_rows(rates: Rates) -> list[Row]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    backends: list[Callable[[], AbstractAsyncContextManager[Store]]] = [] if args.no_sqlite else [sqlite_store]
-    if not args.no_postgres:
-        if await postgres_available():
-            backends.append(postgres_store)
-        else:
-            print("PostgreSQL not reachable; skipping it", file=sys.stderr)
+    backends = await reachable_stores(sqlite=not args.no_sqlite, postgres=not args.no_postgres)
     rates: Rates = {}
     for open_store in backends:
         print(f"... indexes: {open_store.__name__}", file=sys.stderr)
