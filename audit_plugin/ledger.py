@@ -421,7 +421,6 @@ class ChainPrefix:
         await conn.execute(events.delete().where(e.chain_id == chain_id, e.sequence <= last))
 
 
-
 def record_event(row: Mapping[str, Any], hash_version: int | None, record_digest: str | None = None) -> dict[str, Any]:
     """The event columns of the ``"record"`` entry of a ``message_audit_log`` row."""
     return {

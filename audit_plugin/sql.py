@@ -114,7 +114,6 @@ def summarise(
     )
 
 
-
 class SQLBackend:
     """Base for SQLAlchemy-backed stores (async engine, Core statements)."""
 

@@ -28,6 +28,8 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain Click help: wraps at words, no type placeholders, same on a pipe
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+
+
 def _print_version(value: bool) -> None:
     if value:
         print(f"audit-plugin {importlib.metadata.version('audit-plugin')}")
