@@ -30,6 +30,7 @@ from audit_plugin.exceptions import (
     AuditError,
     AuditStoreError,
     AuditTimeoutError,
+    FieldTypeError,
     InvalidFieldError,
     RecordDroppedError,
     TrailStateError,
@@ -54,6 +55,10 @@ class CommitWaits:
     """
 
     def __init__(self, trail: MessageAuditTrail, durability: Durability, commit_timeout: float | None) -> None:
+        from audit_plugin.trail import MessageAuditTrail  # at run time: the trail module imports this one
+
+        if not isinstance(trail, MessageAuditTrail):
+            raise FieldTypeError("trail", "MessageAuditTrail", trail)
         if durability not in ("commit", "buffered"):
             raise InvalidFieldError("durability", f"{durability!r} is not 'commit' or 'buffered'")
         check_seconds("commit_timeout", commit_timeout, optional=True)

@@ -33,7 +33,6 @@ from a2a.types import SendMessageRequest
 from opentelemetry import propagate, trace
 
 from audit_plugin import validation as v
-from audit_plugin.exceptions import FieldTypeError
 from audit_plugin.integrations.a2a.auditing import Auditor, error_text, receipt
 from audit_plugin.integrations.a2a.records import (
     FROM_AGENT_HEADER,
@@ -87,8 +86,6 @@ class AuditClientInterceptor(ClientCallInterceptor):
         meter_provider: MeterProvider | None = None,
         trace_payload: bool = False,
     ) -> None:
-        if not isinstance(trail, MessageAuditTrail):
-            raise FieldTypeError("trail", "MessageAuditTrail", trail)
         self.agent = v.check_text("agent", agent)
         self.auditor = Auditor(
             trail,

@@ -93,8 +93,6 @@ class AuditedAgentExecutor(AgentExecutor):
     ) -> None:
         if not isinstance(executor, AgentExecutor):
             raise FieldTypeError("executor", "a2a AgentExecutor", executor)
-        if not isinstance(trail, MessageAuditTrail):
-            raise FieldTypeError("trail", "MessageAuditTrail", trail)
         self.executor = executor
         self.agent = v.check_text("agent", agent.name if isinstance(agent, AgentCard) else agent)
         self.auditor = Auditor(

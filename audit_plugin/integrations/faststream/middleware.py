@@ -49,7 +49,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from audit_plugin import validation as v
 from audit_plugin.durability import CommitWaits, Durability
-from audit_plugin.exceptions import AuditError, FieldTypeError, TrailStateError
+from audit_plugin.exceptions import AuditError, TrailStateError
 from audit_plugin.integrations.faststream.fields import (
     FROM_AGENT_HEADER,
     MESSAGE_ID_HEADER,
@@ -121,8 +121,6 @@ class AuditMiddleware:
         meter_provider: MeterProvider | None = None,
         trace_payload: bool = False,
     ) -> None:
-        if not isinstance(trail, MessageAuditTrail):
-            raise FieldTypeError("trail", "MessageAuditTrail", trail)
         self.trail = trail
         self.agent: str = v.check_text("agent", agent)  # type: ignore[assignment]
         self.commits = CommitWaits(trail, durability, commit_timeout)
