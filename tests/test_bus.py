@@ -246,6 +246,12 @@ async def test_send_rejects_non_messages() -> None:
         await MessageBus().send({"to_agent": "x"})  # type: ignore[arg-type]
 
 
+def test_plugin_rejects_what_is_not_a_trail() -> None:
+    with pytest.raises(FieldTypeError) as wrong:
+        AuditPlugin("sqlite:///audit.db")  # type: ignore[arg-type]
+    assert wrong.value.field == "trail"
+
+
 async def test_plugin_rejects_unknown_durability(trail: MessageAuditTrail) -> None:
     with pytest.raises(InvalidFieldError, match="durability"):
         AuditPlugin(trail, durability="eventually")  # type: ignore[arg-type]
