@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+from audit_plugin.masking import mask_text, mask_url
+
 
 class AuditError(Exception):
     """Root of every error raised by audit-plugin."""
@@ -48,7 +50,8 @@ class UnsupportedDatabaseURLError(AuditError, ValueError):
     """
 
     def __init__(self, url: str, scheme: str, package: str | None) -> None:
-        self.url = url
+        self.url = mask_url(url)
+        """The URL with any password masked."""
         self.scheme = scheme
         self.package = package
         hint = (
@@ -77,7 +80,7 @@ class StoreUnavailableError(AuditStoreError, ConnectionError):
 
     Transient: the writer keeps the batch and retries it. A backend raises
     it (or its dialect classifies an error as transient, see
-    :mod:`audit_plugin.batch_write`) for failures of the store, not of the
+    :mod:`audit_plugin.storage.batch_write`) for failures of the store, not of the
     data; it is a built-in :class:`ConnectionError` too, for code that
     catches that.
     """
@@ -123,8 +126,74 @@ class WriteOnlyTrailError(AuditError, RuntimeError):
     """The trail only publishes (a ``nats://`` transport): query the store its ingesters write to."""
 
 
+class StoreAuthenticationError(AuditStoreError):
+    """A store or transport refused who we are, or a secure connection to it could not be set up.
+
+    Wrong user, password, token, NKey or credentials file; TLS required by
+    one side and not offered by the other; a certificate that does not
+    verify. Retrying with the same settings cannot help. ``server`` is the
+    address (with any password masked) and ``reason`` what went wrong; the
+    message never holds a secret.
+    """
+
+    def __init__(self, server: str, reason: str) -> None:
+        self.server = mask_url(server)
+        self.reason = mask_text(reason)
+        super().__init__(f"{self.server} refused the connection: {self.reason}")
+
+
+class AccessDeniedError(AuditError):
+    """The reader's role does not allow what was asked (a reader asking for an export, a proof, the access log).
+
+    ``role`` is the role that asked and ``action`` what it asked for.
+    """
+
+    def __init__(self, role: str, action: str) -> None:
+        self.role = role
+        self.action = action
+        super().__init__(f"the {role} role may not {action}")
+
+
 class ChainError(AuditError):
     """The hash chain cannot be used as asked (unknown chain, checkpoint of another chain, bad signature)."""
+
+
+class DestinationGoneError(AuditError):
+    """An export destination will never take more (the reader of standard output went away): stop, do not retry."""
+
+
+class UnknownIdError(AuditError, LookupError):
+    """No record has the id typed, nor one starting (or, for a message id, ending) with it.
+
+    ``fragment`` is what was typed; ``what`` names what was looked for (``"message"``,
+    ``"conversation or message"``).
+    """
+
+    def __init__(self, fragment: str, what: str) -> None:
+        self.fragment = fragment
+        self.what = what
+        super().__init__(f"no {what} with id {fragment!r} (or starting or ending with it)")
+
+
+class AmbiguousIdError(AuditError, ValueError):
+    """The start (or end) of an id typed names more than one conversation or message.
+
+    ``correlation_ids`` and ``message_ids`` are the matches (at most a few of
+    each, sorted); ``more`` says whether there are others besides them.
+    """
+
+    def __init__(self, fragment: str, correlation_ids: list[str], message_ids: list[str], *, more: bool) -> None:
+        self.fragment = fragment
+        self.correlation_ids = correlation_ids
+        self.message_ids = message_ids
+        self.more = more
+        shown = ", ".join(self.matches) + (", ..." if more else "")
+        super().__init__(f"{fragment!r} is ambiguous: it matches {shown}; type more of the id")
+
+    @property
+    def matches(self) -> list[str]:
+        """Every match shown: correlation ids first, then message ids."""
+        return [*self.correlation_ids, *self.message_ids]
 
 
 def preview(value: object, width: int = 80) -> str:
@@ -145,7 +214,8 @@ def preview(value: object, width: int = 80) -> str:
 def driver_message(exc: BaseException) -> str:
     """The first line of the database driver's own message, without SQLAlchemy's wrapper and statement dump.
 
-    Empty when the exception says nothing.
+    Empty when the exception says nothing. Credentials in it (a URL's
+    password, a remembered token) are masked.
     """
     text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else ""
+    return mask_text(text.splitlines()[0]) if text else ""

@@ -11,9 +11,11 @@ Two families of hooks share this module:
   synchronous; returning an awaitable is how an implementation makes the bus
   wait (for example until the record is committed) without blocking the
   event loop.
-* **Extension hooks** (``audit_create_backend``, ``audit_redact``):
-  implemented by backend distributions and other extensions, found through
-  the ``audit_plugin`` entry-point group and called by the trail.
+* **Extension hooks** (``audit_create_backend``, ``audit_redact``,
+  ``audit_batch_committed``): implemented by backend distributions and other
+  extensions (export sinks, metrics), found through the ``audit_plugin``
+  entry-point group or registered on a trail's ``plugin_manager``, and
+  called by the trail.
 * **Test hook** (``audit_test_database``): a backend distribution makes
   throwaway databases for the conformance suite (see ``docs/backends.md``).
 
@@ -31,8 +33,9 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
-    from audit_plugin.backend import AuditBackend
-    from audit_plugin.messages import DeliveryReceipt, Message
+    from audit_plugin.model.messages import DeliveryReceipt, Message
+    from audit_plugin.storage.backend import AuditBackend
+    from audit_plugin.storage.committed import CommittedBatch
 
 PROJECT_NAME = "audit_plugin"
 """pluggy project name and entry-point group."""
@@ -111,6 +114,32 @@ def audit_redact(message: Message, payload: dict[str, Any]) -> dict[str, Any] | 
     """
 
 
+@hookspec
+def audit_batch_committed(batch: CommittedBatch) -> None:
+    """Called by the trail after its writer committed a batch: the place to follow what is stored.
+
+    Fires once per committed transaction, on the writer's task, after the
+    callers waiting for that commit were released, in commit order. Export
+    sinks and live views use it to see every record and lifecycle entry as
+    it becomes durable, without polling the store; a retried batch fires once,
+    when it finally commits, and a refused operation never appears.
+
+    Implementations must be quick and must not block: one that does I/O
+    queues the batch (bounded) and returns. One that raises is logged with
+    its traceback and does not disturb the writer, but the implementations
+    pluggy would have called after it miss that batch, so do not raise.
+
+    :param batch: a :class:`~audit_plugin.storage.committed.CommittedBatch`:
+        ``batch.trail`` (which trail committed it, for a plugin manager
+        shared by several), ``batch.records`` (the records it inserted, as
+        stored), ``batch.entries`` (the lifecycle entries it appended, in chain
+        order: each record, status change, retry and late report, with its
+        sequence number and hashes), ``batch.operations`` and ``batch.seconds``.
+        Records and entries are built the first time they are read.
+    :return: ignored.
+    """
+
+
 @hookspec(firstresult=True)
 def audit_create_backend(url: str) -> AuditBackend | None:
     """Return a backend for the database ``url``, or ``None`` if not yours.
@@ -120,7 +149,7 @@ def audit_create_backend(url: str) -> AuditBackend | None:
     serves (``sqlite+aiosqlite://...``, ``postgresql+asyncpg://...``).
 
     :param url: the database URL as the user gave it.
-    :return: an object implementing :class:`audit_plugin.backend.AuditBackend`,
+    :return: an object implementing :class:`audit_plugin.storage.backend.AuditBackend`,
         not yet initialised, or ``None``.
     """
 

@@ -32,7 +32,7 @@ import pytest
 import pytest_asyncio
 
 from audit_plugin import MessageAuditTrail
-from audit_plugin.registry import extension_manager
+from audit_plugin.storage.registry import extension_manager
 
 OPTION = "--audit-backend"
 _BACKENDS = pytest.StashKey[list[str]]()

@@ -3,7 +3,7 @@
 Batches go straight through the asyncpg connection under the SQLAlchemy
 pool (see ``benchmarks/`` for the measurements behind the choice). The batch
 write itself (optimistic write, conflicts, the careful write, the chain head)
-is :mod:`audit_plugin.batch_write`'s; this module is its PostgreSQL dialect,
+is :mod:`audit_plugin.storage.batch_write`'s; this module is its PostgreSQL dialect,
 answering each request with the statements below. A batch is one
 transaction holding the chain's advisory lock, and in the common case four
 statements (``BEGIN`` and the lock, the records, the lifecycle entries,
@@ -19,7 +19,7 @@ statements (``BEGIN`` and the lock, the records, the lifecycle entries,
   meets a unique violation, rolls back, and is written again with the stored
   ids filtered out first, so each ``message_id`` is stored once;
 * large batches, status updates: folded into the inserted row when the
-  message is in the same batch (see :class:`~audit_plugin.batch_write.FoldedBatch`),
+  message is in the same batch (see :class:`~audit_plugin.storage.batch_write.FoldedBatch`),
   otherwise one ``UPDATE ... FROM unnest(...)`` per batch;
 * lifecycle entries: ``COPY``, linked after the chain head this writer
   committed last; if another writer (or a retention run) moved the head, the
@@ -33,6 +33,7 @@ import contextlib
 import functools
 import hashlib
 import operator
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -42,8 +43,11 @@ from sqlalchemy import ColumnElement, Float, cast, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from audit_plugin.backend import BucketUnit
-from audit_plugin.batch_write import (
+from audit_plugin.exceptions import InvalidFieldError, StoreUnavailableError, driver_message
+from audit_plugin.model.records import AuditStatistics, StatusUpdate
+from audit_plugin.model.transitions import FINAL_STATUS_VALUES
+from audit_plugin.storage.backend import BucketUnit
+from audit_plugin.storage.batch_write import (
     ENTRY_COLUMNS,
     EVENT_FIELDS,
     AppendEntries,
@@ -61,21 +65,18 @@ from audit_plugin.batch_write import (
     StoredOperations,
     run_async,
 )
-from audit_plugin.exceptions import InvalidFieldError, StoreUnavailableError, driver_message
-from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
-from audit_plugin.records import AuditStatistics, StatusUpdate
-from audit_plugin.schema import TABLE_NAME, audit_log
-from audit_plugin.sql import delivered_in_window
-from audit_plugin.store_errors import is_unavailable
-from audit_plugin.transitions import FINAL_STATUS_VALUES
-from audit_plugin_postgres import rollups
+from audit_plugin.storage.errors import is_unavailable
+from audit_plugin.storage.integrity_schema import CHAINS_TABLE, EVENTS_TABLE
+from audit_plugin.storage.schema import TABLE_NAME, audit_log
+from audit_plugin.storage.sql import delivered_in_window
+from audit_plugin_postgres import fragments, rollups, tls
 from audit_plugin_postgres.partitioned import PartitionedStore
 
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_log.columns)
 _as_record = operator.itemgetter(*COLUMNS)
 """A row dict as a tuple in column order (in C: this runs once per stored message)."""
 _NOT_FINAL = "t.status NOT IN (" + ", ".join(f"'{value}'" for value in sorted(FINAL_STATUS_VALUES)) + ")"
-"""Updates apply to rows whose status is not final (see :mod:`audit_plugin.transitions`)."""
+"""Updates apply to rows whose status is not final (see :mod:`audit_plugin.model.transitions`)."""
 _UPDATE_FROM_ARRAYS = f"""
 UPDATE {TABLE_NAME} AS t SET
     status = u.status,
@@ -149,6 +150,32 @@ insufficient resources (disk full, out of memory, too many connections), lock no
 available, operator intervention (server shutting down or starting up, query cancelled)."""
 
 
+AUTHENTICATION_SQLSTATE_PREFIX = "28"
+"""SQLSTATE class 28, invalid authorization specification: wrong password, no ``pg_hba.conf`` entry."""
+
+
+def connection_refusal(exc: BaseException) -> str | None:
+    """Why PostgreSQL refused the connection (credentials, TLS), from the driver's error; ``None`` for others.
+
+    The reason is the driver's own first line (it names the user, never the
+    password), or a sentence for a TLS failure.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        original = getattr(cause, "orig", None) or cause
+        sqlstate = getattr(original, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(AUTHENTICATION_SQLSTATE_PREFIX):
+            return driver_message(original) or "authentication failed"
+        if isinstance(original, ssl.SSLCertVerificationError):
+            return f"TLS certificate check failed: {original.verify_message or 'not trusted'}"
+        if isinstance(original, ssl.SSLError):
+            return f"TLS failed: {original.reason or type(original).__name__}"
+        if isinstance(original, ConnectionError) and "rejected SSL upgrade" in str(original):
+            return "the server does not accept TLS (sslmode requires it)"
+        cause = cause.__cause__ if cause.__cause__ is not cause else None
+    return None
+
+
 def _with_async_driver(url: str) -> str:
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
@@ -171,8 +198,14 @@ class PostgresBackend(PartitionedStore):
     name = "postgresql"
 
     def __init__(self, url: str, **engine_options: Any) -> None:
-        super().__init__(_with_async_driver(url), **engine_options)
+        url, ssl_argument = tls.split_ssl(_with_async_driver(url))  # sslmode=, sslrootcert=...: see tls
+        if ssl_argument is not None:
+            engine_options["connect_args"] = {**engine_options.get("connect_args", {}), "ssl": ssl_argument}
+        super().__init__(url, **engine_options)
         self._write_connection: AsyncConnection | None = None
+
+    def connection_refusal(self, exc: BaseException) -> str | None:
+        return connection_refusal(exc)
 
     def engine_options(self) -> dict[str, Any]:
         # Connections die when the server restarts; check each one out alive.
@@ -191,13 +224,22 @@ class PostgresBackend(PartitionedStore):
         latency = cast(self.seconds_between(audit_log.c.timestamp, audit_log.c.delivered_at), Float)
         columns = [func.percentile_disc(p / 100).within_group(latency) for p in percentiles]
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(*columns).where(*delivered_in_window(start_time, end_time)))).one()
+            narrowing = await self.narrow_to_time(conn, start_time, end_time)
+            delivered = [*delivered_in_window(start_time, end_time), *narrowing.window]
+            row = (await conn.execute(select(*columns).where(*delivered))).one()
         return {p: None if value is None else float(value) for p, value in zip(percentiles, row, strict=True)}
 
     async def initialize(self) -> None:
         await super().initialize()
         async with self.write_transaction() as conn:
             await rollups.install_rollups(conn)
+            await fragments.create_reversed_id_index(conn)
+
+    def id_starts(self, column: ColumnElement[str], start: str) -> ColumnElement[bool]:
+        return fragments.starting_with(column, start)
+
+    def id_ends(self, column: ColumnElement[str], end: str) -> ColumnElement[bool]:
+        return fragments.ending_with(column, end)
 
     async def after_partitions_dropped(self, conn: AsyncConnection, before: datetime) -> None:
         # Dropped partitions fire no trigger: their hours leave the rollups here, in the same transaction.
@@ -249,7 +291,7 @@ class PostgresBackend(PartitionedStore):
                 await connection.close()
         await super().close()
 
-    # -- the batch write's dialect (see audit_plugin.batch_write) ---------------------------
+    # -- the batch write's dialect (see audit_plugin.storage.batch_write) ---------------------------
 
     @property
     def one_statement_max(self) -> int:
@@ -280,10 +322,11 @@ class PostgresBackend(PartitionedStore):
 
 
 async def _answer(driver: asyncpg.Connection, request: Request) -> Any:
-    """Answer one request of the batch write (see :mod:`audit_plugin.batch_write`) on the writer's connection."""
+    """Answer one request of the batch write (:mod:`audit_plugin.storage.batch_write`) on the writer's connection."""
     match request:
-        case Begin(chain_id):
-            await driver.execute(f"BEGIN; SELECT pg_advisory_xact_lock({chain_lock_key(chain_id)})")
+        case Begin(chain_ids):  # every shard's lock, in the order given (the same for every writer)
+            locks = "".join(f"; SELECT pg_advisory_xact_lock({chain_lock_key(chain_id)})" for chain_id in chain_ids)
+            await driver.execute(f"BEGIN{locks}")
         case Commit():
             await driver.execute("COMMIT")
         case Rollback():

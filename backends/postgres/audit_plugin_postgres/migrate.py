@@ -22,8 +22,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_plugin.exceptions import AuditStoreError, InvalidFieldError
-from audit_plugin.integrity_schema import EVENTS_TABLE, events
-from audit_plugin.schema import TABLE_NAME, audit_log
+from audit_plugin.storage.integrity_schema import EVENTS_TABLE, events
+from audit_plugin.storage.schema import TABLE_NAME, audit_log
 from audit_plugin_postgres import partitions
 from audit_plugin_postgres.backend import PostgresBackend
 

@@ -40,21 +40,24 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from audit_plugin import validation as v
 from audit_plugin.exceptions import InvalidFieldError
-from audit_plugin.integrity_schema import CHAINS_TABLE, EVENTS_TABLE, events, operations_index
-from audit_plugin.ledger import ChainPrefix
-from audit_plugin.schema import TABLE_NAME, audit_log
+from audit_plugin.model import validation as v
+from audit_plugin.storage.chain_store import ChainPrefix
+from audit_plugin.storage.integrity_schema import CHAINS_TABLE, EVENTS_TABLE, events, operations_index
+from audit_plugin.storage.schema import TABLE_NAME, audit_log
+
+if TYPE_CHECKING:
+    from audit_plugin_postgres.extents import IdRange
 
 Partitioning = Literal["none", "hour", "day", "week", "month"]
 PARTITIONING_VALUES: tuple[str, ...] = get_args(Partitioning)
@@ -353,12 +356,23 @@ async def detach_partitions_before(conn: AsyncConnection, cutoff: datetime, *, l
     return dropped
 
 
-async def delete_records_before(conn: AsyncConnection, cutoff: datetime, *, limit: int | None = None) -> int:
+async def delete_records_before(
+    conn: AsyncConnection, cutoff: datetime, *, limit: int | None = None, within: IdRange | None = None
+) -> int:
     """Delete, row by row, (at most ``limit``) records with ``timestamp < cutoff`` and their operation ids.
 
+    ``within``: the ids those records can have, so the statement is planned
+    over their partitions only (see :mod:`audit_plugin_postgres.extents`).
     Returns how many records went.
     """
+    parameters: dict[str, object] = {"cutoff": cutoff}
     doomed = "timestamp < :cutoff"
+    if within is not None:
+        doomed += " AND message_id >= :low"
+        parameters["low"] = within.low
+        if within.above is not None:
+            doomed += " AND message_id < :above"
+            parameters["above"] = within.above
     if limit is not None:
         doomed = f"message_id IN (SELECT message_id FROM {TABLE_NAME} WHERE {doomed} LIMIT {int(limit)})"
     deleted = await conn.scalar(
@@ -367,7 +381,7 @@ async def delete_records_before(conn: AsyncConnection, cutoff: datetime, *, limi
             f"operations AS (DELETE FROM {OPERATIONS_TABLE} o USING gone WHERE o.message_id = gone.message_id) "
             "SELECT count(*) FROM gone"
         ),
-        {"cutoff": cutoff},
+        parameters,
     )
     return int(deleted or 0)
 
@@ -398,26 +412,35 @@ class PartitionedPrefix(ChainPrefix):
                 found.append(await conn.scalar(text(f"SELECT sequence {newer} ORDER BY sequence LIMIT 1"), parameters))
         return min(found, default=None)
 
-    async def drop_through(self, conn: AsyncConnection, chain_id: str, last: int) -> None:
-        """Detach (for :func:`drop_detached`) the spans wholly at or below ``last`` that hold no entry of
-        another chain above that chain's prune point; delete the rest of ``chain_id``'s entries up to ``last``.
+    async def drop_prefixes(self, conn: AsyncConnection, lasts: Mapping[str, int]) -> None:
+        """Detach (for :func:`drop_detached`) the spans no chain needs any more, then delete the rest of each
+        chain's pruned entries (``lasts``: chain id -> its new prune point, which its row holds by now).
+
+        A span is not needed when it lies wholly at or below a pruned chain's
+        prune point, no chain has an entry in it above its own prune point,
+        and none of the pruned chains (the shards of one trail) can still
+        write into it (each has an entry at or above its top already).
         """
         for span in await partitions_of(conn, EVENTS_TABLE):
-            if span.high is None or int(span.high) - 1 > last:
+            if span.high is None or int(span.high) - 1 > max(lasts.values()):
                 continue
-            others = await conn.scalar(
+            top = int(span.high) - 1
+            needed = await conn.scalar(
                 text(
-                    f"SELECT EXISTS (SELECT 1 FROM {CHAINS_TABLE} c WHERE c.chain_id <> :chain AND EXISTS "
-                    f"(SELECT 1 FROM {span.name} e WHERE e.chain_id = c.chain_id AND e.sequence > c.pruned_sequence))"
+                    f"SELECT EXISTS (SELECT 1 FROM {CHAINS_TABLE} c WHERE EXISTS "
+                    f"(SELECT 1 FROM {span.name} e WHERE e.chain_id = c.chain_id AND e.sequence > c.pruned_sequence)) "
+                    f"OR EXISTS (SELECT 1 FROM unnest(CAST(:chains AS text[])) AS p(chain_id) WHERE NOT EXISTS "
+                    f"(SELECT 1 FROM {EVENTS_TABLE} e WHERE e.chain_id = p.chain_id AND e.sequence >= :top))"
                 ),
-                {"chain": chain_id},
+                {"chains": list(lasts), "top": top},
             )
-            if not others:
+            if not needed:
                 await _detach(conn, EVENTS_TABLE, span.name)
-        await conn.execute(
-            text(f"DELETE FROM {EVENTS_TABLE} WHERE chain_id = :chain AND sequence <= :last"),
-            {"chain": chain_id, "last": last},
-        )
+        for chain_id, last in lasts.items():
+            await conn.execute(
+                text(f"DELETE FROM {EVENTS_TABLE} WHERE chain_id = :chain AND sequence <= :last"),
+                {"chain": chain_id, "last": last},
+            )
 
 
 async def _scans(conn: AsyncConnection, setting: str) -> None:

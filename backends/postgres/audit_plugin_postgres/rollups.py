@@ -29,10 +29,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from audit_plugin.messages import MessageStatus
-from audit_plugin.records import AuditStatistics
-from audit_plugin.schema import TABLE_NAME
-from audit_plugin.sql import TOP_AGENTS, summarise
+from audit_plugin.model.messages import MessageStatus
+from audit_plugin.model.records import AuditStatistics
+from audit_plugin.storage.schema import TABLE_NAME
+from audit_plugin.storage.sql import TOP_AGENTS, summarise
 
 ROLLUP_TABLE = "message_audit_rollup"
 BUCKET = timedelta(hours=1)
@@ -179,7 +179,7 @@ class Span:
 
 
 async def statistics(conn: AsyncConnection, start: datetime | None, end: datetime | None) -> AuditStatistics:
-    """What :meth:`~audit_plugin.sql.SQLBackend.statistics` returns, from the rollup plus the edges' records."""
+    """What :meth:`~audit_plugin.storage.sql.SQLBackend.statistics` returns, from the rollup plus the edges' records."""
     span = Span.of(start, end)
     parts: list[str] = []
     params: dict[str, Any] = {}
