@@ -16,8 +16,9 @@ and :mod:`~audit_plugin.integrations.a2a.records` for what is recorded, and docs
 
 from __future__ import annotations
 
+from audit_plugin.integrations._recording import UNKNOWN_AGENT
 from audit_plugin.integrations.a2a.client import AuditClientInterceptor, AuditedClient
-from audit_plugin.integrations.a2a.records import FROM_AGENT_HEADER, UNKNOWN_AGENT
+from audit_plugin.integrations.a2a.records import FROM_AGENT_HEADER
 from audit_plugin.integrations.a2a.server import AuditedAgentExecutor, AuditedEventQueue
 
 __all__ = [

@@ -6,8 +6,10 @@
   W3C context goes out in the call's headers (``ClientCallContext.
   service_parameters``) with ``audit-from-agent: {agent}``, so an audited
   server joins the trace and knows the caller. A new message with neither
-  ``context_id`` nor ``task_id`` gets a ``context_id`` here, so both sides
-  record the same conversation id.
+  ``context_id`` nor ``task_id`` gets a ``context_id`` here (in a copy of
+  the request: the caller's object is left as it was), so both sides record
+  the same conversation id; that random id is the only difference the
+  interceptor makes to a call.
 * ``after`` each result (``send_message``, streaming events, ``get_task``,
   ``cancel_task``, ``subscribe``): each message, task or update received is
   recorded from the server to ``agent``, DELIVERED; the sent message is
@@ -25,33 +27,28 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Unpack
 
 from a2a.client import Client, ClientCallContext, ClientCallInterceptor
 from a2a.client.interceptors import AfterArgs, BeforeArgs
 from a2a.types import SendMessageRequest
 from opentelemetry import propagate, trace
 
-from audit_plugin import validation as v
-from audit_plugin.integrations.a2a.auditing import Auditor, error_text, receipt
+from audit_plugin.hooks.options import AuditOptionFields, AuditOptions
+from audit_plugin.integrations._recording import UNKNOWN_AGENT, Auditor, error_text, receipt
 from audit_plugin.integrations.a2a.records import (
     FROM_AGENT_HEADER,
     OUTCOME_OPERATION,
-    UNKNOWN_AGENT,
     event_record,
     outcome,
     reply_events,
     request_record,
     task_id_of,
 )
-from audit_plugin.messages import Message, MessageStatus
-from audit_plugin.plugin import Durability
-from audit_plugin.tracing import sampled_ids
+from audit_plugin.model import validation as v
+from audit_plugin.model.messages import DeliveryReceipt, Message, MessageStatus
+from audit_plugin.telemetry.tracing import sampled_ids
 from audit_plugin.trail import MessageAuditTrail
-
-if TYPE_CHECKING:
-    from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import TracerProvider
 
 SEND_METHODS = frozenset({"send_message", "send_message_streaming"})
 RESULT_METHODS = SEND_METHODS | {"get_task", "cancel_task", "subscribe"}
@@ -67,10 +64,10 @@ class AuditClientInterceptor(ClientCallInterceptor):
     :param trail: an initialised :class:`~audit_plugin.MessageAuditTrail`.
     :param agent: the name this client agent is recorded under (``from_agent``
         of what it sends, ``to_agent`` of what it receives).
-    :param durability: ``"commit"`` (the record is committed before the
-        message is sent) or ``"buffered"``; as for
-        :class:`~audit_plugin.AuditPlugin`, as are ``commit_timeout``,
-        ``tracer_provider``, ``meter_provider`` and ``trace_payload``.
+    :param options: durability (``"commit"``: the record is committed before
+        the message is sent), commit timeout, tracer and meter providers,
+        payload tracing (:class:`~audit_plugin.AuditOptions`); ``overrides``:
+        the same as keywords.
 
     Use: ``client = audit.wrap(await create_client(url, interceptors=[audit]))``.
     """
@@ -80,21 +77,12 @@ class AuditClientInterceptor(ClientCallInterceptor):
         trail: MessageAuditTrail,
         *,
         agent: str,
-        durability: Durability = "commit",
-        commit_timeout: float | None = 30.0,
-        tracer_provider: TracerProvider | None = None,
-        meter_provider: MeterProvider | None = None,
-        trace_payload: bool = False,
+        options: AuditOptions | None = None,
+        **overrides: Unpack[AuditOptionFields],
     ) -> None:
+        options = AuditOptions.resolve(options, overrides)
         self.agent = v.check_text("agent", agent)
-        self.auditor = Auditor(
-            trail,
-            durability=durability,
-            commit_timeout=commit_timeout,
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            trace_payload=trace_payload,
-        )
+        self.auditor = Auditor(trail, options, system="a2a")
         self._sent: dict[str, Message] = {}
         """Sent messages whose outcome is not known yet, by message id."""
         self._by_task: dict[str, str] = {}
@@ -105,6 +93,11 @@ class AuditClientInterceptor(ClientCallInterceptor):
         """Sent messages whose outcome is not known yet."""
         return len(self._sent)
 
+    @property
+    def degraded_bodies(self) -> int:
+        """Payloads recorded as base64 or as a not-captured marker (also ``audit_plugin.capture.degraded``)."""
+        return self.auditor.degraded.count
+
     def wrap(self, client: Client) -> AuditedClient:
         """``client`` with failed calls recorded (the SDK skips ``after`` when a call raises)."""
         return AuditedClient(client, self)
@@ -113,10 +106,14 @@ class AuditClientInterceptor(ClientCallInterceptor):
         if args.method not in SEND_METHODS or not isinstance(args.input, SendMessageRequest):
             return
         message = args.input.message
-        if not message.context_id and not message.task_id:
-            message.context_id = str(uuid.uuid4())
+        if not message.context_id and not message.task_id:  # on a copy: the caller's request stays as it was
+            request = SendMessageRequest()
+            request.CopyFrom(args.input)
+            request.message.context_id = str(uuid.uuid4())
+            args.input, message = request, request.message
         record = request_record(message, from_agent=self.agent, to_agent=args.agent_card.name or UNKNOWN_AGENT)
-        await self.auditor.wait(self.auditor.plugin.audit_pre_send(message=record))  # injects the trace context
+        plugin = self.auditor.plugin
+        await self.auditor.stored(record, lambda: plugin.audit_pre_send(message=record))  # injects the trace context
         self._sent[record.message_id] = record
         if message.task_id:  # a follow-up: the task's previous message was taken, the task moved on
             await self._settle(self._by_task.get(message.task_id), MessageStatus.DELIVERED, None)
@@ -146,17 +143,24 @@ class AuditClientInterceptor(ClientCallInterceptor):
                 continue
             trace_id, span_id = sampled_ids(trace.get_current_span())
             delivered = receipt(record, MessageStatus.DELIVERED)
-            await self.auditor.wait(
-                self.auditor.plugin.record_outcome(
-                    record, delivered, operation_id=OUTCOME_OPERATION, trace_id=trace_id, span_id=span_id
-                )
-            )
+            await self._received(record, delivered, trace_id, span_id)
             if task_id and isinstance(sent_id, str) and sent_id in self._sent:
                 self._by_task[task_id] = sent_id
             settled = outcome(event)
             if settled is not None:
                 target = self._by_task.pop(task_id, None) if task_id else None
                 await self._settle(target or sent_id, *settled)
+
+    async def _received(
+        self, record: Message, delivered: DeliveryReceipt, trace_id: str | None, span_id: str | None
+    ) -> None:
+        plugin = self.auditor.plugin
+        await self.auditor.quietly(
+            record,
+            lambda: plugin.record_outcome(
+                record, delivered, operation_id=OUTCOME_OPERATION, trace_id=trace_id, span_id=span_id
+            ),
+        )
 
     async def failed(self, message_id: str, exc: BaseException) -> None:
         """Record the sent message ``message_id`` FAILED because its call raised ``exc``."""
@@ -165,8 +169,9 @@ class AuditClientInterceptor(ClientCallInterceptor):
             return
         self._forget_tasks(message_id)
         failed = receipt(record, MessageStatus.FAILED, f"the A2A call raised {error_text(exc)}")
-        await self.auditor.settle(
-            self.auditor.plugin.record_delivery(record, failed, operation_id=OUTCOME_OPERATION), exc
+        plugin = self.auditor.plugin
+        await self.auditor.quietly(
+            record, lambda: plugin.record_delivery(record, failed, operation_id=OUTCOME_OPERATION), exc
         )
 
     async def _settle(self, message_id: Any, status: MessageStatus, error: str | None) -> None:
@@ -175,7 +180,10 @@ class AuditClientInterceptor(ClientCallInterceptor):
             return
         self._forget_tasks(message_id)
         settled = receipt(record, status, error)
-        await self.auditor.wait(self.auditor.plugin.record_delivery(record, settled, operation_id=OUTCOME_OPERATION))
+        plugin = self.auditor.plugin
+        await self.auditor.quietly(
+            record, lambda: plugin.record_delivery(record, settled, operation_id=OUTCOME_OPERATION)
+        )
 
     def _forget_tasks(self, message_id: str) -> None:
         for task_id in [task_id for task_id, sent in self._by_task.items() if sent == message_id]:

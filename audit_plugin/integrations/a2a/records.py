@@ -19,6 +19,12 @@ once: records are idempotent by ``message_id``).
 * Message types: a user's message is a COMMAND, an agent's message a
   RESPONSE, task objects and updates are EVENTs. What an agent emits while
   handling a message has ``reply_to`` set to that message's id.
+* Nothing the SDK accepts is refused: an id, name or context id the store
+  cannot keep as it is (over 1,024 characters, a NUL) is cleaned up the same
+  way on both sides (:func:`~audit_plugin.integrations.payloads.storable_text`),
+  and a payload it cannot keep (a NUL in a text part, nesting too deep) is
+  its A2A JSON as base64 (``{"body_base64": ..., "content_type":
+  "application/json"}``).
 """
 
 from __future__ import annotations
@@ -39,9 +45,13 @@ from a2a.types import (
     TaskStatus,
     TaskStatusUpdateEvent,
 )
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, MessageToJson
 
-from audit_plugin.messages import Message, MessageStatus, MessageType
+from audit_plugin.exceptions import AuditError
+from audit_plugin.integrations._recording import UNKNOWN_AGENT
+from audit_plugin.integrations.payloads import Body, storable_text
+from audit_plugin.model import validation as v
+from audit_plugin.model.messages import Message, MessageStatus, MessageType
 
 Event = A2AMessage | Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent
 """What an agent emits through its event queue, and what a client receives."""
@@ -56,8 +66,6 @@ OUTCOME_OPERATION = "a2a-outcome"
 """``operation_id`` of every outcome the adapters record: a message's outcome is applied once,
 though both ends of the call report it (the store deduplicates per message)."""
 
-UNKNOWN_AGENT = "unknown"
-"""``from_agent``/``to_agent`` when the other side did not say who it is."""
 
 _KINDS: dict[type, str] = {
     A2AMessage: "message",
@@ -175,14 +183,25 @@ def _record(
         message_type = MessageType.RESPONSE if event.role == Role.ROLE_AGENT else MessageType.COMMAND
     else:
         message_type = MessageType.EVENT
-    fields: dict[str, Any] = {"message_id": message_id} if message_id else {}
+    storable_id = storable_text(message_id, None)
+    fields: dict[str, Any] = {"message_id": storable_id} if storable_id else {}
     return Message(
-        from_agent=from_agent,
-        to_agent=to_agent,
+        from_agent=storable_text(from_agent, UNKNOWN_AGENT) or UNKNOWN_AGENT,
+        to_agent=storable_text(to_agent, UNKNOWN_AGENT) or UNKNOWN_AGENT,
         message_type=message_type,
-        payload={kind: MessageToDict(event)},
-        correlation_id=context_id or None,
-        reply_to=reply_to or None,
-        headers=headers,
+        payload=_payload(kind, event),
+        correlation_id=storable_text(context_id, None),
+        reply_to=storable_text(reply_to, None),
+        headers={name: storable_text(value, "") or "" for name, value in headers.items()},
         **fields,
     )
+
+
+def _payload(kind: str, event: Event) -> dict[str, Any]:
+    """``{kind: <the event in A2A's JSON form>}``, or that JSON as base64 when the store cannot keep it as it is."""
+    payload = {kind: MessageToDict(event)}
+    try:
+        v.encode_payload(payload)
+    except AuditError:
+        return Body(MessageToJson(event, indent=None).encode(), "application/json").base64()
+    return payload

@@ -20,6 +20,10 @@ given, so those are wrapped.
   returns keeps the message PENDING until a later event (from ``execute``
   or ``cancel``) ends it, or the next message for the task arrives (then
   it is DELIVERED: the agent took it and moved on).
+* Auditing never changes what the request handler returns, streams or
+  raises: fields and payloads the store cannot keep are recorded cleaned up
+  or as base64 (see :mod:`~audit_plugin.integrations.a2a.records`), and an
+  outcome that cannot be recorded is logged, never raised into the agent.
 * Tracing: the executor runs in a ``process {agent}`` CONSUMER span whose
   parent is the caller's W3C trace context (``traceparent``/``tracestate``/
   ``baggage`` from the HTTP headers, else from the request or message
@@ -31,7 +35,7 @@ given, so those are wrapped.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Unpack
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
@@ -40,28 +44,23 @@ from a2a.types import Message as A2AMessage
 from google.protobuf.json_format import MessageToDict
 from opentelemetry import propagate, trace
 
-from audit_plugin import validation as v
 from audit_plugin.exceptions import AuditError, FieldTypeError
-from audit_plugin.integrations.a2a.auditing import Auditor, error_text, receipt
+from audit_plugin.hooks.options import AuditOptionFields, AuditOptions
+from audit_plugin.integrations._recording import UNKNOWN_AGENT, Auditor, error_text, receipt
 from audit_plugin.integrations.a2a.records import (
     FROM_AGENT_HEADER,
     OUTCOME_OPERATION,
     TASK_ID_HEADER,
-    UNKNOWN_AGENT,
     Event,
     event_record,
     outcome,
     request_record,
     task_id_of,
 )
-from audit_plugin.messages import Message, MessageStatus
-from audit_plugin.plugin import Durability
-from audit_plugin.tracing import ProcessTracer, sampled_ids
+from audit_plugin.model import validation as v
+from audit_plugin.model.messages import Message, MessageStatus
+from audit_plugin.telemetry.tracing import ProcessTracer, sampled_ids
 from audit_plugin.trail import MessageAuditTrail
-
-if TYPE_CHECKING:
-    from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import TracerProvider
 
 
 class AuditedAgentExecutor(AgentExecutor):
@@ -70,10 +69,10 @@ class AuditedAgentExecutor(AgentExecutor):
     :param executor: the agent's own executor.
     :param trail: an initialised :class:`~audit_plugin.MessageAuditTrail`.
     :param agent: this agent's name, or its ``AgentCard`` (its ``name`` is used).
-    :param durability: ``"commit"`` (records committed before the agent
-        runs and before each event goes on) or ``"buffered"``; as for
-        :class:`~audit_plugin.AuditPlugin`, as are ``commit_timeout``,
-        ``tracer_provider``, ``meter_provider`` and ``trace_payload``.
+    :param options: durability (``"commit"``: records committed before the
+        agent runs and before each event goes on), commit timeout, tracer and
+        meter providers, payload tracing (:class:`~audit_plugin.AuditOptions`);
+        ``overrides``: the same as keywords.
 
     Pass it to ``DefaultRequestHandler(agent_executor=...)`` in place of the
     wrapped executor.
@@ -85,25 +84,16 @@ class AuditedAgentExecutor(AgentExecutor):
         trail: MessageAuditTrail,
         *,
         agent: str | AgentCard,
-        durability: Durability = "commit",
-        commit_timeout: float | None = 30.0,
-        tracer_provider: TracerProvider | None = None,
-        meter_provider: MeterProvider | None = None,
-        trace_payload: bool = False,
+        options: AuditOptions | None = None,
+        **overrides: Unpack[AuditOptionFields],
     ) -> None:
+        options = AuditOptions.resolve(options, overrides)
         if not isinstance(executor, AgentExecutor):
             raise FieldTypeError("executor", "a2a AgentExecutor", executor)
         self.executor = executor
         self.agent = v.check_text("agent", agent.name if isinstance(agent, AgentCard) else agent)
-        self.auditor = Auditor(
-            trail,
-            durability=durability,
-            commit_timeout=commit_timeout,
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            trace_payload=trace_payload,
-        )
-        self._tracer = ProcessTracer(tracer_provider)
+        self.auditor = Auditor(trail, options, system="a2a")
+        self._tracer = ProcessTracer(options.tracer_provider)
         self._open: dict[str, Message] = {}
         """Incoming messages whose task has not ended yet, by task id."""
 
@@ -111,6 +101,11 @@ class AuditedAgentExecutor(AgentExecutor):
     def open_tasks(self) -> int:
         """Incoming messages still PENDING because their task has not ended."""
         return len(self._open)
+
+    @property
+    def degraded_bodies(self) -> int:
+        """Payloads recorded as base64 or as a not-captured marker (also ``audit_plugin.capture.degraded``)."""
+        return self.auditor.degraded.count
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Record the incoming message, run the wrapped executor on an audited queue, record the outcome."""
@@ -128,7 +123,9 @@ class AuditedAgentExecutor(AgentExecutor):
         async def handle(_message: Message) -> None:
             nonlocal recorded
             trace_id, span_id = sampled_ids(trace.get_current_span())
-            await self.auditor.wait(self.auditor.plugin.record_received(incoming, trace_id=trace_id, span_id=span_id))
+            await self.auditor.stored(
+                incoming, lambda: self.auditor.plugin.record_received(incoming, trace_id=trace_id, span_id=span_id)
+            )
             recorded = True
             if task_id:
                 await self._settle_task(task_id, MessageStatus.DELIVERED, None)  # the agent took it and moved on
@@ -145,8 +142,11 @@ class AuditedAgentExecutor(AgentExecutor):
                     else f"agent {self.agent!r} raised {error_text(exc)}"
                 )
                 failed = receipt(incoming, MessageStatus.FAILED, reason)
-                result = self.auditor.plugin.record_outcome(incoming, failed, operation_id=OUTCOME_OPERATION)
-                await self.auditor.settle(result, exc)
+                await self.auditor.quietly(
+                    incoming,
+                    lambda: self.auditor.plugin.record_outcome(incoming, failed, operation_id=OUTCOME_OPERATION),
+                    exc,
+                )
             raise
         if task_id is None:
             await self._record_outcome(incoming, MessageStatus.DELIVERED, None)
@@ -164,10 +164,10 @@ class AuditedAgentExecutor(AgentExecutor):
             await self._record_outcome(incoming, status, error)
 
     async def _record_outcome(self, incoming: Message, status: MessageStatus, error: str | None) -> None:
-        result = self.auditor.plugin.record_outcome(
-            incoming, receipt(incoming, status, error), operation_id=OUTCOME_OPERATION
+        settled = receipt(incoming, status, error)
+        await self.auditor.quietly(
+            incoming, lambda: self.auditor.plugin.record_outcome(incoming, settled, operation_id=OUTCOME_OPERATION)
         )
-        await self.auditor.wait(result)
 
     async def observe(self, event: Event) -> None:
         """Settle the incoming message of the event's task if the event ends it."""
@@ -204,8 +204,9 @@ class AuditedEventQueue(EventQueue):
         if record is None:
             await self.inner.enqueue_event(event)
             return
-        plugin = self.owner.auditor.plugin
-        await self.owner.auditor.wait(plugin.audit_pre_send(message=record))
+        auditor = self.owner.auditor
+        plugin = auditor.plugin
+        await auditor.stored(record, lambda: plugin.audit_pre_send(message=record))
         # The incoming message's outcome is recorded before the SDK can hand the ending event to the caller:
         # whoever sees the task end finds it in the trail.
         await self.owner.observe(event)
@@ -213,10 +214,12 @@ class AuditedEventQueue(EventQueue):
             await self.inner.enqueue_event(event)
         except BaseException as exc:
             failed = receipt(record, MessageStatus.FAILED, f"the A2A event queue refused it: {error_text(exc)}")
-            await self.owner.auditor.settle(plugin.record_delivery(record, failed, operation_id=OUTCOME_OPERATION), exc)
+            await auditor.quietly(
+                record, lambda: plugin.record_delivery(record, failed, operation_id=OUTCOME_OPERATION), exc
+            )
             raise
         delivered = receipt(record, MessageStatus.DELIVERED)
-        await self.owner.auditor.wait(plugin.record_delivery(record, delivered, operation_id=OUTCOME_OPERATION))
+        await auditor.quietly(record, lambda: plugin.record_delivery(record, delivered, operation_id=OUTCOME_OPERATION))
         self.emitted += 1
         self.replied = self.replied or isinstance(event, A2AMessage)
 

@@ -32,7 +32,7 @@ from faststream.exceptions import AckMessage, HandlerException, NackMessage, Rej
 from faststream.message import AckStatus
 from faststream.middlewares import AckPolicy
 
-from audit_plugin.messages import MessageStatus
+from audit_plugin.model.messages import MessageStatus
 
 
 @dataclass(frozen=True, slots=True)
