@@ -1,15 +1,20 @@
-"""The producer side: a write-only backend that publishes each audit operation to a JetStream stream.
+"""The producer side: a write-only backend that publishes audit operations to a JetStream stream, in batches.
 
 ``MessageAuditTrail("nats://host:4222/<stream>")`` gets this backend from
 the ``audit_create_backend`` hook; everything above the backend (the
 plugin, the bus, the hooks, the group-commit writer, durability modes,
 overflow policies) is unchanged. Where a SQL backend commits a batch, this
-one publishes every operation of the batch concurrently and returns when
-the stream has acknowledged all of them (each stored and replicated as the
-stream is configured). So ``"commit"`` durability waits for the stream's
-acknowledgement, ``"buffered"`` keeps its bound, and a NATS outage is a
-store outage to the writer: the batch is held and published again (the
-``Nats-Msg-Id`` of each operation lets the stream drop what it already has).
+one splits the writer's batch by shard, packs each shard's operations into
+as few JetStream messages as ``batch_bytes`` allows (format 2, see
+:mod:`audit_plugin.jetstream.wire`), publishes them concurrently and returns
+when the stream has acknowledged all of them (each stored and replicated as
+the stream is configured). So ``"commit"`` durability still means "durably
+in the stream", ``"buffered"`` keeps its bound, and a NATS outage is a store
+outage to the writer: the batch is held and published again (its messages'
+``Nats-Msg-Id`` is their digest, so the stream drops what it already has).
+How many operations a message holds is the writer's batch: bounded by the
+trail's ``batch_size``, and, with ``batch_interval``, by a linger time;
+``close()`` flushes what is queued.
 
 Reads are not possible: queries raise
 :class:`~audit_plugin.exceptions.WriteOnlyTrailError`. Query the store the
@@ -27,19 +32,22 @@ from typing import Any, NoReturn
 import nats.errors
 import nats.js.errors
 
-from audit_plugin.backend import BucketUnit
 from audit_plugin.exceptions import AuditStoreError, StoreUnavailableError, WriteOnlyTrailError
+from audit_plugin.integrity.shards import shard_of
 from audit_plugin.jetstream import wire
 from audit_plugin.jetstream.address import StreamAddress, parse_address
 from audit_plugin.jetstream.stream import connect, ensure_stream
-from audit_plugin.ledger import FallbackRow
-from audit_plugin.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
+from audit_plugin.model.records import AuditQuery, AuditRecord, AuditStatistics, StatusUpdate
+from audit_plugin.storage.backend import BucketUnit
 
 PUBLISH_TIMEOUT = 10.0
 """Seconds a batch waits for the stream's acknowledgements before it counts as failed (and is retried)."""
 
 MESSAGE_TOO_LARGE = 10054
 """JetStream's error code for a message over the stream's size limit (retrying cannot help)."""
+
+HEADER_ROOM = 512
+"""Bytes of a message's ``max_payload`` left for its headers and subject."""
 
 
 class JetStreamBackend:
@@ -50,16 +58,24 @@ class JetStreamBackend:
     def __init__(self, url: str, *, publish_timeout: float = PUBLISH_TIMEOUT) -> None:
         self.address: StreamAddress = parse_address(url)
         self.publish_timeout = publish_timeout
+        self.shards = self.address.shards or 1
+        """The stream's shard count (read from the stream at :meth:`initialize`)."""
         self._client: Any = None
         self._js: Any = None
+        self._max_bytes = self.address.batch_bytes
 
     async def initialize(self) -> None:
         if self._client is None:
             self._client, self._js = await connect(self.address, name="audit-plugin producer")
-        await ensure_stream(self._js, self.address)
+        try:
+            self.shards = await ensure_stream(self._js, self.address)
+        except BaseException:
+            await self.close()  # a trail whose initialize() fails is not closed by its caller
+            raise
+        self._max_bytes = min(self.address.batch_bytes, self._client.max_payload - HEADER_ROOM)
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], updates: Sequence[StatusUpdate]) -> set[str]:
-        """Publish every operation of the batch and wait for all acknowledgements.
+        """Publish every operation of the batch, packed per shard, and wait for all acknowledgements.
 
         Returns the ids of every update (each was accepted by the stream;
         whether its message is stored is known only to the store). A server
@@ -68,24 +84,24 @@ class JetStreamBackend:
         writer retries; an operation the stream refuses as too large raises
         :class:`~audit_plugin.exceptions.AuditStoreError`.
         """
-        publishes = [
-            (
-                self.address.record_subject,
-                wire.encode_record(row, fallback=isinstance(row, FallbackRow)),
-                wire.record_msg_id(row["message_id"], fallback=isinstance(row, FallbackRow)),
-            )
-            for row in rows
-        ]
+        shards = self.shards
+        per_shard: list[list[tuple[Any, ...]]] = [[] for _ in range(shards)]
+        for row in rows:
+            per_shard[shard_of(row["message_id"], shards)].append(wire.record_item(row))
         for update in map(wire.with_operation_id, updates):
-            publishes.append((self.address.status_subject, wire.encode_update(update), wire.status_msg_id(update)))
+            per_shard[shard_of(update.message_id, shards)].append(wire.status_item(update))
         futures: list[asyncio.Future[Any]] = []
         try:
-            for subject, body, msg_id in publishes:
-                futures.append(
-                    await self._js.publish_async(
-                        subject, body, wait_stall=self.publish_timeout, headers={wire.MSG_ID_HEADER: msg_id}
+            for shard, items in enumerate(per_shard):
+                if not items:
+                    continue
+                subject = self.address.ops_subject(shard)
+                for body in wire.encode_batches(shard, shards, items, self._max_bytes):
+                    digest = wire.body_digest(body)
+                    headers = {wire.MSG_ID_HEADER: wire.batch_msg_id(digest), wire.DIGEST_HEADER: digest}
+                    futures.append(
+                        await self._js.publish_async(subject, body, wait_stall=self.publish_timeout, headers=headers)
                     )
-                )
             async with asyncio.timeout(self.publish_timeout):
                 await asyncio.gather(*futures)
         except (nats.errors.MaxPayloadError, nats.js.errors.APIError) as exc:
