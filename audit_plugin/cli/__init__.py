@@ -15,13 +15,30 @@ from typing import Annotated
 
 import typer
 
-from audit_plugin.cli import agent, conversation, demo, export, ingest, integrity, query, retention, serve, stats, tail
+from audit_plugin.cli import (
+    access_log,
+    agent,
+    conversation,
+    demo,
+    export,
+    ingest,
+    integrity,
+    proofs,
+    query,
+    retention,
+    serve,
+    show,
+    stats,
+    tail,
+)
+from audit_plugin.cli.options import GLOBAL_OPTIONS
 from audit_plugin.cli.runner import EXIT_USAGE, exit_on_error, fail
 
 app = typer.Typer(
     name="audit-plugin",
     help="Look at a multi-agent message audit trail: who told whom what, when, and what failed.",
-    epilog="Run 'audit-plugin COMMAND -h' for a command's options. Docs: docs/cli.md",
+    epilog="Run 'audit-plugin COMMAND -h' for a command's options; --database-url and --json go before or after "
+    "COMMAND. Docs: docs/cli.md",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -38,17 +55,34 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url", metavar="URL", help="The store, for any command (as COMMAND's own --database-url)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output, for any command that has --json.")] = False,
 ) -> None:
     """Look at a multi-agent message audit trail: who told whom what, when, and what failed."""
+    given = {"database_url": database_url, "as_json": as_json or None}
+    command = ctx.command.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    if command is not None:
+        takes = {parameter.name for parameter in command.params}
+        for name, flag in GLOBAL_OPTIONS.items():
+            if given[name] is not None and name not in takes:
+                fail(f"{ctx.invoked_subcommand} takes no {flag}", EXIT_USAGE)
+    ctx.obj = given
 
 
 COMMANDS = {
     demo.demo: "Run an audited multi-agent conversation and show it.",
     query.query: "Records matching every filter given, newest first.",
     conversation.conversation: "A conversation as a reply tree.",
+    show.show: "One record: fields, lifecycle, replies, trace link (alias: message).",
     agent.agent: "An agent's recent messages and its numbers.",
     stats.stats: "Totals, latency percentiles, volume over time.",
     retention.retention: "Delete records past a retention policy.",
@@ -56,13 +90,24 @@ COMMANDS = {
     tail.tail: "Follow new records and status changes.",
     integrity.verify: "Check the hash chain (exit 4 if tampered with).",
     integrity.erase: "Crypto-shred a data subject's payloads.",
+    proofs.prove: "Write a proof bundle for one message.",
+    proofs.check_proof: "Check a proof bundle, no database (exit 4 if altered).",
+    proofs.checkpoints: "Sign, list and check the Merkle tree checkpoints.",
     serve.serve: "Serve the read-only web view of the trail.",
     ingest.ingest: "Store what producers published to a JetStream stream.",
+    access_log.access_log: "Who read the trail: the recorded reads.",
 }
 """Each subcommand and its one-line summary in ``audit-plugin -h``."""
 
+
+def command_name(command: object) -> str:
+    """The subcommand a function is registered as: its name, with ``-`` for ``_`` (``check_proof``: ``check-proof``)."""
+    return getattr(command, "__name__", "").replace("_", "-")
+
+
 for command, summary in COMMANDS.items():
-    app.command(command.__name__, short_help=summary)(command)
+    app.command(command_name(command), short_help=summary)(command)
+app.command("message", hidden=True, help=show.show.__doc__)(show.show)  # `show` by the name the viewer uses
 
 
 def main(argv: Sequence[str] | None = None) -> None:

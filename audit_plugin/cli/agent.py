@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl, days_back
+from audit_plugin.cli.options import AsCsv, AsJson, CliReader, DatabaseUrl, days_back, reading_as
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
@@ -17,7 +17,6 @@ from audit_plugin.cli.output import (
     output_format,
     print_json,
     print_record_documents,
-    record_document,
     records_table,
     seconds_text,
     status_text,
@@ -25,8 +24,10 @@ from audit_plugin.cli.output import (
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
 from audit_plugin.cli.values import whole_number
-from audit_plugin.messages import MessageStatus
-from audit_plugin.records import AuditQuery
+from audit_plugin.model.access import Reading
+from audit_plugin.model.messages import MessageStatus
+from audit_plugin.model.records import AuditQuery
+from audit_plugin.sinks.documents import record_document
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
 
 TOP_PEERS = 5
@@ -58,10 +59,10 @@ class Direction:
         }
 
 
-async def tally(trail: MessageAuditTrail, query: AuditQuery, peer_of: str) -> Direction:
+async def tally(trail: MessageAuditTrail, query: AuditQuery, peer_of: str, reading: Reading | None = None) -> Direction:
     """Count a direction over every matching record, streaming (flat memory on a busy agent)."""
     direction = Direction()
-    async for record in trail.stream_messages(query):
+    async for record in trail.stream_messages(query, actor=reading):
         direction.by_status[record.status.value] += 1
         direction.peers[getattr(record, peer_of)] += 1
         if record.delivery_seconds is not None:
@@ -87,8 +88,10 @@ def numbers_table(name: str, days: int, sent: Direction, received: Direction) ->
     return table
 
 
+@reading_as("agent")
 def agent(
     name: Annotated[str, typer.Argument(metavar="NAME", show_default=False, hidden=True)],
+    reader: CliReader,
     days: Annotated[
         int, typer.Option("--days", metavar="N", parser=whole_number("--days", minimum=0), help="How many days back.")
     ] = 7,
@@ -113,10 +116,11 @@ def agent(
 
     async def show() -> None:
         since = days_back("--days", days)
-        async with open_trail(database_url) as trail:
-            recent = await trail.get_agent_communication_history(name, days=days, limit=limit)
-            sent = await tally(trail, AuditQuery(from_agent=name, start_time=since), "to_agent")
-            received = await tally(trail, AuditQuery(to_agent=name, start_time=since), "from_agent")
+        async with open_trail(database_url, reader=reader) as trail:
+            reading = reader.reading
+            recent = await trail.get_agent_communication_history(name, days=days, limit=limit, actor=reading)
+            sent = await tally(trail, AuditQuery(from_agent=name, start_time=since), "to_agent", reading)
+            received = await tally(trail, AuditQuery(to_agent=name, start_time=since), "from_agent", reading)
             link = trace_linker(trail)
         if not recent:
             raise CliError(f"no messages from or to agent {name!r} in the last {count_text(days, 'day')}", EXIT_EMPTY)

@@ -7,12 +7,13 @@ import shlex
 
 from rich.text import Text
 
-from audit_plugin.cli.conversation import build_thread, print_thread, thread_documents
+from audit_plugin.cli.conversation import print_thread, thread_documents
+from audit_plugin.cli.demo_scenario import run_demo
 from audit_plugin.cli.options import DATABASE_URL_ENV, AsCsv, AsJson, DatabaseUrl
 from audit_plugin.cli.output import OutputFormat, console, output_format, print_json, trace_linker
 from audit_plugin.cli.runner import display_url, open_trail, run
 from audit_plugin.cli.stats import gather_report, report_document, statistics_renderables
-from audit_plugin.demo import run_demo
+from audit_plugin.reading.threads import build_thread
 from audit_plugin.trail import DEFAULT_DATABASE_URL
 
 

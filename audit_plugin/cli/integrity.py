@@ -13,11 +13,12 @@ from typing import Annotated, Any
 
 import typer
 
-from audit_plugin.checkpoint import Checkpoint
-from audit_plugin.cli.options import AsJson, DatabaseUrl
+from audit_plugin.cli.options import AsJson, CliReader, DatabaseUrl, reading_as
 from audit_plugin.cli.output import console, count_text, print_json
 from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
-from audit_plugin.ledger import DEFAULT_CHAIN_ID
+from audit_plugin.integrity.checkpoint import Checkpoint
+from audit_plugin.integrity.ledger import DEFAULT_CHAIN_ID
+from audit_plugin.integrity.verify import ShardsReport, VerifyReport
 from audit_plugin.trail import DEFAULT_DATABASE_URL
 
 EXIT_TAMPERED = 4
@@ -54,7 +55,9 @@ def _pem_key(path: Path, *, private: bool) -> Any:
     return key
 
 
+@reading_as("verify")
 def verify(
+    reader: CliReader,
     checkpoint: Annotated[
         Path | None,
         typer.Option("--checkpoint", metavar="FILE", help="A checkpoint JSON file to check the chain against."),
@@ -83,13 +86,11 @@ def verify(
 
     A bare chain cannot show a cut-off tail or a wholesale rewrite: pass a
     --checkpoint saved earlier (kept outside the database) to catch those.
+    A trail kept in shards is walked shard by shard (concurrently), reported
+    per shard, and checkpointed per shard (one line each in the file).
     """
-    against = None
-    if checkpoint is not None:
-        try:
-            against = Checkpoint.from_json(_read(checkpoint, "checkpoint").decode())
-        except ValueError as exc:
-            raise CliError(f"{checkpoint}: {exc}", EXIT_USAGE) from None
+    reader.require(reader.role.may_prove, "verify the chain")
+    against = _read_checkpoints(checkpoint) if checkpoint is not None else None
     if public_key is not None and against is None:
         raise CliError("--public-key checks a checkpoint's signature: pass --checkpoint too", EXIT_USAGE)
     if signing_key is not None and save_checkpoint is None:
@@ -98,41 +99,78 @@ def verify(
     signer = _pem_key(signing_key, private=True) if signing_key is not None else None
 
     async def check() -> None:
-        if against is not None and verifier is not None and not against.signature_valid(verifier):
+        if against is not None and verifier is not None and not all(c.signature_valid(verifier) for c in against):
             outcome: dict[str, Any] = {"ok": False, "reason": "the checkpoint's signature is not valid for that key"}
         else:
-            async with open_trail(database_url, chain_id=chain_id) as trail:
+            async with open_trail(database_url, chain_id=chain_id, reader=reader) as trail:
                 started = time.perf_counter()
-                report = await trail.verify(against=against)
+                report = await trail.verify(against=against, actor=reader.reading)
                 seconds = time.perf_counter() - started
-                saved = report.checkpoint(signer) if report.ok and save_checkpoint else None
             outcome = {
-                **dataclasses.asdict(report),
+                **_as_dict(report),
                 "seconds": round(seconds, 3),
                 "entries_per_second": round(report.entries / seconds) if seconds > 0 else None,
             }
-            if saved is not None and save_checkpoint is not None:
-                save_checkpoint.write_text(saved.to_json() + "\n")
+            if report.ok and save_checkpoint is not None:
+                saved = report.checkpoints(signer) if isinstance(report, ShardsReport) else [report.checkpoint(signer)]
+                save_checkpoint.write_text("".join(each.to_json() + "\n" for each in saved))
                 outcome["saved_checkpoint"] = str(save_checkpoint)
         if as_json:
             print_json(outcome)
         elif outcome["ok"]:
+            shards = f", {len(outcome['shards'])} shards" if "shards" in outcome else ""
+            span = "" if shards else f" (sequence {outcome['first_sequence']}..{outcome['last_sequence']})"
             console.print(
-                f"OK: chain {outcome['chain_id']!r}, {outcome['entries']:,} entries "
-                f"(sequence {outcome['first_sequence']}..{outcome['last_sequence']})"
+                f"OK: chain {outcome['chain_id']!r}{shards}, {outcome['entries']:,} entries{span}"
                 + (", matches the checkpoint" if outcome["checkpoint_checked"] else "")
                 + f", {outcome['entries_per_second'] or 0:,} entries/s",
                 soft_wrap=True,
             )
             if "saved_checkpoint" in outcome:
                 console.print(f"checkpoint saved to {outcome['saved_checkpoint']}")
+        if outcome.get("quarantined") and not as_json:
+            console.print(
+                f"{count_text(outcome['quarantined'], 'stream message')} in quarantine "
+                "(refused by an ingester: see message_audit_quarantine)",
+                soft_wrap=True,
+            )
         if not outcome["ok"]:
-            where = outcome.get("broken_sequence")
-            about = f" (message {outcome['message_id']})" if outcome.get("message_id") else ""
-            location = f"entry {where}" if where is not None else "outside the chain"
-            raise CliError(f"BROKEN at {location}{about}: {outcome['reason']}", EXIT_TAMPERED)
+            broken = [shard for shard in outcome.get("shards", [outcome]) if not shard.get("ok", False)]
+            lines = [_broken_line(shard, "shards" in outcome) for shard in broken]
+            raise CliError("\n".join(lines), EXIT_TAMPERED)
 
     run(check())
+
+
+def _read_checkpoints(path: Path) -> list[Checkpoint]:
+    """The checkpoints in ``path``: one JSON document per line (one line for a single chain)."""
+    text = _read(path, "checkpoint").decode(errors="replace")
+    lines = [line for line in text.splitlines() if line.strip()] or [text]
+    try:
+        return [Checkpoint.from_json(line) for line in lines]
+    except ValueError as exc:
+        raise CliError(f"{path}: {exc}", EXIT_USAGE) from None
+
+
+def _as_dict(report: VerifyReport | ShardsReport) -> dict[str, Any]:
+    if isinstance(report, VerifyReport):
+        return dataclasses.asdict(report)
+    return {
+        "ok": report.ok,
+        "chain_id": report.chain_id,
+        "entries": report.entries,
+        "checkpoint_checked": report.checkpoint_checked,
+        "quarantined": report.quarantined,
+        "shards": [dataclasses.asdict(shard) for shard in report.shards],
+    }
+
+
+def _broken_line(report: dict[str, Any], sharded: bool) -> str:
+    where = report.get("broken_sequence")
+    about = f" (message {report['message_id']})" if report.get("message_id") else ""
+    location = f"entry {where}" if where is not None else "outside the chain"
+    chain = f"chain {report['chain_id']!r}: " if sharded else ""
+    return f"{chain}BROKEN at {location}{about}: {report['reason']}"
 
 
 def erase(

@@ -1,8 +1,9 @@
 """How subcommands print: Rich tables on a terminal, ``--json`` or ``--csv`` for machines.
 
-The record document built here is also the export format (docs/cli.md,
-"Export format"): one flat JSON object per record, the same fields as CSV
-columns, so a SIEM maps the fields once for every subcommand.
+The record document (:mod:`audit_plugin.sinks.documents`) is the export
+format (docs/cli.md, "Export format"): one flat JSON object per record, the
+same fields as CSV columns, so a SIEM maps the fields once for every
+subcommand and sink.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import io
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -23,8 +25,9 @@ from rich.table import Table
 from rich.text import Text
 
 from audit_plugin.cli.runner import EXIT_USAGE, CliError, fail
-from audit_plugin.messages import MessageStatus, short_id
-from audit_plugin.records import AuditRecord
+from audit_plugin.model.messages import MessageStatus, short_id
+from audit_plugin.model.records import AuditRecord
+from audit_plugin.sinks.documents import RECORD_FIELDS, json_line
 from audit_plugin.trail import MessageAuditTrail
 
 
@@ -72,27 +75,6 @@ STATUS_STYLES = {
     MessageStatus.EXPIRED: "magenta",
 }
 
-RECORD_FIELDS: tuple[str, ...] = (
-    "message_id",
-    "correlation_id",
-    "reply_to",
-    "from_agent",
-    "to_agent",
-    "message_type",
-    "priority",
-    "status",
-    "timestamp",
-    "delivered_at",
-    "delivery_seconds",
-    "ttl_seconds",
-    "retry_count",
-    "error_message",
-    "trace_id",
-    "span_id",
-    "trace_url",
-    "payload",
-)
-"""Fields of a record document, in CSV column order (the export format, version 1)."""
 
 TraceLinker = Callable[[AuditRecord], str | None]
 
@@ -117,13 +99,6 @@ def trace_linker(trail: MessageAuditTrail) -> TraceLinker:
 # -- values ---------------------------------------------------------------------
 
 
-def iso_time(moment: datetime | None) -> str | None:
-    """ISO 8601 UTC with microseconds and a ``Z`` suffix (what SIEM timestamp parsers expect)."""
-    if moment is None:
-        return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def short_time(moment: datetime | None) -> str:
     return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
@@ -135,6 +110,14 @@ def seconds_text(seconds: float | None) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.1f} ms"
     return f"{seconds:.2f} s"
+
+
+FINAL_FAILURES = frozenset({MessageStatus.FAILED, MessageStatus.EXPIRED})
+
+
+def error_style(record: AuditRecord) -> str:
+    """Red for why a message failed or expired; dim for a retry's error on one that went on (delivered, pending)."""
+    return "red" if record.status in FINAL_FAILURES else "dim"
 
 
 def status_text(status: MessageStatus | str) -> Text:
@@ -165,30 +148,6 @@ def payload_summary(payload: dict[str, Any], width: int = 50) -> str:
 # -- record documents (JSON and CSV) ------------------------------------------------------
 
 
-def record_document(record: AuditRecord, trace_url: str | None = None) -> dict[str, Any]:
-    """One record as a flat JSON-ready dict with :data:`RECORD_FIELDS`, in that order."""
-    return {
-        "message_id": record.message_id,
-        "correlation_id": record.correlation_id,
-        "reply_to": record.reply_to,
-        "from_agent": record.from_agent,
-        "to_agent": record.to_agent,
-        "message_type": record.message_type.value,
-        "priority": record.priority.value,
-        "status": record.status.value,
-        "timestamp": iso_time(record.timestamp),
-        "delivered_at": iso_time(record.delivered_at),
-        "delivery_seconds": record.delivery_seconds,
-        "ttl_seconds": record.ttl_seconds,
-        "retry_count": record.retry_count,
-        "error_message": record.error_message,
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
-        "trace_url": trace_url,
-        "payload": record.payload,
-    }
-
-
 def csv_value(value: Any) -> Any:
     """CSV cell: nested values as compact JSON text, ``None`` as an empty cell."""
     if value is None:
@@ -196,10 +155,6 @@ def csv_value(value: Any) -> Any:
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return value
-
-
-def json_line(document: dict[str, Any]) -> str:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
 
 def csv_writer(stream: IO[str] = sys.stdout) -> Any:
@@ -245,11 +200,60 @@ def progress_bar(verb: str, *, data_on_stdout: bool = False) -> Progress:
     )
 
 
+AGENT_WIDTH = 24
+"""Widest agent name in a one-line headline (longer ones are cut with ``…``), so the status stays on the line."""
+
+LOG_PROGRESS_EVERY = 10.0
+"""Seconds between progress lines written to a pipe or a log (on a terminal the line is redrawn in place)."""
+
+
+class ProgressLine:
+    """A command's running status on stderr: one line redrawn in place on a terminal; plain lines elsewhere.
+
+    A log or a pipe gets no carriage returns and no escape codes, only a
+    whole line at most every ``every`` seconds (and always the last one).
+    """
+
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        every: float = LOG_PROGRESS_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.terminal = self.stream.isatty()
+        self.every = every
+        self.clock = clock
+        self.last: float | None = None
+        self.shown: str | None = None
+
+    def show(self, text: str) -> None:
+        """The status now; on a log, written only if ``every`` seconds passed since the last line."""
+        if self.terminal:
+            self.stream.write(f"\r{text}\x1b[K")
+        else:
+            now = self.clock()
+            if self.last is not None and now - self.last < self.every:
+                return
+            self.last = now
+            self.stream.write(text + "\n")
+        self.shown = text
+        self.stream.flush()
+
+    def done(self, text: str) -> None:
+        """The final status, ending the line (on a log, unless the last line written said the same)."""
+        if not self.terminal and text == self.shown and self.last is not None:
+            return
+        self.stream.write(f"\r{text}\x1b[K\n" if self.terminal else text + "\n")
+        self.stream.flush()
+
+
 def record_headline(record: AuditRecord) -> Text:
     """``QUERY planner → worker-a  DELIVERED  2.3 ms  retries 1``: one record at a glance."""
     line = Text()
     line.append(f"{record.message_type.value} ", style="bold")
-    line.append(f"{record.from_agent} → {record.to_agent}  ")
+    line.append(f"{clip(record.from_agent, AGENT_WIDTH)} → {clip(record.to_agent, AGENT_WIDTH)}  ")  # status stays on
     line.append_text(status_text(record.status))
     line.append(f"  {seconds_text(record.delivery_seconds)}", style="cyan")
     if record.retry_count:
@@ -309,7 +313,7 @@ def records_table(records: Sequence[AuditRecord], link: TraceLinker, title: str 
             status.append(f" {count_text(record.retry_count, 'retry')}", style="yellow")
         message = Text.assemble((record.message_type.value, "bold"), f"\n{record.from_agent} → {record.to_agent}")
         if record.error_message and not errors_column:
-            message.append(f"\n{' '.join(record.error_message.split())}", style="red")
+            message.append(f"\n{' '.join(record.error_message.split())}", style=error_style(record))
         cells: list[Any] = [
             f"{when[:10]}\n{when[11:]}",
             message,
@@ -317,7 +321,7 @@ def records_table(records: Sequence[AuditRecord], link: TraceLinker, title: str 
             Text.assemble(record.correlation_id or "-", (f"\n{short_id(record.message_id)}", "dim")),
         ]
         if errors_column:
-            cells.append(record.error_message or "")
+            cells.append(Text(record.error_message or "", style=error_style(record)))
         if with_traces:
             cells.append(trace_cell(record, link))
         table.add_row(*cells)
@@ -357,6 +361,6 @@ class RecordWriter:
         try:
             write(value)
         except BrokenPipeError:
-            raise  # the reader went away (export | head): Typer ends the command quietly
+            raise  # the reader went away (export | head): the command ends quietly (runner.run)
         except OSError as exc:  # disk full, unwritable file: the output's fault, not the database's
             raise CliError(f"cannot write {self.name}: {exc.strerror or exc}", EXIT_USAGE) from None

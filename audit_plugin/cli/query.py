@@ -4,24 +4,36 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from audit_plugin.cli.options import AsCsv, AsJson, DatabaseUrl, Limit, Offset, query_filters
+from audit_plugin.cli.options import (
+    AsCsv,
+    AsJson,
+    CliReader,
+    DatabaseUrl,
+    Limit,
+    Offset,
+    query_filters,
+    reading_as,
+    resolved_filters,
+)
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
     output_format,
     print_record_documents,
-    record_document,
     records_table,
     trace_linker,
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, CliError, open_trail, run
-from audit_plugin.records import AuditQuery
+from audit_plugin.model.records import AuditQuery
+from audit_plugin.sinks.documents import record_document
 from audit_plugin.trail import DEFAULT_DATABASE_URL
 
 
 @query_filters
+@reading_as("query")
 def query(
     filters: AuditQuery,
+    reader: CliReader,
     limit: Limit = 100,
     offset: Offset = 0,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
@@ -30,11 +42,11 @@ def query(
 ) -> None:
     """Records matching every filter given, newest first (page with --limit/--offset)."""
     fmt = output_format(as_json, as_csv)
-    audit_query = replace(filters, limit=limit, offset=offset)
 
     async def show() -> None:
-        async with open_trail(database_url) as trail:
-            records = await trail.query_messages(audit_query)
+        async with open_trail(database_url, reader=reader) as trail:
+            audit_query = replace(await resolved_filters(trail, filters, reader.reading), limit=limit, offset=offset)
+            records = await trail.query_messages(audit_query, actor=reader.reading)
             total = await trail.count_messages(audit_query) if records and fmt is OutputFormat.TABLE else 0
             link = trace_linker(trail)
         if not records:

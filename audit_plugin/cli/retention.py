@@ -12,7 +12,6 @@ from audit_plugin.cli.output import (
     OutputFormat,
     console,
     count_text,
-    iso_time,
     output_format,
     print_csv,
     print_json,
@@ -21,9 +20,10 @@ from audit_plugin.cli.output import (
 from audit_plugin.cli.runner import open_trail, run
 from audit_plugin.cli.stats import gather_report, statistics_renderables
 from audit_plugin.cli.values import enum_choice, whole_number
-from audit_plugin.records import RetentionPolicy
+from audit_plugin.model.records import RetentionPolicy
+from audit_plugin.model.validation import INT64_MAX
+from audit_plugin.sinks.documents import iso_time
 from audit_plugin.trail import DEFAULT_DATABASE_URL
-from audit_plugin.validation import INT64_MAX
 
 DEFAULT_CHUNK = 10_000
 

@@ -4,13 +4,15 @@ Exit codes (documented in docs/cli.md): 0 success, 1 nothing matched, 2 bad
 input (option value, database URL), 3 database unreachable or failing,
 4 ``verify`` found the trail tampered with, 70 a bug in audit-plugin (set ``AUDIT_PLUGIN_DEBUG=1`` for the traceback),
 130 interrupted. When the reader of stdout goes away (``export | head``) the
-command ends quietly with 1, as every Click program does.
+command ends quietly with 0: the reader had what it wanted, and a pipeline
+with ``set -o pipefail`` must not fail for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import select
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -20,9 +22,10 @@ from typing import Any, NoReturn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from audit_plugin.exceptions import AuditError, driver_message
-from audit_plugin.records import RetentionPolicy
-from audit_plugin.registry import resolve_database_url
+from audit_plugin.exceptions import AuditError, UnknownIdError, driver_message
+from audit_plugin.masking import mask_text, mask_url
+from audit_plugin.model.records import RetentionPolicy
+from audit_plugin.storage.registry import resolve_database_url
 from audit_plugin.trail import MessageAuditTrail
 
 EXIT_EMPTY = 1
@@ -30,6 +33,9 @@ EXIT_USAGE = 2
 EXIT_DATABASE = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+
+KEY_FILE_ENV = "AUDIT_KEY_FILE"
+"""The master key file (``LocalKeyFileProvider``) the commands decrypt payloads with, for auditors."""
 
 CONNECT_TIMEOUT = 15.0
 """Seconds to wait for the database to answer before giving up."""
@@ -45,20 +51,44 @@ class CliError(Exception):
 
 def fail(message: str, exit_code: int) -> NoReturn:
     """Print ``audit-plugin: message`` on stderr as one line and exit."""
-    one_line = " ".join(str(message).split())
+    one_line = mask_text(" ".join(str(message).split()))
     print(f"audit-plugin: {one_line}", file=sys.stderr, flush=True)
     raise SystemExit(exit_code)
 
 
 def run(coroutine: Coroutine[Any, Any, None]) -> None:
     """Run a subcommand's coroutine (``main`` turns what it raises into one line and an exit code)."""
-    asyncio.run(coroutine)
+    try:
+        asyncio.run(coroutine)
+    except BrokenPipeError:
+        if stdout_closed():
+            reader_gone()
+        raise  # another pipe broke (a database socket): a failure like any other
+
+
+def stdout_closed() -> bool:
+    """Whether nobody reads stdout any more (a pipe's reader exited): its descriptor polls as an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor (captured output), or no poll() here
+        return False
+
+
+def reader_gone() -> NoReturn:
+    """Stdout's reader closed the pipe: stop with 0, and let nothing more be written (or fail) at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush of stdout goes nowhere, quietly
+    raise SystemExit(0)
 
 
 def exit_on_error(exc: BaseException) -> NoReturn:
     """Report any failure as one readable line on stderr and exit with its code (see module docs)."""
     if isinstance(exc, CliError):
         fail(str(exc), exc.exit_code)
+    if isinstance(exc, UnknownIdError):
+        fail(str(exc), EXIT_EMPTY)
     if isinstance(exc, AuditError):
         # Input errors (also ValueError/TypeError) name the field; the rest are store failures.
         fail(str(exc), EXIT_USAGE if isinstance(exc, ValueError | TypeError) else EXIT_DATABASE)
@@ -82,11 +112,8 @@ def describe_database_error(exc: SQLAlchemyError) -> str:
 
 
 def display_url(database_url: str) -> str:
-    """The URL with any password masked, for messages."""
-    try:
-        return make_url(database_url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return database_url
+    """The URL with any password (or token, or secret query parameter) masked, for messages."""
+    return mask_url(database_url)
 
 
 def _missing_sqlite_file(database_url: str) -> Path | None:
@@ -106,14 +133,24 @@ async def open_trail(
     *,
     create: bool = False,
     retention_policy: RetentionPolicy = RetentionPolicy.DAYS_90,
+    reader: Any = None,
     **trail_options: Any,
 ) -> AsyncIterator[MessageAuditTrail]:
     """An initialised trail on ``database_url``, closed afterwards.
 
     Read-only subcommands pass ``create=False``: a SQLite file that does not
     exist is reported instead of silently created empty. ``trail_options``
-    go to :class:`MessageAuditTrail` (e.g. ``chain_id``).
+    go to :class:`MessageAuditTrail` (e.g. ``chain_id``). With the master key
+    file named by ``AUDIT_KEY_FILE``, auditors see encrypted payloads
+    decrypted. ``reader`` (a :class:`~audit_plugin.cli.options.CliReader`):
+    its reading is recorded as an access entry when the block ends without
+    error, if it asked to be (``--record-access``).
     """
+    key_file = os.environ.get(KEY_FILE_ENV)
+    if key_file and "key_provider" not in trail_options:
+        from audit_plugin.privacy.crypto import LocalKeyFileProvider
+
+        trail_options["key_provider"] = LocalKeyFileProvider(key_file, create=False)
     missing = None if create else _missing_sqlite_file(database_url)
     if missing is not None:
         raise CliError(
@@ -133,5 +170,7 @@ async def open_trail(
         raise
     try:
         yield trail
+        if reader is not None and reader.record:
+            await trail.record_access(reader.reading)
     finally:
         await trail.close()

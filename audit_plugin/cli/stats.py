@@ -17,7 +17,6 @@ from audit_plugin.cli.options import SINCE_AFTER_UNTIL, AsCsv, AsJson, DatabaseU
 from audit_plugin.cli.output import (
     OutputFormat,
     console,
-    iso_time,
     key_value_table,
     output_format,
     print_csv,
@@ -27,8 +26,9 @@ from audit_plugin.cli.output import (
 )
 from audit_plugin.cli.runner import EXIT_EMPTY, EXIT_USAGE, CliError, open_trail, run
 from audit_plugin.cli.values import choices_text, enum_choice
-from audit_plugin.messages import MessageStatus
-from audit_plugin.records import AuditStatistics
+from audit_plugin.model.messages import MessageStatus
+from audit_plugin.model.records import AuditStatistics
+from audit_plugin.sinks.documents import iso_time
 from audit_plugin.trail import DEFAULT_DATABASE_URL, MessageAuditTrail
 
 PERCENTILES = (50, 95, 99)

@@ -96,3 +96,31 @@ def seconds(option: str, *, minimum: float, maximum: float | None = None) -> Cal
         return number
 
     return parse
+
+
+def shard_list(option: str, *, limit: int) -> Callable[[Any], tuple[int, ...] | None]:
+    """A parser for shard numbers: ``3``, ``0,2``, ``0-3``, ``0-1,6`` (each below ``limit``), sorted, once each."""
+
+    def parse(value: Any) -> tuple[int, ...] | None:
+        if value is None or isinstance(value, tuple):
+            return value  # type: ignore[no-any-return]
+        text = str(value).strip()
+        shards: set[int] = set()
+        for part in text.split(","):
+            low, dash, high = part.strip().partition("-")
+            if not _digits(low) or (dash and not _digits(high)) or len(low) > 6 or len(high) > 6:
+                raise bad_value(option, f"{text!r:.40} is not a list of shard numbers (e.g. 0,2 or 0-3)")
+            first, last = int(low), int(high) if dash else int(low)
+            if first > last:
+                raise bad_value(option, f"{part.strip()!r} is an empty range (write the lower number first)")
+            if last >= limit:
+                raise bad_value(option, f"shard {last} is out of range (0 to {limit - 1})")
+            shards.update(range(first, last + 1))
+        return tuple(sorted(shards))
+
+    return parse
+
+
+def _digits(text: str) -> bool:
+    """Only the ASCII digits 0-9 (``str.isdigit`` also takes ``¹`` and ``٣``, which ``int`` may refuse)."""
+    return text.isascii() and text.isdigit()
