@@ -9,6 +9,7 @@ to the store. Importing :mod:`audit_plugin` never imports this package.
 from __future__ import annotations
 
 from audit_plugin.web.app import create_app
+from audit_plugin.web.auth import ProxyUsers, ViewerToken, generate_token, read_token_file
 from audit_plugin.web.security import check_bind
 
-__all__ = ["check_bind", "create_app"]
+__all__ = ["ProxyUsers", "ViewerToken", "check_bind", "create_app", "generate_token", "read_token_file"]

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from audit_plugin.messages import MessageStatus
-from audit_plugin.records import AuditRecord
+from audit_plugin.model.messages import MessageStatus
+from audit_plugin.model.records import AuditRecord
 
 PERCENTILES = (50, 90, 99)
 TOP_PEERS = 8

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from audit_plugin.messages import MessageStatus, MessageType
-from audit_plugin.records import AuditRecord
+from audit_plugin.model.messages import MessageStatus, MessageType
+from audit_plugin.model.records import AuditRecord
 from audit_plugin.web.format import duration_text
 
 MAX_DIAGRAM_MESSAGES = 300

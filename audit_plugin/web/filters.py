@@ -1,6 +1,6 @@
 """Query strings to typed filters: the only way a visitor's input reaches the store.
 
-Every search parameter becomes one typed :class:`~audit_plugin.records.AuditQuery`
+Every search parameter becomes one typed :class:`~audit_plugin.model.records.AuditQuery`
 field (or is refused with an error naming it); the query validates itself,
 so the view applies exactly the rules every other caller gets. Parameters
 keep the ``AuditQuery`` field names, so a URL reads like the query it runs
@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from audit_plugin import validation as v
 from audit_plugin.exceptions import InvalidFieldError
-from audit_plugin.records import AuditQuery, AuditRecord
+from audit_plugin.model import validation as v
+from audit_plugin.model.records import AuditQuery, AuditRecord
 
 TEXT_FILTERS = ("from_agent", "to_agent", "message_type", "status", "correlation_id", "trace_id")
 TIME_FILTERS = ("start_time", "end_time")

@@ -6,8 +6,8 @@ import json
 from datetime import datetime
 from typing import Any
 
-from audit_plugin.capture import MARKER_KEY
-from audit_plugin.messages import short_id
+from audit_plugin.model.markers import MARKER_KEY
+from audit_plugin.model.messages import short_id
 
 
 def duration_text(seconds: float | None) -> str:

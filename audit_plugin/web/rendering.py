@@ -36,5 +36,8 @@ def render_text(template: str, **context: Any) -> str:
 
 def render(request: Request, template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
     state = request.app.state
-    html = render_text(template, request=request, store=state.store_name, path=request.url.path, **context)
+    identity = getattr(request.state, "identity", None)
+    html = render_text(
+        template, request=request, store=state.store_name, path=request.url.path, identity=identity, **context
+    )
     return HTMLResponse(html, status_code=status_code, headers={"cache-control": "no-store"})

@@ -1,29 +1,27 @@
-"""What keeps the web view safe to run: who may bind where, the token, and the response headers.
+"""What keeps the web view safe to run: who may bind where, authentication at the door, the response headers.
 
-* Bound to a loopback address the view needs no token, but it answers only
-  requests whose ``Host`` is a loopback name (so a web page cannot reach it
-  through DNS rebinding).
-* Bound to any other address it refuses to start without a token; every
-  request must then carry it (``Authorization: Bearer``, or ``?token=`` once,
-  which sets an HttpOnly, SameSite=Strict cookie and redirects to the same
-  URL without it).
+* Every request is authenticated (:mod:`audit_plugin.web.auth`), on
+  loopback too, unless the view runs with ``no_auth``, which only loopback allows.
+* Bound to a loopback address the view answers only requests whose
+  ``Host`` is a loopback name (so a web page cannot reach it through DNS rebinding).
 * Every response carries a Content-Security-Policy that allows scripts only
-  from the view's own static files (no inline script, no ``eval``).
+  from the view's own static files (no inline script, no ``eval``),
+  ``frame-ancestors 'none'``, ``nosniff`` and ``Referrer-Policy: no-referrer``;
+  over TLS also ``Strict-Transport-Security``.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 
-from starlette.datastructures import URL, MutableHeaders, QueryParams
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.datastructures import Headers, MutableHeaders, QueryParams
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audit_plugin.exceptions import InvalidFieldError
+from audit_plugin.web.auth import SESSION_COOKIE, Authenticator, Identity
+from audit_plugin.web.login import login_form
 
-TOKEN_COOKIE = "audit_token"
-MIN_TOKEN_LENGTH = 16
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -61,80 +59,115 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, token: str | None) -> str | None:
-    """Validate the bind address and token before the server starts; return the token.
-
-    Any address other than loopback needs a token (at least
-    :data:`MIN_TOKEN_LENGTH` characters): the view shows payloads.
-    """
-    if token is not None and len(token) < MIN_TOKEN_LENGTH:
-        raise InvalidFieldError("token", f"must be at least {MIN_TOKEN_LENGTH} characters")
-    if token is None and not is_loopback(host):
+def check_bind(host: str, *, no_auth: bool = False) -> None:
+    """Refuse ``no_auth`` anywhere but on loopback: off loopback every request must authenticate."""
+    if no_auth and not is_loopback(host):
         raise InvalidFieldError(
-            "host", f"binding to {host!r} (not loopback) needs a token: pass --token or set AUDIT_WEB_TOKEN"
+            "host", f"--no-auth serves without authentication and is allowed on loopback only, not {host!r}"
         )
-    return token
+
+
+LOGIN_PATH = "/login"
+STATIC_PREFIX = "/static/"
+"""The login page and the static files are answered without authentication (no data in either)."""
 
 
 class GuardMiddleware:
-    """Adds the security headers to every response and enforces the Host rule and the token."""
+    """Security headers on every response, the Host rule on loopback, and authentication (see :mod:`.auth`).
 
-    def __init__(self, app: ASGIApp, *, token: str | None, allowed_hosts: frozenset[str] | None) -> None:
+    The request's :class:`~audit_plugin.web.auth.Identity` goes into
+    ``scope["state"]["identity"]`` (``request.state.identity``).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, auth: Authenticator | None, allowed_hosts: frozenset[str] | None, anonymous: Identity
+    ) -> None:
         self.app = app
-        self.token = token
+        self.auth = auth
         self.allowed_hosts = allowed_hosts
+        self.anonymous = anonymous
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        tls = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
+                if tls:
+                    headers.setdefault("strict-transport-security", "max-age=31536000")
             await send(message)
 
         refusal = self.refusal(scope)
         await (refusal or self.app)(scope, receive, send_with_headers)
 
     def refusal(self, scope: Scope) -> Response | None:
-        """The response refusing this request, or ``None`` to let it through."""
-        headers = dict(scope.get("headers") or [])
+        """The response refusing this request, or ``None`` to let it through (its identity set)."""
+        headers = Headers(scope=scope)
         if self.allowed_hosts is not None:
-            host = headers.get(b"host", b"").decode("latin-1").lower()
+            host = headers.get("host", "").lower()
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name not in self.allowed_hosts:
                 return PlainTextResponse("unknown Host header", status_code=421)
-        if self.token is None:
+        if "token" in QueryParams(scope.get("query_string", b"")):
+            return PlainTextResponse(
+                "a token is never accepted in the URL: send Authorization: Bearer ... or sign in at /login",
+                status_code=400,
+            )
+        path = scope.get("path", "")
+        if self.auth is None:
+            scope.setdefault("state", {})["identity"] = self.anonymous
             return None
-        url = URL(scope=scope)
-        offered = QueryParams(scope.get("query_string", b"")).get("token")
-        if offered is not None and _same(offered, self.token):
-            response = RedirectResponse(str(url.remove_query_params("token")), status_code=303)
-            response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict", path="/")
-            return response
-        bearer = headers.get(b"authorization", b"").decode("latin-1")
-        if bearer.lower().startswith("bearer ") and _same(bearer[7:].strip(), self.token):
+        try:
+            identity = self.identify(scope, headers)
+        except InvalidFieldError as exc:
+            return PlainTextResponse(f"{exc}", status_code=400)
+        if identity is not None:
+            scope.setdefault("state", {})["identity"] = identity
             return None
-        cookie = _cookie(headers.get(b"cookie", b"").decode("latin-1"), TOKEN_COOKIE)
-        if cookie is not None and _same(cookie, self.token):
+        if path == LOGIN_PATH or path.startswith(STATIC_PREFIX):
             return None
-        return PlainTextResponse(
-            "this audit view needs its token: open it once with ?token=... or send Authorization: Bearer ...",
-            status_code=401,
-            headers={"www-authenticate": "Bearer"},
-        )
+        return unauthenticated(scope, headers)
+
+    def identify(self, scope: Scope, headers: Headers) -> Identity | None:
+        assert self.auth is not None
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            scheme, _, offered = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not offered.strip():
+                raise InvalidFieldError("authorization", "expected 'Bearer <token>'")
+            return self.auth.by_token(offered.strip())
+        if self.auth.proxy is not None:
+            client = scope.get("client")
+            peer = client[0] if client else None
+            user = self.auth.by_proxy(peer, headers.get(self.auth.proxy.header))
+            if user is not None:
+                return user
+        session = cookie_value(headers.get("cookie", ""), SESSION_COOKIE)
+        return self.auth.sessions.identity(session) if session else None
 
 
-def _same(offered: str, expected: str) -> bool:
-    return hmac.compare_digest(offered.encode("utf-8", "replace"), expected.encode("utf-8"))
+def unauthenticated(scope: Scope, headers: Headers) -> Response:
+    """401 with no data: the login form for a browser asking for a page, one line for anything else."""
+    challenge = {"www-authenticate": 'Bearer realm="audit-plugin"'}
+    if scope.get("method") == "GET" and "text/html" in headers.get("accept", ""):
+        query = scope.get("query_string", b"").decode("latin-1")
+        form = login_form(next_path=scope.get("path", "/") + (f"?{query}" if query else ""), error=None)
+        return HTMLResponse(form, status_code=401, headers={**challenge, "cache-control": "no-store"})
+    return PlainTextResponse(
+        "this audit view needs authentication: send Authorization: Bearer <token> or sign in at /login",
+        status_code=401,
+        headers=challenge,
+    )
 
 
-def _cookie(header: str, name: str) -> str | None:
+def cookie_value(header: str, name: str) -> str | None:
     for part in header.split(";"):
         key, _, value = part.strip().partition("=")
-        if key == name:
+        if key == name and value:
             return value
     return None

@@ -16,13 +16,17 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from audit_plugin import validation as v
-from audit_plugin.checkpoint import Checkpoint
-from audit_plugin.cli.conversation import build_thread, walk
-from audit_plugin.exceptions import InvalidFieldError
-from audit_plugin.messages import MessageStatus
-from audit_plugin.records import AuditQuery, AuditRecord
+from audit_plugin.exceptions import AmbiguousIdError, ChainError, InvalidFieldError, UnknownIdError
+from audit_plugin.integrity.checkpoint import Checkpoint
+from audit_plugin.model import validation as v
+from audit_plugin.model.access import Reading
+from audit_plugin.model.messages import MessageStatus
+from audit_plugin.model.records import AuditQuery, AuditRecord
+from audit_plugin.reading.ids import ConversationRef, find_conversation, find_message
+from audit_plugin.reading.threads import build_thread, walk
+from audit_plugin.storage.tree_log import ProofError
 from audit_plugin.trail import MessageAuditTrail
+from audit_plugin.web.access import audited, reading_of
 from audit_plugin.web.agent_numbers import agent_numbers
 from audit_plugin.web.diagram import MAX_DIAGRAM_MESSAGES, sequence_diagram
 from audit_plugin.web.filters import parse_int, parse_search
@@ -70,9 +74,10 @@ async def side_by_side(calls: list[Coroutine[Any, Any, T]], width: int = PARALLE
     return list(await asyncio.gather(*(gated(call) for call in calls)))
 
 
+@audited("home")
 async def home(request: Request) -> Response:
     trail = trail_of(request)
-    latest = await trail.query_messages(AuditQuery(limit=HOME_SCAN))
+    latest = await trail.query_messages(AuditQuery(limit=HOME_SCAN), actor=reading_of(request))
     newest: dict[str, AuditRecord] = {}
     for record in latest:
         if record.correlation_id is not None and len(newest) < HOME_CONVERSATIONS:
@@ -97,9 +102,10 @@ async def home(request: Request) -> Response:
     return render(request, "home.html", conversations=conversations, records=latest[:HOME_RECORDS], last_hour=last_hour)
 
 
+@audited("search")
 async def search(request: Request) -> Response:
     parsed = parse_search(request.query_params)
-    rows = await trail_of(request).query_messages(parsed.query)
+    rows = await trail_of(request).query_messages(parsed.query, actor=reading_of(request))
     page, more = rows[: parsed.page_size], len(rows) > parsed.page_size
     path = request.url.path
     return render(
@@ -113,10 +119,12 @@ async def search(request: Request) -> Response:
     )
 
 
-async def first_records(trail: MessageAuditTrail, query: AuditQuery, most: int) -> list[AuditRecord]:
+async def first_records(
+    trail: MessageAuditTrail, query: AuditQuery, most: int, reading: Reading | None = None
+) -> list[AuditRecord]:
     """The oldest ``most`` records matching ``query``'s filters, streamed (a huge conversation is not loaded whole)."""
     records: list[AuditRecord] = []
-    async with aclosing(trail.stream_messages(query)) as stream:
+    async with aclosing(trail.stream_messages(query, actor=reading)) as stream:
         async for record in stream:
             records.append(record)
             if len(records) == most:
@@ -124,25 +132,32 @@ async def first_records(trail: MessageAuditTrail, query: AuditQuery, most: int) 
     return records
 
 
-async def load_conversation(trail: MessageAuditTrail, wanted: str) -> tuple[str, list[AuditRecord], int]:
-    """A conversation by correlation id, or the conversation of the message with id ``wanted``.
-
-    Returns its id, its first :data:`MAX_CONVERSATION_TABLE` records (oldest first) and how many it has.
-    """
-    correlation_id = wanted
-    records = await first_records(trail, AuditQuery(correlation_id=wanted), MAX_CONVERSATION_TABLE)
-    if not records:
-        message = await trail.get_message(wanted)
-        if message is None:
-            raise NotFound(f"no conversation or message with id {wanted!r}")
-        if message.correlation_id is None:
-            return wanted, [message], 1
-        correlation_id = message.correlation_id
-        records = await first_records(trail, AuditQuery(correlation_id=correlation_id), MAX_CONVERSATION_TABLE)
+async def load_conversation(
+    trail: MessageAuditTrail, found: ConversationRef, reading: Reading | None = None
+) -> tuple[str, list[AuditRecord], int]:
+    """The conversation ``found`` names: its id, its first :data:`MAX_CONVERSATION_TABLE` records (oldest first)
+    and how many it has."""
+    if found.lone is not None:
+        return found.id, [found.lone], 1
+    query = AuditQuery(correlation_id=found.id)
+    records = await first_records(trail, query, MAX_CONVERSATION_TABLE, reading)
     total = len(records)
     if total == MAX_CONVERSATION_TABLE:
-        total = await trail.count_messages(AuditQuery(correlation_id=correlation_id))
-    return correlation_id, records, total
+        total = await trail.count_messages(query)
+    return found.id, records, total
+
+
+def ambiguous(request: Request, exc: AmbiguousIdError) -> Response:
+    """The page for an id that names several conversations or messages: each match, as a link."""
+    return render(
+        request,
+        "ambiguous.html",
+        status_code=300,
+        fragment=exc.fragment,
+        correlation_ids=exc.correlation_ids,
+        message_ids=exc.message_ids,
+        more=exc.more,
+    )
 
 
 def conversation_context(
@@ -179,48 +194,64 @@ def conversation_context(
     }
 
 
+@audited("conversation")
 async def conversation(request: Request) -> Response:
     trail = trail_of(request)
-    correlation_id, records, total = await load_conversation(trail, required(request, "id"))
+    try:
+        found = await find_conversation(trail, required(request, "id"), reading_of(request))
+    except UnknownIdError as exc:
+        raise NotFound(str(exc)) from None
+    except AmbiguousIdError as exc:
+        return ambiguous(request, exc)
+    correlation_id, records, total = await load_conversation(trail, found, reading_of(request))
     context = conversation_context(correlation_id, records, standalone=False, total=total)
     return render(request, "conversation.html", **context)
 
 
+@audited("message")
 async def message(request: Request) -> Response:
     trail = trail_of(request)
-    message_id = required(request, "id")
-    record = await trail.get_message(message_id)
-    if record is None:
-        raise NotFound(f"no message with id {message_id!r}")
+    reading = reading_of(request)
+    try:
+        record = await find_message(trail, required(request, "id"), reading)
+    except UnknownIdError as exc:
+        raise NotFound(str(exc)) from None
+    except AmbiguousIdError as exc:
+        return ambiguous(request, exc)
+    message_id = record.message_id
     steps = await trail.get_message_history(message_id)
     replies = []
     if record.correlation_id is not None:  # replies come later in the same conversation
         later = AuditQuery(correlation_id=record.correlation_id, start_time=record.timestamp)
-        replies = [r for r in await first_records(trail, later, MAX_CONVERSATION_TABLE) if r.reply_to == message_id]
+        replies = [
+            r for r in await first_records(trail, later, MAX_CONVERSATION_TABLE, reading) if r.reply_to == message_id
+        ]
     return render(
         request,
         "message.html",
         record=record,
         steps=steps,
         trace_url=trail.trace_url(record),
-        chain_id=trail.ledger.chain_id,
+        chain_id=trail.chain_id,
         replies=replies,
     )
 
 
+@audited("agent")
 async def agent(request: Request) -> Response:
     trail = trail_of(request)
     name = required(request, "name")
     days = AGENT_DAYS
     if request.query_params.get("days", "").strip():
         days = parse_int("days", request.query_params["days"], minimum=1, maximum=3650)
-    records = await trail.get_agent_communication_history(name, days=days, limit=AGENT_CAP)
+    records = await trail.get_agent_communication_history(name, days=days, limit=AGENT_CAP, actor=reading_of(request))
     numbers = agent_numbers(name, records, days=days, cap=AGENT_CAP)
     return render(request, "agent.html", numbers=numbers, days=days, records=records[:AGENT_RECENT])
 
 
+@audited("live")
 async def live(request: Request) -> Response:
-    records = await trail_of(request).query_messages(AuditQuery(limit=LIVE_BACKLOG))
+    records = await trail_of(request).query_messages(AuditQuery(limit=LIVE_BACKLOG), actor=reading_of(request))
     return render(request, "live.html", records=records)
 
 
@@ -236,18 +267,51 @@ def checkpoint_of(request: Request) -> Checkpoint | None:
         ) from None
 
 
+@audited("integrity")
 async def integrity(request: Request) -> Response:
     trail = trail_of(request)
     against = checkpoint_of(request)
     report = None
     if request.query_params.get("run") or against is not None:
-        report = await trail.verify(against)
+        report = await trail.verify(against, actor=reading_of(request))
     head = await trail.checkpoint()
     return render(
         request,
         "integrity.html",
         head=head,
+        signed=await signed_checkpoints(trail),
         report=report,
         against=against,
         checkpoint_text=request.query_params.get("checkpoint", ""),
+    )
+
+
+SIGNED_CHECKPOINTS_SHOWN = 20
+
+
+async def signed_checkpoints(trail: MessageAuditTrail) -> list[Any]:
+    """The newest stored signed checkpoints (none when the store keeps no Merkle trees)."""
+    try:
+        return await trail.tree_checkpoints(SIGNED_CHECKPOINTS_SHOWN)
+    except ChainError:
+        return []
+
+
+@audited("prove")
+async def proof(request: Request) -> Response:
+    """A proof bundle of one message against the newest stored checkpoint, as a download (the viewer signs nothing).
+
+    Auditors only: the bundle holds the record's payload as stored.
+    """
+    trail = trail_of(request)
+    message_id = required(request, "id")
+    try:
+        bundle = await trail.prove(message_id, actor=reading_of(request))
+    except ProofError as exc:
+        raise NotFound(str(exc)) from None
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in message_id)[-64:]
+    return Response(
+        bundle.to_json(),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{name}.proof.json"'},
     )
