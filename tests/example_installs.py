@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 EXAMPLES = ROOT / "examples"
 
-SETUP_DISTRIBUTIONS = ("audit-plugin", "audit-plugin-sqlite", "audit-plugin-postgres")
-"""What the README's set-up command installs (``-e . -e backends/sqlite -e backends/postgres``)."""
+SETUP_DISTRIBUTIONS = ("audit-plugin", "audit-plugin-postgres")
+"""What the README's set-up command installs (``-e . -e backends/postgres``; SQLite comes with the core)."""
 
 ALWAYS_PRESENT = frozenset({"pip"})
 """In every new virtual environment."""
@@ -82,7 +82,7 @@ def install_line(added: tuple[str, ...]) -> str:
     extras = [item[1:-1] for item in added if item.startswith("[")]
     core = f'-e ".[{",".join(extras)}]"' if extras else "-e ."
     others = " ".join(shlex.quote(item) for item in added if not item.startswith("["))
-    return f"pip install {core} -e backends/sqlite -e backends/postgres {others}".rstrip()
+    return f"pip install {core} -e backends/postgres {others}".rstrip()
 
 
 def distributions_installed_by(added: tuple[str, ...]) -> frozenset[str]:

@@ -28,6 +28,8 @@ import nats
 
 NATS_SERVER = "/usr/sbin/nats-server"
 SHARED_URL = "nats://127.0.0.1:4222"
+PRODUCE_PATIENCE = 180
+"""Seconds :func:`produce` gets (its 10,000 messages take a few): a stream that stops taking them fails, not hangs."""
 
 
 def free_port() -> int:
@@ -52,6 +54,8 @@ class Node:
     store: Path
     routes: list[str] = field(default_factory=list)
     cluster_name: str = "audit"
+    extra: list[str] = field(default_factory=list)
+    """More ``nats-server`` arguments (authorization, TLS)."""
     process: subprocess.Popen[bytes] | None = None
     log: Any = None
 
@@ -64,6 +68,7 @@ class Node:
         if self.cluster_port is not None:
             command += ["--cluster", f"nats://127.0.0.1:{self.cluster_port}", "--cluster_name", self.cluster_name]
             command += ["--routes", ",".join(self.routes)]
+        command += self.extra
         self.log = open(self.store.parent / f"{self.name}.log", "ab")  # noqa: SIM115 (closed by kill())
         self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 10
@@ -104,10 +109,10 @@ def nats_cluster(directory: Path, size: int = 3) -> Iterator[list[Node]]:
 
 
 @contextmanager
-def nats_server(directory: Path) -> Iterator[Node]:
-    """One private JetStream server (for tests that stop it)."""
+def nats_server(directory: Path, *extra: str) -> Iterator[Node]:
+    """One private JetStream server (for tests that stop it, or that set ``extra`` options: authorization, TLS)."""
     directory.mkdir(parents=True, exist_ok=True)
-    node = Node("solo", free_port(), None, directory / "store")
+    node = Node("solo", free_port(), None, directory / "store", extra=list(extra))
     node.store.mkdir(exist_ok=True)
     node.start()
     try:
@@ -116,12 +121,12 @@ def nats_server(directory: Path) -> Iterator[Node]:
         node.kill()
 
 
-async def wait_for_jetstream(server: str, stream: str, replicas: int, timeout: float = 30) -> None:
+async def wait_for_jetstream(server: str, stream: str, replicas: int, timeout: float = 30, shards: int = 1) -> None:
     """Create ``stream`` (subjects ``<stream>.>``, a work queue) once the cluster has a JetStream leader."""
     from audit_plugin.jetstream.address import parse_address
     from audit_plugin.jetstream.stream import ensure_stream
 
-    address = parse_address(f"{server}/{stream}?replicas={replicas}")
+    address = parse_address(f"{server}/{stream}?replicas={replicas}&shards={shards}")
     deadline = time.monotonic() + timeout
     client = await nats.connect(server)
     try:
@@ -173,7 +178,8 @@ async def produce(url: str, count: int, prefix: str, durability: Any, concurrenc
     from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageType
 
     ids: list[str] = []
-    async with MessageAuditTrail(url) as trail:
+    async with asyncio.timeout(PRODUCE_PATIENCE), MessageAuditTrail(url) as trail:
+        print("connected", flush=True)  # a test may wait for this line before it breaks a server
         bus = MessageBus()
         bus.register(AuditPlugin(trail, durability=durability, commit_timeout=None))
 
@@ -199,7 +205,7 @@ async def ingest_and_die(source: str, database_url: str, ack_wait: float) -> Non
     from audit_plugin.jetstream.ingest import JetStreamIngester
 
     class DiesBeforeAck(JetStreamIngester):
-        async def _settle(self, message: Any, operation: Any, result: object) -> None:
+        async def _settle(self, delivery: Any) -> None:
             print("committed", flush=True)
             os._exit(17)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from a2a.client import ClientConfig, create_client
+from a2a.helpers.proto_helpers import get_message_text
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.tasks import InMemoryTaskStore
@@ -38,6 +39,7 @@ from opentelemetry.trace import SpanKind
 from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus, MessageType
 from audit_plugin.exceptions import FieldTypeError, InvalidFieldError
 from audit_plugin.integrations.a2a import AuditClientInterceptor, AuditedAgentExecutor
+from audit_plugin.integrations.payloads import storable_text
 from tests.a2a_support import ScriptedAgent, agent_card, free_socket, serve
 from tests.test_examples import run_example, stored
 
@@ -342,18 +344,21 @@ async def test_client_call_that_raises_is_recorded_failed_although_after_is_skip
     assert (await trail.verify()).ok
 
 
-async def test_message_that_cannot_be_recorded_is_refused_before_the_agent_runs(
+async def test_a_message_id_the_store_cannot_keep_is_handled_and_recorded_cut_with_its_digest(
     trail: MessageAuditTrail, provider: TracerProvider
 ) -> None:
-    agent = ScriptedAgent(trail)
-    handler, _ = handler_for(agent, trail, provider)
+    """The SDK accepts a 2,000-character message id; auditing must not refuse the request for it."""
+    handler, _ = handler_for(ScriptedAgent(trail), trail, provider)
+    long_id = "x" * 2000
 
-    with pytest.raises(InvalidFieldError) as refused:
-        await handler.on_message_send(SendMessageRequest(message=user_message("hi", "x" * 2000)), caller_context())
+    reply = await handler.on_message_send(SendMessageRequest(message=user_message("hi", long_id)), caller_context())
     await trail.flush()
 
-    assert refused.value.field == "message_id"
-    assert await trail.count_messages() == 0
+    assert get_message_text(reply) == "echo hi"
+    [incoming] = await trail.query_messages(AuditQuery(message_type=MessageType.COMMAND))
+    assert len(incoming.message_id) == 1024 and incoming.message_id.startswith("x" * 1000)
+    assert incoming.message_id == storable_text(long_id, None)  # the client side cuts it the same way
+    assert incoming.status is MessageStatus.DELIVERED
 
 
 async def test_bad_options_are_typed_errors_naming_the_field(trail: MessageAuditTrail) -> None:

@@ -1,10 +1,10 @@
 """The batch write's requests, answered by each SQL backend (a dialect) on its real database.
 
-:mod:`audit_plugin.batch_write` holds the algorithm once; these tests hand a
+:mod:`audit_plugin.storage.batch_write` holds the algorithm once; these tests hand a
 batch to a backend's ``write`` and look at the requests it made: the common
 case is four, a conflict is rolled back and written carefully, and errors
 leave the driver mapped to the documented hierarchy. They run on any
-backend built on :class:`~audit_plugin.sql.SQLBackend`.
+backend built on :class:`~audit_plugin.storage.sql.SQLBackend`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import pytest
 from sqlalchemy import func, select
 
 from audit_plugin import MessageAuditTrail
-from audit_plugin.batch_write import (
+from audit_plugin.exceptions import AuditStoreError, QueueFullError, StoreUnavailableError
+from audit_plugin.model.records import record_row
+from audit_plugin.storage.batch_write import (
     AppendEntries,
     BatchWrite,
     Begin,
@@ -33,11 +35,9 @@ from audit_plugin.batch_write import (
     StoredIds,
     mapped_error,
 )
-from audit_plugin.exceptions import AuditStoreError, QueueFullError, StoreUnavailableError
-from audit_plugin.records import record_row
-from audit_plugin.schema import audit_log
-from audit_plugin.sql import SQLBackend
-from audit_plugin.writer import AuditWriter, is_transient
+from audit_plugin.storage.schema import audit_log
+from audit_plugin.storage.sql import SQLBackend
+from audit_plugin.storage.writer import AuditWriter, is_transient
 from tests.helpers import make_message
 
 COPY_SIZED = 300

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 import audit_plugin_postgres.backend as postgres_backend
 from audit_plugin import Message, MessageAuditTrail, MessageStatus, MessageType
-from audit_plugin.records import StatusUpdate, record_row
-from audit_plugin.schema import audit_log
+from audit_plugin.model.records import StatusUpdate, record_row
+from audit_plugin.storage.schema import audit_log
 
 
 @pytest.fixture(autouse=True, params=["one-statement", "copy"])

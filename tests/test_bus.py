@@ -87,6 +87,18 @@ async def test_handler_failing_for_good_is_failed_with_the_error(bus: MessageBus
     assert record.delivered_at is None
 
 
+async def test_one_retry_is_counted_in_the_singular(trail: MessageAuditTrail) -> None:
+    bus = MessageBus(max_retries=1)
+    bus.register(AuditPlugin(trail))
+
+    async def broken(message: Message) -> None:
+        raise ValueError("still broken")
+
+    bus.subscribe("worker", broken)
+    receipt = await bus.send(Message("planner", "worker", MessageType.COMMAND))
+    assert receipt.error_message == "handler for 'worker' raised ValueError: still broken (after 1 retry)"
+
+
 async def test_message_to_nobody_fails_saying_so(bus: MessageBus, trail: MessageAuditTrail) -> None:
     message = Message("planner", "ghost", MessageType.EVENT)
     receipt = await bus.send(message)

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from audit_plugin import chain
-from audit_plugin.integrity_schema import events
-from audit_plugin.ledger import LINKED_COLUMNS
-from audit_plugin.verify import _moment
+from audit_plugin.integrity import chain
+from audit_plugin.integrity.ledger import LINKED_COLUMNS
+from audit_plugin.integrity.verify import _moment
+from audit_plugin.storage.integrity_schema import events
 
 AT = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 NUMBERS = '{"a":1,"b":[1.5,15e-1,1e20,-0,0.0,-0.0,123000,1E-7,-12.340],"c":{"z":null,"y":true,"é":"ü\\n"}}'

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from audit_plugin import MessageAuditTrail, MessageStatus
-from audit_plugin.demo import MAX_RETRIES, run_demo
+from audit_plugin.cli.demo_scenario import MAX_RETRIES, run_demo
 from tests.cli_support import assert_one_line_error, run_cli
 
 

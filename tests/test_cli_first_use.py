@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from audit_plugin.cli import COMMANDS
-from audit_plugin.messages import short_id
+from audit_plugin.cli import COMMANDS, command_name
+from audit_plugin.model.messages import short_id
 from tests.cli_support import CLI, assert_one_line_error, cli_env, run_cli, seed_sample
 
-SUBCOMMANDS = [command.__name__ for command in COMMANDS]
+SUBCOMMANDS = [command_name(command) for command in COMMANDS]
 
 
 @pytest.mark.parametrize("subcommand", ["", *SUBCOMMANDS])

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import update
 
 from audit_plugin import LocalKeyFileProvider, Message, MessageAuditTrail, MessageType
-from audit_plugin.integrity_schema import events
+from audit_plugin.storage.integrity_schema import events
 from tests.cli_support import assert_one_line_error, run_cli, seed_sample
 
 

@@ -166,3 +166,24 @@ def test_usage_errors_without_a_subcommand_or_argument() -> None:
     assert_one_line_error(run_cli("frobnicate"), 2, "frobnicate")
     bare = run_cli()
     assert bare.returncode == 2 and "Usage: audit-plugin" in bare.stdout and bare.stderr == ""
+
+
+def test_correlation_filters_take_what_conversation_takes(database_url: str) -> None:
+    first = json.loads(run_cli("demo", "--json", database_url=database_url).stdout)
+    second = json.loads(run_cli("demo", "--json", database_url=database_url).stdout)
+    conversation = first["correlation_id"]
+    last_message = first["conversation"][-1]["message_id"]
+
+    def correlations(*args: str) -> set[str]:
+        result = run_cli(*args, "--json", database_url=database_url)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout if args[0] != "export" else "[" + ",".join(result.stdout.splitlines()) + "]"
+        return {row["correlation_id"] for row in json.loads(lines)}
+
+    for typed in (conversation, conversation[:10], last_message, last_message[-8:]):
+        assert correlations("query", "--correlation", typed) == {conversation}, typed
+        assert correlations("export", "--correlation", typed) == {conversation}, typed
+    ambiguous = run_cli("query", "--correlation", "demo-", database_url=database_url)
+    assert_one_line_error(ambiguous, 2, "--correlation 'demo-' is ambiguous", conversation, second["correlation_id"])
+    unknown = run_cli("query", "--correlation", "no-such-conversation", database_url=database_url)
+    assert_one_line_error(unknown, 1, "no records match")

@@ -37,7 +37,7 @@ async def _database(directory):
     yield f"sqlite+aiosqlite:///{directory / 'fake.db'}"
 '''
 
-SUITE = '''
+SUITE = """
 from audit_plugin import AuditQuery, Message, MessageType
 
 async def test_round_trip(trail, backend_name):
@@ -54,7 +54,7 @@ import pytest
 @pytest.mark.parametrize("backend_name", ["sqlite"])
 def test_pinned(backend_name):
     assert backend_name == "sqlite"
-'''
+"""
 
 
 @pytest.fixture

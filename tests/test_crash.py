@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import select
 
 from audit_plugin import MessageAuditTrail
-from audit_plugin.schema import audit_log
+from audit_plugin.storage.schema import audit_log
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_QUEUE = 200

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from audit_plugin import AuditPlugin, AuditQuery, Message, MessageAuditTrail, MessageBus, MessageStatus, MessageType
 from audit_plugin.exceptions import AuditError, AuditStoreError, FieldTypeError, InvalidFieldError, TrailStateError
-from audit_plugin.validation import INT32_MAX, INT64_MAX
+from audit_plugin.model.validation import INT32_MAX, INT64_MAX
 from tests.helpers import make_message
 
 PLUS_5 = timezone(timedelta(hours=5))

@@ -12,10 +12,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from audit_plugin import AuditPlugin, AuditQuery, Message, MessageAuditTrail, MessageBus, MessageType
-from audit_plugin.crypto import SUBJECT_HEADER, LocalKeyFileProvider
 from audit_plugin.exceptions import EncryptionError, FieldTypeError
-from audit_plugin.integrity_schema import KEYS_TABLE
-from audit_plugin.schema import TABLE_NAME
+from audit_plugin.privacy.crypto import SUBJECT_HEADER, LocalKeyFileProvider
+from audit_plugin.storage.integrity_schema import KEYS_TABLE
+from audit_plugin.storage.schema import TABLE_NAME
 from tests.helpers import make_message
 
 SECRET = "the-launch-code-is-0000"

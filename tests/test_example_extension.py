@@ -16,7 +16,7 @@ PROGRAM = textwrap.dedent(
     """
     import asyncio, json, sys
     from audit_plugin import Message, MessageAuditTrail, MessageType
-    from audit_plugin.registry import extension_manager
+    from audit_plugin.storage.registry import extension_manager
 
     async def main(url):
         assert "my_redactor" in dict(extension_manager().list_name_plugin()), "entry point not loaded"

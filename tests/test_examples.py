@@ -31,13 +31,15 @@ def test_the_readme_lists_every_example_with_what_to_install() -> None:
     assert installs["tracing_console.py"] == ("[examples]",)
     assert installs["a2a_agents.py"] == ("[a2a]", "a2a-sdk[http-server]", "uvicorn")
     assert installs["faststream_agents.py"] == ("[faststream]", "faststream[redis]")
+    assert installs["mcp_agents.py"] == ("[mcp]",)
+    assert installs["pydantic_ai_agents.py"] == ("[pydantic-ai]",)
+    assert installs["openai_agents_handoff.py"] == ("[openai-agents]",)
 
 
 def test_the_readme_runs_scripts_with_the_venv_python() -> None:
     text = README.read_text()
     assert not re.findall(r"(?<![/\w])python3? (?:examples|benchmarks)/", text)  # `python x.py` fails outside the venv
-    for script in documented_installs():
-        assert f".venv/bin/python examples/{script}" in text
+    assert "`.venv/bin/python examples/NAME.py`" in text  # how the examples table says to run each
 
 
 def test_the_readme_quickstart_is_the_example() -> None:
@@ -50,7 +52,7 @@ def test_the_guard_bites_an_example_run_without_its_extra(tmp_path: Path) -> Non
     result = run_installed("tracing_console.py", cwd=tmp_path, extras=())
     assert result.returncode != 0
     assert "No module named 'opentelemetry.sdk" in result.stderr
-    assert "not installed by: pip install -e . -e backends/sqlite" in result.stderr
+    assert "not installed by: pip install -e . -e backends/postgres" in result.stderr
 
 
 def test_tracing_console(tmp_path: Path) -> None:
@@ -74,17 +76,17 @@ def test_quickstart(tmp_path: Path) -> None:
     assert out.splitlines()[:4] == [
         "planner got {'answer': 42}",
         "status: DELIVERED",
-        "  planner -> worker  QUERY  DELIVERED  {'q': 'meaning?'}",
-        "  worker -> planner  RESPONSE  DELIVERED  {'answer': 42}",
+        "  planner -> worker  QUERY  DELIVERED",
+        "  worker -> planner  RESPONSE  DELIVERED",
     ]
-    assert "quickstart.db holds 2 messages, 0 failed" in out
     assert stored(f"sqlite+aiosqlite:///{tmp_path / 'quickstart.db'}") == {
         ("planner", "worker", MessageStatus.DELIVERED): 1,
         ("worker", "planner", MessageStatus.DELIVERED): 1,
     }
     assert not (tmp_path / "audit.db").exists()  # the demo's database is left alone
     again = run_example("quickstart.py", cwd=tmp_path)
-    assert "quickstart.db holds 4 messages" in again and again.count(" -> ") == 2  # only this run's conversation
+    assert again.count(" -> ") == 2  # only this run's conversation
+    assert sum(stored(f"sqlite+aiosqlite:///{tmp_path / 'quickstart.db'}").values()) == 4
 
 
 def test_custom_bus_through_the_hook_contract(database_url: str, tmp_path: Path) -> None:

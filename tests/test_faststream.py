@@ -320,34 +320,248 @@ async def test_a_publish_the_broker_refuses_leaves_a_failed_record(tmp_path: Pat
     assert record.error_message == f"publish failed: {describe(refused.value)}"
 
 
-async def test_request_and_reply_are_a_query_and_a_response_in_one_conversation(tmp_path: Path) -> None:
+def _responder(kind: BrokerKind, broker: Any, target: str, handler: Any) -> None:
+    """``handler`` answers requests to ``target`` (on NATS a core subscriber: a JetStream publish is acked instead)."""
+    if kind.name == "nats":
+        broker.subscriber(target)(handler)
+    else:
+        kind.subscribe(broker, target, handler)
+
+
+async def _request(kind: BrokerKind, broker: Any, body: Any, target: str, **kwargs: Any) -> Any:
+    if kind.name == "redis":
+        return await broker.request(body, stream=target, timeout=10, **kwargs)
+    if kind.name == "nats":
+        return await broker.request(body, target, timeout=10, **kwargs)
+    return await broker.request(body, queue=target, timeout=10, **kwargs)
+
+
+async def test_a_request_whose_handler_returns_none_gets_its_empty_reply(
+    kind: BrokerKind, target: str, database_url: str
+) -> None:
+    async def nothing(body: dict[str, Any]) -> None:
+        return None
+
+    async with MessageAuditTrail(database_url) as trail:
+        bodies = []
+        for middlewares in ((), (AuditMiddleware(trail, agent="client"),)):
+            broker = kind.broker(list(middlewares))
+            _responder(kind, broker, target, nothing)
+            async with running(broker):
+                bodies.append((await _request(kind, broker, {"ask": 1}, target)).body)
+        assert bodies == [b"", b""]  # at once, with or without the middleware
+        await wait_for_final(trail, 2)
+        records = await records_of(trail)
+    assert sorted((record.message_type, record.status) for record in records) == [
+        (MessageType.QUERY, MessageStatus.DELIVERED),
+        (MessageType.RESPONSE, MessageStatus.DELIVERED),
+    ]
+
+
+async def test_a_reply_is_the_child_of_its_request_and_goes_to_the_requester(
+    kind: BrokerKind, target: str, database_url: str
+) -> None:
+    from audit_plugin.cli.conversation import build_thread
+
+    async def price(body: dict[str, str]) -> dict[str, float]:
+        return {"price": 9.5}
+
+    async with MessageAuditTrail(database_url) as trail:
+        client = kind.broker([AuditMiddleware(trail, agent="client")])
+        server = kind.broker([AuditMiddleware(trail, agent="pricing")])
+        _responder(kind, server, target, price)
+        async with running(client, server):
+            response = await _request(kind, client, {"sku": "A-1"}, target, correlation_id="conv-42")
+            assert await response.decode() == {"price": 9.5}
+            await wait_for_final(trail, 2)
+        history = await trail.get_conversation_history("conv-42")
+
+    [query] = [record for record in history if record.message_type is MessageType.QUERY]
+    [reply] = [record for record in history if record.message_type is MessageType.RESPONSE]
+    assert (query.from_agent, query.to_agent, query.status) == ("client", target, MessageStatus.DELIVERED)
+    assert (reply.from_agent, reply.to_agent, reply.reply_to) == ("pricing", "client", query.message_id)
+    assert (reply.status, reply.payload) == (MessageStatus.DELIVERED, {"price": 9.5})
+    [root] = build_thread(history)
+    assert [node.record.message_id for node in root.replies] == [reply.message_id]
+
+
+async def test_get_one_iteration_and_replies_run_a_custom_decoder_as_often_as_without_the_middleware(
+    tmp_path: Path,
+) -> None:
+    from faststream.redis import RedisBroker
+
+    kind = KINDS["redis"]
+    kind.require_server()
+    counts = []
+    async with MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") as trail:
+        for middlewares in ((), (AuditMiddleware(trail, agent="reader"),)):
+            calls: list[bytes] = []
+            decoder = _counting_decoder(calls)
+
+            channel, replies = kind.new_target(), kind.new_target()
+            broker = RedisBroker("redis://127.0.0.1:6379", middlewares=list(middlewares), decoder=decoder, logger=None)
+            one = broker.subscriber(channel=channel)
+            stream = broker.subscriber(channel=f"{channel}-iter")
+
+            @broker.subscriber(channel=replies)
+            async def echo(body: dict[str, int]) -> dict[str, int]:
+                return body
+
+            async with running(broker):
+                await asyncio.sleep(0.1)  # the channel subscriptions are in place
+                await broker.publish({"n": 1}, channel=channel)
+                got = await one.get_one(timeout=10)
+                await broker.publish({"n": 2}, channel=f"{channel}-iter")
+                async for item in stream:
+                    iterated = item
+                    break
+                reply = await broker.request({"n": 3}, channel=replies, timeout=10)
+            assert got is not None and got.body and iterated.body and reply.body
+            counts.append(len(calls))  # nobody called decode() on them: only the handler's own decode counts
+        await trail.flush()
+        assert await trail.count_messages() == 4  # 3 published (read by get_one, iteration, the handler) + the reply
+    assert counts[0] == counts[1] == 1
+
+
+def _counting_decoder(calls: list[bytes]) -> Any:
+    async def decoder(msg: Any, original: Any) -> Any:
+        calls.append(msg.body)
+        return await original(msg)
+
+    return decoder
+
+
+async def test_buffered_durability_acks_as_soon_as_without_the_middleware(tmp_path: Path) -> None:
+    """The ack is sent in the same step as without auditing (FastStream's own ``test_consume_ack``)."""
+    from unittest.mock import patch
+
+    from redis.asyncio import Redis
+
+    kind = KINDS["redis"]
+    kind.require_server()
+    target = kind.new_target()
+    try:
+        async with MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") as trail:
+            broker = kind.broker([AuditMiddleware(trail, agent="worker", durability="buffered")])
+            handled = asyncio.Event()
+            acked_when_handled: list[int] = []
+            original = Redis.xack
+
+            async def xack(self: Any, *args: Any) -> Any:
+                acked_when_handled.append(handled.is_set())
+                return await original(self, *args)
+
+            async def handler(body: dict[str, int]) -> None:
+                handled.set()
+
+            kind.subscribe(broker, target, handler)
+            async with running(broker):
+                with patch.object(Redis, "xack", xack):
+                    await kind.publish(broker, {"n": 1}, target)
+                    await asyncio.wait_for(handled.wait(), 10)
+                    assert acked_when_handled == [True]  # acked before this task ran again
+            await wait_for_final(trail, 1)
+    finally:
+        await kind.cleanup(target)
+
+
+async def test_a_jetstream_batch_consumer_records_each_message_of_the_batch(database_url: str) -> None:
+    from faststream.nats import JStream, PullSub
+
+    kind = KINDS["nats"]
+    kind.require_server()
+    target = kind.new_target()
+    try:
+        async with MessageAuditTrail(database_url) as trail:
+            producer = kind.broker([AuditMiddleware(trail, agent="producer")])
+            consumer = kind.broker([AuditMiddleware(trail, agent="worker")])
+            batches: list[list[Any]] = []
+
+            @consumer.subscriber(
+                target,
+                stream=JStream(target, subjects=[target]),
+                durable="workers",
+                pull_sub=PullSub(batch_size=3, timeout=1, batch=True),
+            )
+            async def handle(bodies: list[dict[str, int]]) -> None:
+                batches.append(bodies)
+                if any(body["n"] == 2 for body in bodies):
+                    raise ValueError("bad batch")
+
+            async with running(consumer, producer):  # the consumer declares the stream
+                for n in range(3):
+                    await kind.publish(producer, {"n": n}, target)
+                await wait_for_final(trail, 3)
+            records = sorted(await records_of(trail), key=lambda record: record.payload["n"])
+    finally:
+        await kind.cleanup(target)
+    assert sorted(body["n"] for batch in batches for body in batch) == [0, 1, 2]
+    assert len(records) == 3 and {record.from_agent for record in records} == {"producer"}
+    for record in records:  # one outcome per message: the batch's handler run
+        batch = next(batch for batch in batches if record.payload in batch)
+        failed = any(body["n"] == 2 for body in batch)
+        assert record.status is (MessageStatus.FAILED if failed else MessageStatus.DELIVERED)
+
+
+async def test_a_native_aio_pika_message_is_sent_and_recorded(tmp_path: Path) -> None:
+    import aio_pika
+
+    kind = KINDS["rabbit"]
+    kind.require_server()
+    target = kind.new_target()
+    try:
+        async with MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") as trail:
+            broker = kind.broker([AuditMiddleware(trail, agent="shop")])
+            received: list[Any] = []
+
+            async def handler(body: str) -> None:
+                received.append(body)
+
+            kind.subscribe(broker, target, handler)
+            async with running(broker):
+                native = aio_pika.Message(b"raw order 7", content_type="text/plain")
+                await broker.publish(native, queue=target)
+                await wait_for_final(trail, 1)
+            [record] = await records_of(trail)
+    finally:
+        await kind.cleanup(target)
+    assert received == ["raw order 7"]
+    assert (record.payload, record.status) == ({"body": "raw order 7"}, MessageStatus.DELIVERED)
+
+
+async def test_a_reply_from_an_unaudited_server_is_linked_and_delivers_its_request(tmp_path: Path) -> None:
     kind = KINDS["redis"]
     kind.require_server()
     channel = kind.new_target()
     async with MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") as trail:
         client = kind.broker([AuditMiddleware(trail, agent="client")])
-        server = kind.broker([AuditMiddleware(trail, agent="pricing")])
+        server = kind.broker()  # another service, without the middleware
 
         @server.subscriber(channel=channel)
         async def price(query: dict[str, str]) -> dict[str, float]:
             return {"price": 9.5}
 
         async with running(client, server):
-            response = await client.request({"sku": "A-1"}, channel=channel, correlation_id="conv-42", timeout=5)
+            await asyncio.sleep(0.1)  # the channel subscription is in place
+            response = await client.request({"sku": "A-1"}, channel=channel, timeout=10)
             assert await response.decode() == {"price": 9.5}
-            await wait_for_final(trail, 2)
-        records = await trail.get_conversation_history("conv-42")
+        await trail.flush()
+        records = await records_of(trail)
 
-    query, reply = records
-    assert (query.from_agent, query.to_agent, query.message_type, query.status) == (
-        "client",
-        channel,
-        MessageType.QUERY,
-        MessageStatus.DELIVERED,
-    )
-    assert (reply.from_agent, reply.message_type, reply.status) == (
-        "pricing",
-        MessageType.RESPONSE,
-        MessageStatus.DELIVERED,
-    )
-    assert reply.payload == {"price": 9.5}
+    [query] = [record for record in records if record.message_type is MessageType.QUERY]
+    [reply] = [record for record in records if record.message_type is MessageType.RESPONSE]
+    assert query.status is MessageStatus.DELIVERED  # the reply proves the request arrived
+    assert (reply.from_agent, reply.to_agent, reply.reply_to) == (UNKNOWN_SENDER, "client", query.message_id)
+
+
+async def test_a_request_without_a_reply_in_time_is_not_a_failed_publish(tmp_path: Path) -> None:
+    kind = KINDS["redis"]
+    kind.require_server()
+    async with MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") as trail:
+        client = kind.broker([AuditMiddleware(trail, agent="client")])
+        async with running(client):
+            with pytest.raises(TimeoutError):  # nobody answers on this channel
+                await client.request({"sku": "A-1"}, channel=kind.new_target(), timeout=1)
+        await trail.flush()
+        [query] = await records_of(trail)
+    assert (query.message_type, query.status, query.error_message) == (MessageType.QUERY, MessageStatus.PENDING, None)

@@ -21,12 +21,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-import audit_plugin_sqlite.backend as sqlite_backend
+import audit_plugin.storage.sqlite.backend as sqlite_backend
 from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageStatus, MessageType
 from audit_plugin.exceptions import AuditTimeoutError, RecordDroppedError
-from audit_plugin.records import record_row
-from audit_plugin.schema import TABLE_NAME, audit_log
-from audit_plugin.writer import AuditWriter
+from audit_plugin.model.records import record_row
+from audit_plugin.storage.schema import TABLE_NAME, audit_log
+from audit_plugin.storage.writer import AuditWriter
 
 SENDERS = 32
 
@@ -279,12 +279,12 @@ async def test_drop_newest_keeps_the_first_and_drop_oldest_the_last(database_url
 async def test_block_policy_back_pressures_senders_and_drops_nothing(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="audit_plugin.writer")
+    caplog.set_level(logging.WARNING, logger="audit_plugin.storage.writer")
     async with MessageAuditTrail(database_url, batch_size=20, max_queue=50, overflow="block") as trail:
-        # Handlers that never yield make each send() run to completion without yielding: a sender that gets
-        # space keeps it unless waiting senders are served first; starved senders would hit the 0.5 s bound.
+        # Handlers that never yield make each send() run to completion without yielding. The bound only stops a
+        # wedged run: a commit stalled by a busy machine must not count as a drop (fairness is tested below).
         bus = MessageBus()
-        bus.register(AuditPlugin(trail, durability="buffered", commit_timeout=0.5))
+        bus.register(AuditPlugin(trail, durability="buffered", commit_timeout=30))
 
         async def sink(message: Message) -> None:
             return None
@@ -311,6 +311,29 @@ async def test_block_policy_back_pressures_senders_and_drops_nothing(
     assert sorted(stored) == sorted(m.message_id for m in messages)
     assert deepest <= 50  # the queue never grew past its bound: senders waited instead
     assert any("audit queue full" in r.getMessage() and "'block'" in r.getMessage() for r in caplog.records)
+
+
+async def test_space_freed_for_a_waiting_caller_is_not_taken_by_one_arriving_later(tmp_path: Any) -> None:
+    """Block is first come, first served: a caller that never yields cannot take the slot a waiter was granted."""
+    trail = MessageAuditTrail(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
+    writer = AuditWriter(trail.backend, max_queue=1, overflow="block")  # not started: the test takes the batch
+    queued, waiting, arriving = (_message(n) for n in range(3))
+    writer.submit(row=record_row(queued))
+    first = asyncio.create_task(writer.put(row=record_row(waiting)))
+    await asyncio.sleep(0)
+    assert not first.done()  # the queue is full: the first caller waits
+    writer._take_batch()
+    writer._batch_done()  # the freed slot is granted to the first caller, who has not run yet
+    assert writer.is_full()  # so a caller arriving now must wait too, although nothing is queued
+    later = asyncio.create_task(writer.put(row=record_row(arriving)))
+    await first
+    assert [op.row["message_id"] for op in writer._queue] == [waiting.message_id]
+    assert not later.done()  # the later caller waits for the next free slot
+    writer._take_batch()
+    writer._batch_done()
+    await later
+    assert [op.row["message_id"] for op in writer._queue] == [arriving.message_id]
+    await trail.close()
 
 
 async def test_a_caller_granted_space_is_queued_even_if_a_flush_barrier_filled_the_queue(tmp_path: Any) -> None:

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import audit_plugin_postgres.backend as postgres_backend
 from audit_plugin import Message, MessageAuditTrail, MessageStatus
 from audit_plugin.exceptions import AuditError, InvalidFieldError
-from audit_plugin.integrity_schema import EVENTS_TABLE, operations_index
-from audit_plugin.records import StatusUpdate
+from audit_plugin.model.records import StatusUpdate
+from audit_plugin.storage.integrity_schema import EVENTS_TABLE, operations_index
 from tests.helpers import BASE_TIME, make_message
 
 DELIVERED, EXPIRED, FAILED, PENDING, SENT = (

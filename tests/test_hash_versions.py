@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text, update
 
-from audit_plugin import MessageAuditTrail, MessageStatus, chain
+from audit_plugin import MessageAuditTrail, MessageStatus
 from audit_plugin.exceptions import ChainError
-from audit_plugin.integrity_schema import chains, events
-from audit_plugin.schema import audit_log
+from audit_plugin.integrity import chain
+from audit_plugin.storage.integrity_schema import chains, events
+from audit_plugin.storage.schema import audit_log
 from tests.helpers import make_message
 from tests.test_tamper import broken, build_chain, execute
 

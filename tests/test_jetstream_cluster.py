@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus
-from audit_plugin.integrity_schema import events
 from audit_plugin.jetstream.ingest import IngestStats, JetStreamIngester
-from audit_plugin.schema import audit_log
+from audit_plugin.storage.integrity_schema import events
+from audit_plugin.storage.schema import audit_log
 from tests.jetstream_support import (
     NATS_SERVER,
     Node,
@@ -41,6 +41,10 @@ pytestmark = pytest.mark.skipif(not Path(NATS_SERVER).exists(), reason="nats-ser
 
 PRODUCERS = 4
 PER_PRODUCER = 2500
+KILL_AFTER_MESSAGES = 20
+"""Stream messages (each a batch of operations) published before the node is killed: well before the end."""
+INGEST_PATIENCE = 120
+"""Seconds the ingesters get to drain a test's stream (a few, when all is well)."""
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,8 @@ async def run_ingesters(source: str, database_url: str, count: int = 2, **option
             ingester = JetStreamIngester(source, trail, fetch_timeout=0.3, **options)  # type: ignore[arg-type]
             return await ingester.run(exit_when_idle=True)
 
-    return list(await asyncio.gather(*(one() for _ in range(count))))
+    async with asyncio.timeout(INGEST_PATIENCE):  # a stream never drained fails the test, not the whole run
+        return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
 async def assert_stored_exactly_once(database_url: str, produced: set[str]) -> None:
@@ -111,7 +116,9 @@ async def test_a_node_killed_while_four_producers_publish_loses_and_duplicates_n
     victim = cluster[0]  # the node every producer is connected to
     try:
         async with asyncio.timeout(120):
-            while await stream_messages(cluster[1].url, stream) < PRODUCERS * PER_PRODUCER // 4:  # noqa: ASYNC110
+            for producer in producers:  # every producer connected before its server goes
+                assert (await asyncio.to_thread(producer.stdout.readline)).strip() == "connected"  # type: ignore[union-attr]
+            while await stream_messages(cluster[1].url, stream) < KILL_AFTER_MESSAGES:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         victim.kill()
         for producer in producers:
@@ -153,6 +160,30 @@ async def test_an_ingester_killed_between_commit_and_ack_changes_nothing_on_rede
 
 
 @pytest.mark.parametrize("backend_name", ["postgres"])
+async def test_a_sharded_ingester_killed_between_commit_and_ack_changes_nothing_on_redelivery(
+    cluster: list[Node], database_url: str
+) -> None:
+    stream = f"audit_{uuid.uuid4().hex[:10]}"
+    await wait_for_jetstream(cluster[1].url, stream, replicas=3, shards=4)
+    source = f"{cluster[1].url}/{stream}"
+    produced = set(await produce(source, 1000, "producer", "buffered"))
+    async with MessageAuditTrail(database_url, shards=4):
+        pass
+    dying = spawn("ingest-and-die", source, database_url, "2")
+    out, err = await asyncio.to_thread(dying.communicate, timeout=120)
+    assert dying.returncode == 17 and "committed" in out, err
+
+    async def owner(shards: tuple[int, ...]) -> IngestStats:
+        async with MessageAuditTrail(database_url) as trail:
+            return await JetStreamIngester(source, trail, shards=shards, fetch_timeout=0.3).run(exit_when_idle=True)
+
+    async with asyncio.timeout(INGEST_PATIENCE):
+        stats = await asyncio.gather(owner((0, 1)), owner((2, 3)))
+    assert sum(s.redelivered for s in stats) > 0
+    await assert_stored_exactly_once(database_url, produced)
+
+
+@pytest.mark.parametrize("backend_name", ["postgres"])
 async def test_postgres_connections_killed_during_ingest_are_caught_up(
     cluster: list[Node], stream: str, database_url: str
 ) -> None:
@@ -169,7 +200,8 @@ async def test_postgres_connections_killed_during_ingest_are_caught_up(
         runs = [asyncio.create_task(ingester.run(exit_when_idle=True)) for ingester in ingesters]
         await eventually(lambda: sum(i.stats.operations for i in ingesters) > 0)
         await _postgres_outage(postgres_database, seconds=4)
-        stats = await asyncio.gather(*runs)
+        async with asyncio.timeout(INGEST_PATIENCE):
+            stats = await asyncio.gather(*runs)
         assert sum(trail.writer_stats.retries for trail in trails) > 0  # the outage hit the writers
     assert sum(s.records for s in stats) >= len(produced)
     await assert_stored_exactly_once(postgres_database, produced)

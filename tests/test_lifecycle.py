@@ -7,8 +7,8 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageStatus, MessageType
-from audit_plugin.integrity_schema import events
-from audit_plugin.records import StatusUpdate
+from audit_plugin.model.records import StatusUpdate
+from audit_plugin.storage.integrity_schema import events
 from tests.helpers import BASE_TIME, make_message
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import audit_plugin_postgres.backend as postgres_backend
 from audit_plugin import MessageAuditTrail, MessageStatus
-from audit_plugin.records import StatusUpdate
+from audit_plugin.model.records import StatusUpdate
 from tests.helpers import make_message
 
 OPERATION_IDS = st.sampled_from([None, "op-a", "op-b", "op-c"])

@@ -6,7 +6,7 @@ import time
 import uuid
 
 from audit_plugin import Message, MessageAuditTrail, MessageType
-from audit_plugin.messages import new_message_id
+from audit_plugin.model.messages import new_message_id
 from tests.helpers import make_message
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageStatus, MessageType
 from audit_plugin.exceptions import AuditStoreError
-from audit_plugin.metrics import DURATION_BUCKETS
+from audit_plugin.telemetry.metrics import DURATION_BUCKETS
 
 
 @pytest.fixture
@@ -34,9 +34,10 @@ def meter_provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
 
 
 def collect(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
-    """Metric name -> its data points, from one collection."""
+    """Metric name -> its data points, from one collection (none at all: empty)."""
     data = reader.get_metrics_data()
-    assert data is not None
+    if data is None:
+        return {}
     return {
         metric.name: list(metric.data.data_points)
         for resource in data.resource_metrics
@@ -233,21 +234,3 @@ async def test_one_series_per_trail_however_many_plugins(
         assert {point.attributes["db.system.name"] for point in written.values()} == {"sqlite"}
         assert sorted(point.value for point in written.values()) == [2, 4]
         assert len(points["audit_plugin.commit.timeouts"]) == 2
-
-
-async def test_a_failing_batch_listener_does_not_stop_the_writer(
-    sqlite_file: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    async with MessageAuditTrail(f"sqlite+aiosqlite:///{sqlite_file}") as trail:
-        seen: list[int] = []
-
-        def broken(count: int, seconds: float) -> None:
-            raise RuntimeError("exporter bug")
-
-        trail.add_batch_listener(broken)
-        trail.add_batch_listener(lambda count, seconds: seen.append(count))
-        message = Message("a", "b", MessageType.EVENT)
-        assert await trail.log_message(message) == message.message_id
-        assert seen == [1]
-        assert await trail.get_message(message.message_id) is not None
-    assert "audit batch listener" in caplog.text

@@ -8,14 +8,16 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 import uuid_utils
+from sqlalchemy import select, text
 
 from audit_plugin import AuditQuery, Message, MessageAuditTrail, MessageStatus, MessageType
 from audit_plugin.exceptions import InvalidFieldError
-from audit_plugin.records import record_row
+from audit_plugin.model.records import record_row
+from audit_plugin.storage.schema import audit_log
 
 pytest.importorskip("audit_plugin_postgres")
 
-from audit_plugin_postgres import PostgresBackend, partitions
+from audit_plugin_postgres import PostgresBackend, fragments, partitions
 from audit_plugin_postgres.migrate import migrate_to_partitions
 from audit_plugin_postgres.testing import throwaway_database
 
@@ -251,3 +253,40 @@ async def test_an_unpartitioned_database_keeps_working_and_migrates(url: str) ->
         lifecycle = await trail.get_message_history(written[0].message_id)
         assert [event.kind for event in lifecycle] == ["record", "status"]
     assert f"message_audit_log_p{written[3].timestamp:%Y%m%d}" in await _tables(url, "message_audit_log_p%")
+
+
+async def test_reads_are_planned_once_and_short_ids_are_read_from_an_index(url: str) -> None:
+    """Reads an index serves in order are planned once (generic plans), and the short-id lookups' use indexes."""
+    written = [_message(NOW - timedelta(days=d), d) for d in range(3)]
+    async with MessageAuditTrail(url) as trail:
+        for message in written:
+            await trail.log_message(message)
+        for query, planned in [
+            (AuditQuery(from_agent="a", to_agent="b"), "force_generic_plan"),  # an index serves it in order
+            (AuditQuery(status=MessageStatus.FAILED), "auto"),  # how rare the status is decides the plan
+        ]:
+            async with trail.backend.engine.connect() as conn:
+                await trail.backend.prepare_read(conn, query)
+                assert (await conn.execute(text("SHOW plan_cache_mode"))).scalar() == planned
+        target = written[1].message_id
+        assert (await trail.find_ids(target[-8:])).message_ids == [target]
+        assert (await trail.find_ids(target[:-1])).message_ids == [target]
+        dialect = trail.backend.engine.dialect
+    lookups = {
+        "the end of a message id": fragments.ending_with(audit_log.c.message_id, target[-8:]),
+        "the start of a message id": fragments.starting_with(audit_log.c.message_id, target[:13]),
+        "the start of a correlation id": fragments.starting_with(audit_log.c.correlation_id, "conv-1"),
+    }
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        for name, condition in lookups.items():
+            compiled = select(audit_log.c.message_id).where(condition).compile(dialect=dialect)
+            values = [compiled.params[key] for key in compiled.positiontup]
+            await conn.execute(f"PREPARE lookup AS {compiled}")
+            arguments = ", ".join("'" + value.replace("'", "''") + "'" for value in values)  # fragments: text
+            plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN EXECUTE lookup({arguments})"))
+            await conn.execute("DEALLOCATE lookup")
+            assert "Seq Scan" not in plan and "Index Cond" in plan, (name, plan)  # the range bounds an index scan
+    finally:
+        await conn.close()

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageType, hookimpl
-from audit_plugin.capture import PayloadPolicy
 from audit_plugin.exceptions import (
     FieldTypeError,
     InvalidFieldError,
@@ -19,8 +18,9 @@ from audit_plugin.exceptions import (
     PayloadTooDeepError,
     PayloadTooLargeError,
 )
-from audit_plugin.redaction import MASK, FieldRedactor
-from audit_plugin.registry import extension_manager
+from audit_plugin.privacy.capture import PayloadPolicy
+from audit_plugin.privacy.redaction import MASK, FieldRedactor
+from audit_plugin.storage.registry import extension_manager
 from tests.helpers import make_message
 
 SECRET = "hunter2-very-secret"
@@ -208,7 +208,7 @@ async def test_nesting_deeper_than_the_limit_is_a_typed_error(database_url: str,
 
 @pytest.mark.parametrize("redact_fields", [frozenset(), frozenset({"password"})], ids=["no-redactor", "redactor"])
 def test_depth_is_checked_without_recursion_even_on_cycles(redact_fields: frozenset[str]) -> None:
-    from audit_plugin.capture import PayloadCapture
+    from audit_plugin.privacy.capture import PayloadCapture
 
     capture = PayloadCapture(extension_manager(), PayloadPolicy(redact_fields=redact_fields))
     cyclic: dict = {"a": []}

@@ -11,6 +11,7 @@ threshold, grow the table, and read the plan PostgreSQL then uses.
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -65,4 +66,5 @@ async def test_writer_statement_plan_stays_an_index_lookup_as_table_grows(databa
             finally:
                 await driver.execute("DEALLOCATE writer_statement")
     assert "Seq Scan on message_audit_log" not in plan, plan
-    assert "Index Cond: ((message_id)::text = u.message_id)" in plan, plan
+    # (the id column compares bytewise, so the array's ids may show a cast: "(u.message_id)::text")
+    assert re.search(r"Index Cond: \(\(message_id\)::text = \(?u\.message_id", plan), plan

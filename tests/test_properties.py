@@ -35,7 +35,7 @@ from audit_plugin import (
 )
 from audit_plugin.cli import main as cli_main
 from audit_plugin.exceptions import AuditError
-from audit_plugin.validation import INT32_MAX, INT64_MAX
+from audit_plugin.model.validation import INT32_MAX, INT64_MAX
 from tests.cli_support import seed_sample
 
 EXAMPLES = settings(

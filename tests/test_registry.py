@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 from audit_plugin import MessageAuditTrail, RetentionPolicy, hookspecs
 from audit_plugin.exceptions import AuditStoreError, InvalidFieldError, UnsupportedDatabaseURLError
-from audit_plugin.registry import extension_manager, resolve_database_url
+from audit_plugin.storage.registry import extension_manager, resolve_database_url
 from tests.helpers import make_message
 
 
@@ -35,7 +35,10 @@ async def test_plain_sqlite_url_uses_the_async_driver(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("given", "resolved"),
     [
-        ("postgres://user:secret@db.example.com:5432/audit", "postgresql+asyncpg://user:secret@db.example.com:5432/audit"),
+        (
+            "postgres://user:secret@db.example.com:5432/audit",
+            "postgresql+asyncpg://user:secret@db.example.com:5432/audit",
+        ),
         ("postgresql://db.example.com/audit", "postgresql+asyncpg://db.example.com/audit"),
         ("postgres+asyncpg://db.example.com/audit", "postgresql+asyncpg://db.example.com/audit"),
         ("postgresql+asyncpg://db.example.com/audit", "postgresql+asyncpg://db.example.com/audit"),
@@ -86,7 +89,7 @@ def test_unknown_scheme_names_the_scheme() -> None:
 
 @pytest.mark.parametrize(
     ("url", "package"),
-    [("sqlite+aiosqlite:///x.db", "audit-plugin-sqlite"), ("postgresql+asyncpg://h/db", "audit-plugin-postgres")],
+    [("sqlite+aiosqlite:///x.db", "audit-plugin"), ("postgresql+asyncpg://h/db", "audit-plugin-postgres")],
 )
 def test_missing_backend_names_the_package_to_install(url: str, package: str) -> None:
     bare = pluggy.PluginManager("audit_plugin")
@@ -95,7 +98,9 @@ def test_missing_backend_names_the_package_to_install(url: str, package: str) ->
         MessageAuditTrail(url, plugin_manager=bare)
 
 
-@pytest.mark.parametrize("url", ["postgresql:/one-slash", "", "  ", "postgresql+psycopg2://h/db", "sqlite+pysqlite:///x.db"])
+@pytest.mark.parametrize(
+    "url", ["postgresql:/one-slash", "", "  ", "postgresql+psycopg2://h/db", "sqlite+pysqlite:///x.db"]
+)
 def test_malformed_or_unsupported_driver_urls_are_clear_errors(url: str) -> None:
     with pytest.raises(InvalidFieldError, match="database_url"):
         MessageAuditTrail(url)

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from audit_plugin import MessageAuditTrail, MessageStatus, MessageType
-from audit_plugin.records import StatusUpdate
-from audit_plugin.schema import TABLE_NAME
-from audit_plugin.sql import SQLBackend
+from audit_plugin.model.records import StatusUpdate
+from audit_plugin.storage.schema import TABLE_NAME
+from audit_plugin.storage.sql import SQLBackend
 from audit_plugin_postgres import PostgresBackend, partitions, rollups
 from tests.helpers import BASE_TIME, make_message
 

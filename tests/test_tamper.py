@@ -12,13 +12,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import delete, insert, select, update
 
 from audit_plugin import MessageAuditTrail, MessageStatus, RetentionPolicy
-from audit_plugin import chain as hashing
-from audit_plugin.checkpoint import Checkpoint
 from audit_plugin.exceptions import ChainError
-from audit_plugin.integrity_schema import events
-from audit_plugin.ledger import Ledger
-from audit_plugin.records import record_row
-from audit_plugin.schema import audit_log
+from audit_plugin.integrity import chain as hashing
+from audit_plugin.integrity.checkpoint import Checkpoint
+from audit_plugin.integrity.ledger import Ledger
+from audit_plugin.model.records import record_row
+from audit_plugin.storage.integrity_schema import events
+from audit_plugin.storage.schema import audit_log
 from tests.helpers import make_message
 
 e = events.c
@@ -37,7 +37,7 @@ async def build_chain(trail: MessageAuditTrail, messages: int = 6) -> list[str]:
 
 
 async def execute(trail: MessageAuditTrail, *statements: Any) -> None:
-    async with trail.backend.engine.begin() as conn:  # type: ignore[attr-defined]
+    async with trail.backend.write_transaction() as conn:  # type: ignore[attr-defined]
         for statement in statements:
             await conn.execute(statement)
 
@@ -49,7 +49,7 @@ async def entry(trail: MessageAuditTrail, sequence: int) -> Any:
 
 async def rewrite(trail: MessageAuditTrail, first: int, last: int, error: str) -> None:
     """Recompute entries first..last self-consistently, with a forged ``error`` on status entries."""
-    async with trail.backend.engine.begin() as conn:  # type: ignore[attr-defined]
+    async with trail.backend.write_transaction() as conn:  # type: ignore[attr-defined]
         previous = (await conn.execute(select(e.entry_hash).where(e.sequence == first - 1))).scalar() or (
             hashing.GENESIS_HASH
         )
@@ -301,7 +301,7 @@ async def test_unhashed_entries_are_reported(database_url: str) -> None:
 
 
 async def test_erasure_keeps_the_chain_verifiable(database_url: str, tmp_path: Any) -> None:
-    from audit_plugin.crypto import LocalKeyFileProvider
+    from audit_plugin.privacy.crypto import LocalKeyFileProvider
 
     provider = LocalKeyFileProvider(tmp_path / "master.key")
     async with MessageAuditTrail(database_url, key_provider=provider) as trail:
@@ -342,7 +342,7 @@ async def test_checkpoint_from_a_report_vouches_only_for_what_was_verified(trail
 async def test_altered_ciphertext_is_found_and_unreadable(database_url: str, tmp_path: Any) -> None:
     import json
 
-    from audit_plugin.crypto import LocalKeyFileProvider
+    from audit_plugin.privacy.crypto import LocalKeyFileProvider
 
     async with MessageAuditTrail(database_url, key_provider=LocalKeyFileProvider(tmp_path / "k")) as trail:
         messages = [make_message(payload={"n": n}) for n in range(3)]

@@ -34,8 +34,8 @@ from audit_plugin import (
     MessageType,
     Priority,
 )
-from audit_plugin import tracing as t
 from audit_plugin.exceptions import InvalidFieldError, PayloadNotSerializableError
+from audit_plugin.telemetry import tracing as t
 
 
 @pytest.fixture

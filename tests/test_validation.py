@@ -14,7 +14,7 @@ from audit_plugin.exceptions import (
     InvalidFieldError,
     PayloadNotSerializableError,
 )
-from audit_plugin.validation import encode_payload
+from audit_plugin.model.validation import encode_payload
 from tests.helpers import make_message
 
 

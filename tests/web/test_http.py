@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -15,20 +16,26 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markupsafe import escape
 
-from audit_plugin import AuditQuery
+from audit_plugin import AuditQuery, Message, MessageAuditTrail, MessageType
 from audit_plugin.exceptions import AuditError, InvalidFieldError
+from audit_plugin.model.messages import short_id
 from audit_plugin.web import check_bind, create_app
 from audit_plugin.web.filters import FILTERS, parse_search
 from audit_plugin.web.security import CONTENT_SECURITY_POLICY
 from tests.cli_support import assert_one_line_error, run_cli
-from tests.web.sample import Sample
+from tests.web.sample import HOSTILE_CONVERSATION, Sample
+from tests.web.server import serving
 
 TOKEN = "s3cret-token-for-tests"
 
 
 @asynccontextmanager
 async def client_for(database_url: str, **options: object) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of the view; without a way to authenticate in ``options``, the view runs with no_auth."""
+    if not {"token", "tokens", "proxy", "no_auth"} & options.keys():
+        options["no_auth"] = True
     app = create_app(database_url, **options)  # type: ignore[arg-type]
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -143,6 +150,31 @@ async def test_missing_and_unknown_ids(database_url: str, sample: Sample) -> Non
         assert bad_checkpoint.status_code == 400 and "checkpoint" in bad_checkpoint.text
 
 
+async def test_short_ids_and_unique_starts_work_on_every_page(database_url: str, sample: Sample) -> None:
+    failed = sample.conversation_ids[4]
+    async with client_for(database_url) as client:
+        for url in (
+            f"/conversation?id={short_id(failed)}",
+            f"/conversation?id={failed[:-4]}",
+            "/conversation?id=conv-w",
+            f"/message?id={short_id(failed)}",
+            f"/message?id={failed[:-4]}",
+        ):
+            response = await client.get(url)
+            assert response.status_code == 200, (url, response.text[:300])
+            assert "conv-web" in response.text, url
+        page = (await client.get(f"/message?id={short_id(failed)}")).text
+        assert f'<code class="id">{failed}</code>' in page
+        ambiguous = await client.get("/conversation?id=conv-")
+        assert ambiguous.status_code == 300
+        assert "is ambiguous" in ambiguous.text
+        assert 'href="/conversation?id=conv-web"' in ambiguous.text
+        assert f">{escape(HOSTILE_CONVERSATION)}</a>" in ambiguous.text  # listed as text
+        assert "<script>alert" not in ambiguous.text
+        not_a_message = await client.get("/message?id=conv-web")
+        assert not_a_message.status_code == 404 and "no message with id" in not_a_message.text
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     name=st.sampled_from([*FILTERS, "limit", "cursor"]),
@@ -175,39 +207,31 @@ async def test_keyset_pages_visit_every_record_once_in_order(database_url: str, 
     assert pages == -(-total // 4)
 
 
-def test_binding_off_loopback_needs_a_token() -> None:
-    assert check_bind("127.0.0.1", None) is None
-    assert check_bind("localhost", None) is None
-    assert check_bind("::1", None) is None
+def test_no_auth_is_for_loopback_only() -> None:
+    check_bind("127.0.0.1", no_auth=True)
+    check_bind("::1", no_auth=True)
+    check_bind("0.0.0.0")
     with pytest.raises(InvalidFieldError) as refused:
-        check_bind("0.0.0.0", None)
+        check_bind("0.0.0.0", no_auth=True)
     assert refused.value.field == "host"
+
+
+def test_a_view_without_a_way_to_authenticate_is_refused(database_url: str) -> None:
+    with pytest.raises(InvalidFieldError) as refused:
+        create_app(database_url)
+    assert refused.value.field == "auth"
     with pytest.raises(InvalidFieldError) as short:
-        check_bind("0.0.0.0", "short")
+        create_app(database_url, token="short")
     assert short.value.field == "token"
-    assert check_bind("0.0.0.0", TOKEN) == TOKEN
+    with pytest.raises(InvalidFieldError):
+        create_app(database_url, token=TOKEN, no_auth=True)
 
 
-def test_serve_refuses_to_start_off_loopback_without_a_token(tmp_path: Path) -> None:
-    result = run_cli("serve", "--host", "0.0.0.0", "--port", "0", database_url=f"sqlite:///{tmp_path / 'a.db'}")
-    assert_one_line_error(result, 2, "needs a token")
-
-
-async def test_the_token_guards_every_request(database_url: str, sample: Sample) -> None:
-    async with client_for(database_url, host="0.0.0.0", token=TOKEN) as client:
-        refused = await client.get("/search")
-        assert refused.status_code == 401
-        assert "content-security-policy" in refused.headers
-        assert (await client.get("/static/app.js")).status_code == 401
-        assert (await client.get("/search", headers={"authorization": "Bearer wrong-token-wrong"})).status_code == 401
-        assert (await client.get("/search", headers={"authorization": f"Bearer {TOKEN}"})).status_code == 200
-        entry = await client.get(f"/search?status=failed&token={TOKEN}")
-        assert entry.status_code == 303
-        assert entry.headers["location"] == "http://127.0.0.1:8765/search?status=failed"
-        cookie = entry.headers["set-cookie"].lower()
-        assert "httponly" in cookie and "samesite=strict" in cookie
-        client.cookies.set("audit_token", TOKEN)
-        assert (await client.get("/search?status=failed")).status_code == 200
+def test_serve_refuses_no_auth_off_loopback(tmp_path: Path) -> None:
+    result = run_cli(
+        "serve", "--host", "0.0.0.0", "--port", "0", "--no-auth", database_url=f"sqlite:///{tmp_path / 'a.db'}"
+    )
+    assert_one_line_error(result, 2, "loopback only")
 
 
 async def test_on_loopback_only_loopback_host_names_are_answered(database_url: str) -> None:
@@ -241,7 +265,7 @@ async def test_a_store_failure_is_a_503_page_without_database_text(tmp_path: Pat
 
 async def test_encrypted_and_erased_payloads_are_shown_as_such(database_url: str, tmp_path: Path) -> None:
     from audit_plugin import Message, MessageAuditTrail, MessageType
-    from audit_plugin.crypto import SUBJECT_HEADER, LocalKeyFileProvider
+    from audit_plugin.privacy.crypto import SUBJECT_HEADER, LocalKeyFileProvider
 
     provider = LocalKeyFileProvider(tmp_path / "master.key")
     secret = "card 4111 1111 1111 1111"
@@ -259,3 +283,27 @@ async def test_encrypted_and_erased_payloads_are_shown_as_such(database_url: str
     assert "<strong>encrypted</strong>" in encrypted.text and secret not in encrypted.text
     assert "<strong>erased</strong>" in erased.text and "<code>bob</code>" in erased.text
     assert "payload encrypted" in listing.text and "payload erased" in listing.text
+
+
+async def test_an_embedded_view_streams_its_trails_commits_without_waiting_for_the_tick(
+    writer: MessageAuditTrail,
+) -> None:
+    before, after = (Message("live-sender", "live-receiver", MessageType.EVENT) for _ in range(2))
+    await writer.log_message(before)
+    async with (
+        serving(lambda base: create_app(writer, live_interval=600.0, token=TOKEN)) as base,  # the tick: ten minutes
+        httpx.AsyncClient(base_url=base, timeout=60, headers={"authorization": f"Bearer {TOKEN}"}) as client,
+        client.stream("GET", "/live/events") as events,
+    ):
+        lines = events.aiter_lines()
+
+        async def next_record() -> str:
+            async for line in lines:
+                if line.startswith("data: "):
+                    return line
+            raise AssertionError("the stream ended")
+
+        assert before.message_id in await asyncio.wait_for(next_record(), timeout=60)  # the first read: done
+        await writer.log_message(after)
+        assert after.message_id in await asyncio.wait_for(next_record(), timeout=60)
+    assert not writer.closed  # the application's trail is the application's to close
