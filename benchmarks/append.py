@@ -52,10 +52,11 @@ import uuid_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from audit_plugin import AuditPlugin, MessageAuditTrail, MessageBus, chain
-from audit_plugin.integrity_schema import EVENTS_TABLE, events
-from audit_plugin.messages import new_message_id
-from audit_plugin.schema import TABLE_NAME, audit_log
+from audit_plugin import AuditPlugin, MessageAuditTrail, MessageBus
+from audit_plugin.integrity import chain
+from audit_plugin.model.messages import new_message_id
+from audit_plugin.storage.integrity_schema import EVENTS_TABLE, events
+from audit_plugin.storage.schema import TABLE_NAME, audit_log
 from benchmarks.bus import send_all
 from benchmarks.common import (
     PAYLOAD_TEXT,

@@ -40,12 +40,13 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from audit_plugin import Message, MessageAuditTrail, MessageStatus, MessageType, chain
-from audit_plugin.capture import PayloadPolicy
-from audit_plugin.crypto import LocalKeyFileProvider
-from audit_plugin.ledger import Ledger
-from audit_plugin.records import StatusUpdate, record_row
-from audit_plugin.verify import walk_statement
+from audit_plugin import Message, MessageAuditTrail, MessageStatus, MessageType
+from audit_plugin.integrity import chain
+from audit_plugin.integrity.ledger import Ledger
+from audit_plugin.model.records import StatusUpdate, record_row
+from audit_plugin.privacy.capture import PayloadPolicy
+from audit_plugin.privacy.crypto import LocalKeyFileProvider
+from audit_plugin.storage.chain_walk import walk_statement
 
 PAYLOAD_TEXT = "lorem ipsum dolor sit amet " * 6
 BASELINE = "baseline (lifecycle only)"

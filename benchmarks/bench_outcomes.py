@@ -32,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from audit_plugin import Message, MessageAuditTrail, MessageStatus
-from audit_plugin.records import StatusUpdate
+from audit_plugin.model.records import StatusUpdate
 from benchmarks.common import (
     Store,
     make_messages,

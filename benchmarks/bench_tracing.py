@@ -44,7 +44,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageType
-from audit_plugin.plugin import Durability
+from audit_plugin.hooks.plugin import Durability
 
 
 class DiscardingExporter(SpanExporter):

@@ -36,7 +36,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from audit_plugin import Message, MessageAuditTrail, MessageType
-from audit_plugin.records import record_row
+from audit_plugin.model.records import record_row
 
 SEED_BATCH = 10_000
 

@@ -18,7 +18,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from audit_plugin import Message, MessageType
-from audit_plugin.messages import new_message_id
+from audit_plugin.model.messages import new_message_id
 
 POSTGRES_URL = os.environ.get("AUDIT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 """Server the PostgreSQL benchmarks create their throwaway databases on."""

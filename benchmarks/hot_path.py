@@ -8,7 +8,7 @@ work alone); queued records are flushed afterwards, untimed. Every piece is
 repeated ``repeat`` times on fresh messages and the fastest repetition is
 reported: on a shared machine the others measure the neighbours too.
 
-The pieces follow a message's one pass (see :mod:`audit_plugin.capture`):
+The pieces follow a message's one pass (see :mod:`audit_plugin.privacy.capture`):
 the pluggy call, the message check, the payload capture, the row, its
 ledger entry (with and without the hash chain's digest), the queue. The
 totals are the whole ``audit_pre_send`` of a bus with the audit plugin in
@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, hookimpl
-from audit_plugin.records import build_row, check_message
+from audit_plugin.model.records import build_row, check_message
 from benchmarks.common import Row, Store, make_messages, print_table, sqlite_store
 
 GOAL_US = 6.0

@@ -46,9 +46,9 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from audit_plugin import AuditPlugin, MessageAuditTrail, MessageBus
-from audit_plugin.integrity_schema import EVENTS_TABLE
-from audit_plugin.messages import new_message_id
-from audit_plugin.schema import TABLE_NAME, audit_log
+from audit_plugin.model.messages import new_message_id
+from audit_plugin.storage.integrity_schema import EVENTS_TABLE
+from audit_plugin.storage.schema import TABLE_NAME, audit_log
 from audit_plugin_postgres.rollups import ROLLUP_TABLE
 from benchmarks.bus import send_all
 from benchmarks.common import (

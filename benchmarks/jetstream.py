@@ -1,48 +1,70 @@
-"""Ingesting through NATS JetStream against writing straight into PostgreSQL, measured side by side.
+"""The multi-machine path measured against its own floors: NATS JetStream publish, and COPY into PostgreSQL.
 
     python benchmarks/jetstream.py                 # 20,000 messages, 3 repetitions
     python benchmarks/jetstream.py --messages 5000 --repeat 1
 
-The same messages (16 agents, ~200-byte payloads) reach a fresh PostgreSQL
-database four ways:
+Per repetition, the same messages (16 agents, ~200-byte payloads) go:
 
-* ``publish``: a ``nats://`` trail publishes their records to a fresh stream
-  (the producer's side: queued, published concurrently per batch, each
-  acknowledged by the stream);
-* ``ingest x2``: two ingester processes drain that stream into the database
-  (decode, check, write through the trail's writer, acknowledge); timed from
-  the moment both are connected until the stream is empty;
-* ``writer``: one ``MessageAuditTrail`` on the database, fed directly (what a
-  producer does without the transport);
-* ``raw COPY``: asyncpg ``copy_records_to_table`` of the same records, 1,000
-  per transaction, no lifecycle, no checks: the database's own limit.
+* ``publish``: through a ``nats://`` trail (``?shards=2``) into a fresh
+  stream: captured, checked, digested, queued, packed per shard into
+  batches and published, until the stream acknowledged all (``flush()``);
+* ``bare publish, same bytes``: the very messages that trail published
+  (read back from its stream: subjects, headers, bodies), published again
+  with nats-py's ``publish_async`` into another stream, every
+  acknowledgement awaited: the transport's floor;
+* ``bare publish, one per record``: each record encoded alone and published
+  as its own message the same way: what a producer without batching does;
+* ``ingest x1`` / ``ingest x2``: one ingester process owning both shards /
+  two owning one each drain one of those streams into a fresh PostgreSQL
+  database (the default layout: partitioned, statistics rollups), timed
+  from the moment they are connected until the last message is acknowledged.
+  Each process's CPU seconds per 10,000 records are printed (to estimate
+  machines with more cores), and the rest of the machine's CPU (PostgreSQL,
+  NATS and anything else running) over the same interval;
+* ``COPY``: asyncpg ``copy_records_to_table`` of the same rows (each record
+  and its lifecycle entry, as the ingesters store them) into the same
+  schema in a fresh database, as many per transaction as the ingesters'
+  writers take.
 
-Ratios are against ``raw COPY`` of the same run. NATS on
-``AUDIT_BENCH_NATS_URL`` (default ``nats://127.0.0.1:4222``); PostgreSQL as
-the other benchmarks (``AUDIT_BENCH_POSTGRES_URL``).
+The compared variants alternate within each repetition; the table shows
+medians with the spread (max - min over median) and the ratios per
+repetition. NATS on ``AUDIT_BENCH_NATS_URL`` (default
+``nats://127.0.0.1:4222``); PostgreSQL as the other benchmarks
+(``AUDIT_BENCH_POSTGRES_URL``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
+import msgspec
 import nats
 
 from audit_plugin import Message, MessageAuditTrail
+from audit_plugin.integrity.shards import ShardedChains
+from audit_plugin.jetstream import wire
+from audit_plugin.model.records import record_row
 from benchmarks import stores
 from benchmarks.common import make_messages, median, postgres_available, postgres_store, spread
 
 NATS_URL = os.environ.get("AUDIT_BENCH_NATS_URL", "nats://127.0.0.1:4222")
-INGESTERS = 2
+SHARDS = 2
+BATCH = 5000
+"""Operations per transaction, for the ingesters' writers and for ``COPY``."""
+
+
+# -- publishing ------------------------------------------------------------------------------
 
 
 async def publish(source: str, messages: list[Message]) -> float:
@@ -58,83 +80,224 @@ async def publish(source: str, messages: list[Message]) -> float:
         return time.perf_counter() - started
 
 
-def _ingester_process(source: str, database_url: str, ready: multiprocessing.Barrier) -> None:  # type: ignore[type-arg]
-    from audit_plugin.jetstream.ingest import JetStreamIngester
-
-    async def run() -> None:
-        async with MessageAuditTrail(database_url) as trail:
-            ingester = JetStreamIngester(source, trail, batch_size=1000, fetch_timeout=0.5)
-            await asyncio.to_thread(ready.wait)
-            await ingester.run(exit_when_idle=True)
-
-    asyncio.run(run())
-
-
-async def ingest(source: str, database_url: str) -> float:
-    """Seconds for two ingester processes to drain ``source`` into ``database_url``."""
-    async with MessageAuditTrail(database_url):
-        pass  # the schema, once
-    context = multiprocessing.get_context("spawn")
-    ready = context.Barrier(INGESTERS + 1)
-    processes = [
-        context.Process(target=_ingester_process, args=(source, database_url, ready)) for _ in range(INGESTERS)
-    ]
-    for process in processes:
-        process.start()
-    await asyncio.to_thread(ready.wait)
-    started = time.perf_counter()
-    for process in processes:
-        await asyncio.to_thread(process.join)
-        if process.exitcode != 0:
-            raise RuntimeError(f"an ingester failed with exit code {process.exitcode}")
-    return time.perf_counter() - started
-
-
-async def delete_stream(name: str) -> None:
+async def read_back(stream: str) -> list[tuple[str, bytes, dict[str, str]]]:
+    """Every message of ``stream`` (subject, body, headers), left in place."""
     client = await nats.connect(NATS_URL)
     try:
-        await client.jetstream().delete_stream(name)
+        js = client.jetstream()
+        state = (await js.stream_info(stream)).state
+        found = []
+        for sequence in range(state.first_seq, state.last_seq + 1):
+            message = await js.get_msg(stream, sequence)
+            found.append((message.subject, message.data, dict(message.headers or {})))
+        return found
     finally:
         await client.close()
 
 
-async def one_round(count: int) -> dict[str, float]:
-    """Rows per second of each path for ``count`` fresh messages."""
-    messages = make_messages(count)
-    rates: dict[str, float] = {}
-    stream = f"bench_{uuid.uuid4().hex[:10]}"
-    source = f"{NATS_URL}/{stream}"
+async def bare_publish(stream: str, messages: list[tuple[str, bytes, dict[str, str]]]) -> float:
+    """Seconds for nats-py alone to publish ``messages`` (renamed into ``stream``) and get every acknowledgement."""
+    client = await nats.connect(NATS_URL)
     try:
-        rates["publish"] = count / await publish(source, messages)
-        async with postgres_store() as store:
-            rates["ingest x2"] = count / await ingest(source, store.url)
-            assert await stores.count_rows(store) == count
+        js = client.jetstream()
+        await js.add_stream(name=stream, subjects=[f"{stream}.>"], retention="workqueue", storage="file")
+        renamed = [(f"{stream}.{subject.split('.', 1)[1]}", body, headers) for subject, body, headers in messages]
+        started = time.perf_counter()
+        futures = [await js.publish_async(s, body, headers=headers or None) for s, body, headers in renamed]
+        await asyncio.gather(*futures)
+        return time.perf_counter() - started
     finally:
-        await delete_stream(stream)
+        await client.close()
+
+
+def one_per_record(messages: list[Message]) -> list[tuple[str, bytes, dict[str, str]]]:
+    """Each record alone, as a producer without batching would publish it (its row, encoded, on one subject)."""
+    chains = ShardedChains()
+    encode = msgspec.msgpack.Encoder().encode
+    return [("x.records", encode(wire.record_item(chains.ledgered(record_row(m)))), {}) for m in messages]
+
+
+async def copy_in_stream(source: str, stream: str, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
+    """Publish ``messages`` into the trail stream ``stream`` (its description says it has :data:`SHARDS` shards)."""
+    async with MessageAuditTrail(f"{source}?shards={SHARDS}"):
+        pass  # creates the stream as producers do
+    client = await nats.connect(NATS_URL)
+    try:
+        js = client.jetstream()
+        futures = [
+            await js.publish_async(f"{stream}.{subject.split('.', 1)[1]}", body, headers=headers)
+            for subject, body, headers in messages
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await client.close()
+
+
+async def delete_streams(names: list[str]) -> None:
+    client = await nats.connect(NATS_URL)
+    try:
+        for name in names:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await client.jetstream().delete_stream(name)
+    finally:
+        await client.close()
+
+
+# -- ingesting -------------------------------------------------------------------------------
+
+
+def _ingester_process(source: str, database_url: str, shards: tuple[int, ...], ready: Any, results: Any) -> None:
+    from audit_plugin.jetstream.ingest import JetStreamIngester
+
+    class Timed(JetStreamIngester):
+        last_ack = 0.0
+
+        def _count(self, pairs: Any, *, orphans: Any) -> None:
+            super()._count(pairs, orphans=orphans)
+            Timed.last_ack = time.time()
+
+    async def run() -> None:
+        async with MessageAuditTrail(database_url, shards=SHARDS, batch_size=BATCH) as trail:
+            ingester = Timed(source, trail, shards=shards, batch_size=BATCH, fetch_timeout=0.5)
+            await asyncio.to_thread(ready.wait)
+            cpu = time.process_time()
+            stats = await ingester.run(exit_when_idle=True)
+            results.put((Timed.last_ack, time.process_time() - cpu, stats.records, stats.quarantined))
+
+    asyncio.run(run())
+
+
+def _machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all processes), from ``/proc/stat``."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    busy = sum(int(value) for index, value in enumerate(fields) if index not in (3, 4))  # not idle, not iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+async def ingest(source: str, database_url: str, owners: list[tuple[int, ...]]) -> dict[str, float]:
+    """Drain ``source`` into ``database_url`` with one ingester process per entry of ``owners``.
+
+    Returns the rate (records/s), each ingester's CPU seconds per 10,000
+    records it stored, and the rest of the machine's per 10,000 records.
+    """
+    async with MessageAuditTrail(database_url, shards=SHARDS):
+        pass  # the schema and the shards' chains, once
+    context = multiprocessing.get_context("spawn")
+    ready = context.Barrier(len(owners) + 1)
+    results = context.Queue()
+    processes = [
+        context.Process(target=_ingester_process, args=(source, database_url, shards, ready, results))
+        for shards in owners
+    ]
+    for process in processes:
+        process.start()
+    await asyncio.to_thread(ready.wait)
+    started, machine = time.time(), _machine_cpu_seconds()
+    outcomes = [await asyncio.to_thread(results.get, True, 600) for _ in processes]
+    machine = _machine_cpu_seconds() - machine
+    for process in processes:
+        await asyncio.to_thread(process.join)
+        if process.exitcode != 0:
+            raise RuntimeError(f"an ingester failed with exit code {process.exitcode}")
+    records = sum(outcome[2] for outcome in outcomes)
+    if any(outcome[3] for outcome in outcomes):
+        raise RuntimeError("an ingester quarantined messages: the benchmark's own messages must all be stored")
+    elapsed = max(outcome[0] for outcome in outcomes) - started
+    ingesters_cpu = sum(outcome[1] for outcome in outcomes)
+    return {
+        "rate": records / elapsed,
+        "cpu per 10k each": [10_000 * outcome[1] / max(1, outcome[2]) for outcome in outcomes],  # type: ignore[dict-item]
+        "rest per 10k": 10_000 * max(0.0, machine - ingesters_cpu) / records,
+    }
+
+
+async def copy_rate(messages: list[Message]) -> float:
     async with postgres_store() as store:
         await stores.prepare(store)
         started = time.perf_counter()
-        await stores.write_with_writer(store, messages)
-        rates["writer"] = count / (time.perf_counter() - started)
-    async with postgres_store() as store:
-        await stores.prepare(store)
-        started = time.perf_counter()
-        await stores.write_raw(store, messages)
-        rates["raw COPY"] = count / (time.perf_counter() - started)
-    return rates
+        await stores.write_raw(store, messages, lifecycle=True, batch_size=BATCH)
+        return len(messages) / (time.perf_counter() - started)
+
+
+# -- one repetition ------------------------------------------------------------------------------
+
+
+async def one_round(count: int, index: int) -> dict[str, Any]:
+    """Every measurement once, for ``count`` fresh messages; variants alternate with ``index``."""
+    messages = make_messages(count)
+    first, second, third = (f"bench_{uuid.uuid4().hex[:10]}" for _ in range(3))
+    results: dict[str, Any] = {}
+    try:
+        results["publish"] = count / await publish(f"{NATS_URL}/{first}?shards={SHARDS}", messages)
+        published = await read_back(first)
+        bare = [
+            ("bare publish, same bytes", lambda: bare_publish(second, published)),
+            ("bare publish, one per record", lambda: bare_publish(third, one_per_record(messages))),
+        ]
+        for name, run in bare if index % 2 == 0 else bare[::-1]:
+            results[name] = count / await run()
+        results["messages per publish"] = len(published)
+        await delete_streams([second, third])
+        await copy_in_stream(f"{NATS_URL}/{second}", second, published)  # a second full stream for the other run
+        streams = [first, second] if index % 2 == 0 else [second, first]
+        variants = [("ingest x1", [tuple(range(SHARDS))]), ("ingest x2", [(shard,) for shard in range(SHARDS)])]
+        if index % 2:
+            variants.reverse()
+        for (name, owners), stream in zip(variants, streams, strict=True):
+            async with postgres_store() as store:
+                outcome = await ingest(f"{NATS_URL}/{stream}", store.url, owners)
+                assert await stores.count_rows(store) == count
+            results[name] = outcome["rate"]
+            results[f"{name} cpu per 10k"] = outcome["cpu per 10k each"]
+            results[f"{name} rest per 10k"] = outcome["rest per 10k"]
+    finally:
+        await delete_streams([first, second, third])
+    results["COPY"] = await copy_rate(messages)
+    return results
+
+
+def _row(name: str, values: list[float], baseline: list[float] | None, goal: str = "") -> str:
+    ratio = ""
+    if baseline is not None:
+        each = [v / b for v, b in zip(values, baseline, strict=True)]
+        ratio = f"{median(each):.2f}x ({min(each):.2f}-{max(each):.2f})"
+    return f"| {name} | {median(values):,.0f} | {spread(values):.0%} | {ratio} | {goal} |"
 
 
 async def main(args: argparse.Namespace) -> None:
     if not await postgres_available():
         raise SystemExit("PostgreSQL is not reachable (AUDIT_BENCH_POSTGRES_URL)")
-    rounds = [await one_round(args.messages) for _ in range(args.repeat)]
-    print(f"{args.messages:,} messages into PostgreSQL, median of {args.repeat} (spread)")
-    print(f"{'path':<12} {'rows/s':>10}  {'vs raw COPY':>11}")
-    raw = [r["raw COPY"] for r in rounds]
-    for path in ("publish", "ingest x2", "writer", "raw COPY"):
-        values = [r[path] for r in rounds]
-        ratio = median([v / c for v, c in zip(values, raw, strict=True)])
-        print(f"{path:<12} {median(values):>10,.0f}  {ratio:>10.2f}x  ({spread(values):.0%})")
+    rounds = []
+    for index in range(args.repeat):
+        rounds.append(await one_round(args.messages, index))
+        print(f"... repetition {index + 1} of {args.repeat} done", file=sys.stderr)
+
+    def column(name: str) -> list[float]:
+        return [r[name] for r in rounds]
+
+    print(f"{args.messages:,} messages, {SHARDS} shards, median of {args.repeat} (spread; ratio range)")
+    print("| path | records/s | spread | ratio | goal |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    same_bytes, one_each, copy = (
+        column("bare publish, same bytes"),
+        column("bare publish, one per record"),
+        column("COPY"),
+    )
+    print(_row("publish (nats:// trail, batched)", column("publish"), same_bytes, ">= 0.5x bare, same bytes"))
+    print(_row("  the same, against bare publish one message per record", column("publish"), one_each))
+    print(_row("bare publish, same bytes", same_bytes, None))
+    print(_row("bare publish, one message per record", one_each, None))
+    print(_row("ingest, 1 ingester (both shards)", column("ingest x1"), copy))
+    print(_row("ingest, 2 ingesters (a shard each)", column("ingest x2"), copy, ">= 0.5x COPY"))
+    print(_row(f"COPY, same rows and schema, {BATCH:,} per transaction", copy, None))
+    print(f"messages per publish run: {median(column('messages per publish')):,.0f}")
+    for name in ("ingest x1", "ingest x2"):
+        each = [value for r in rounds for value in r[f"{name} cpu per 10k"]]
+        rest = column(f"{name} rest per 10k")
+        print(
+            f"{name}: CPU seconds per 10,000 records, each ingester {median(each):.2f} "
+            f"({min(each):.2f}-{max(each):.2f}); the rest of the machine (PostgreSQL, NATS, others) {median(rest):.2f}"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

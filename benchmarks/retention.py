@@ -34,8 +34,8 @@ from sqlalchemy import delete
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from audit_plugin.integrity_schema import EVENTS_TABLE
-from audit_plugin.schema import TABLE_NAME, audit_log
+from audit_plugin.storage.integrity_schema import EVENTS_TABLE
+from audit_plugin.storage.schema import TABLE_NAME, audit_log
 from audit_plugin_postgres import PostgresBackend, partitions
 from benchmarks.common import Row, Store, make_messages, postgres_available, postgres_store, print_table
 from benchmarks.stores import COLUMNS, EVENT_COLUMNS, _raw_entry, _raw_row

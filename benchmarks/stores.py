@@ -31,9 +31,10 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from audit_plugin import Message, MessageAuditLog, MessageAuditTrail, chain
-from audit_plugin.integrity_schema import EVENTS_TABLE, events
-from audit_plugin.schema import TABLE_NAME, audit_log, metadata
+from audit_plugin import Message, MessageAuditLog, MessageAuditTrail
+from audit_plugin.integrity import chain
+from audit_plugin.storage.integrity_schema import EVENTS_TABLE, events
+from audit_plugin.storage.schema import TABLE_NAME, audit_log, metadata
 from benchmarks.common import TRAIL_OPTIONS, Store
 
 COLUMNS = [column.name for column in audit_log.columns]

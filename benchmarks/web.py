@@ -42,7 +42,7 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audit_plugin import AuditQuery, Message, MessageAuditTrail, MessageStatus, MessageType
-from audit_plugin.records import record_row
+from audit_plugin.model.records import record_row
 from audit_plugin.web import create_app
 from audit_plugin.web.filters import cursor_of
 from benchmarks.common import postgres_available, postgres_store, sqlite_store
@@ -102,6 +102,11 @@ async def seed(trail: MessageAuditTrail, rows: int) -> None:
         await trail.backend.write_batch(batch, [])
 
 
+BENCH_TOKEN = "benchmark-token-0123456789"
+RECORDED_PAGES = ("search (no filter)", "conversation", "message")
+"""Pages timed a second time as an authenticated visitor whose reads are recorded (an access entry each)."""
+
+
 async def median_ms(run: Callable[[], Awaitable[object]], repeat: int) -> float:
     await run()  # warm-up: caches, prepared statements, templates
     times = []
@@ -136,7 +141,7 @@ async def bench(kind: str, url: str, rows: int, repeat: int, verify: bool) -> li
             ),
         ]
 
-    app = create_app(url)
+    app = create_app(url, no_auth=True, record_reads=False)  # the pages alone
     pages = {
         "home": "/",
         "search (no filter)": "/search",
@@ -162,6 +167,22 @@ async def bench(kind: str, url: str, rows: int, repeat: int, verify: bool) -> li
                     assert response.status_code == 200, (path, response.status_code, response.text[:300])
 
                 results.append((name, await median_ms(get, repeat)))
+        # The same pages read by a signed-in visitor (a bearer token) with each read recorded as an access entry.
+        audited = create_app(url, token=BENCH_TOKEN)
+        async with audited.router.lifespan_context(audited):
+            recorded = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=audited),
+                base_url="http://127.0.0.1",
+                headers={"authorization": f"Bearer {BENCH_TOKEN}"},
+            )
+            async with recorded:
+                for name in RECORDED_PAGES:
+
+                    async def get_recorded(path: str = pages[name]) -> None:
+                        response = await recorded.get(path)
+                        assert response.status_code == 200, (path, response.status_code, response.text[:300])
+
+                    results.append((f"{name}, authenticated, read recorded", await median_ms(get_recorded, repeat)))
             if not verify:
                 return results
             trail = app.state.trail
