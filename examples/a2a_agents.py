@@ -111,16 +111,15 @@ async def planner(trail: MessageAuditTrail, url: str) -> str:
     async with audit.wrap(await create_client(url, interceptors=[audit])) as client:  # wrapped: failures recorded
         for number, question in enumerate(("100 EUR USD", "5 EUR JPY")):
             message = Message(message_id=f"ask-{number}", role=Role.ROLE_USER, parts=[Part(text=question)])
-            message.context_id = context_id  # empty the first time: the interceptor starts a conversation
-            request = SendMessageRequest(message=message)
-            async for event in client.send_message(request):
+            message.context_id = context_id  # empty the first time: a new conversation
+            async for event in client.send_message(SendMessageRequest(message=message)):
                 if event.HasField("message"):
+                    context_id = event.message.context_id  # the conversation the reply belongs to
                     print(f"planner asked {question!r}, got {event.message.parts[0].text!r}")
                 elif event.HasField("status_update") and event.status_update.status.message.parts:
                     status = event.status_update.status
                     reason = status.message.parts[0].text
                     print(f"planner asked {question!r}, {TaskState.Name(status.state)}: {reason}")
-            context_id = request.message.context_id
     return context_id
 
 

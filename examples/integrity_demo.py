@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
 from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageType
-from audit_plugin.crypto import LocalKeyFileProvider
+from audit_plugin.privacy.crypto import LocalKeyFileProvider
 
 
 async def main(folder: Path) -> None:

@@ -13,43 +13,29 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from audit_plugin import AuditPlugin, AuditQuery, Message, MessageAuditTrail, MessageBus, MessageType
+from audit_plugin import AuditPlugin, Message, MessageAuditTrail, MessageBus, MessageType
 
 
 async def main() -> None:
     async with MessageAuditTrail("sqlite+aiosqlite:///quickstart.db") as trail:
-        bus = MessageBus(max_retries=2)
+        bus = MessageBus()
         bus.register(AuditPlugin(trail))  # from now on every send() is recorded, with its outcome
 
-        async def worker(message: Message) -> None:
-            answer = Message(
-                "worker",
-                message.from_agent,
-                MessageType.RESPONSE,
-                {"answer": 42},
-                correlation_id=message.correlation_id,
-                reply_to=message.message_id,
-            )
+        async def worker(ask: Message) -> None:
+            answer = Message("worker", "planner", MessageType.RESPONSE, {"answer": 42}, reply_to=ask.message_id)
+            answer.correlation_id = ask.correlation_id  # the same conversation
             await bus.send(answer)
 
-        async def planner(message: Message) -> None:
-            print("planner got", message.payload)
+        async def planner(answer: Message) -> None:
+            print("planner got", answer.payload)
 
         bus.subscribe("worker", worker)
         bus.subscribe("planner", planner)
-
         conversation = f"conv-{uuid.uuid4().hex[:8]}"
-        question = Message("planner", "worker", MessageType.QUERY, {"q": "meaning?"}, correlation_id=conversation)
-        receipt = await bus.send(question)
-        print("status:", receipt.status)  # status: DELIVERED
-
+        ask = Message("planner", "worker", MessageType.QUERY, {"q": "meaning?"}, correlation_id=conversation)
+        print("status:", (await bus.send(ask)).status)  # status: DELIVERED
         for record in await trail.get_conversation_history(conversation):
-            who = f"{record.from_agent} -> {record.to_agent}"
-            print(f"  {who}  {record.message_type}  {record.status}  {record.payload}")
-
-        failed = await trail.query_messages(AuditQuery(status="failed"))
-        stats = await trail.get_statistics()
-        print(f"quickstart.db holds {stats.total_messages} messages, {len(failed)} failed")
+            print(f"  {record.from_agent} -> {record.to_agent}  {record.message_type}  {record.status}")
         print(f"next: audit-plugin conversation {conversation} --database-url quickstart.db")
 
 

@@ -6,9 +6,10 @@ Run::
     .venv/bin/python examples/swap_backend.py postgresql://postgres@127.0.0.1:5432/test    # PostgreSQL
     AUDIT_DATABASE_URL=postgresql+asyncpg://... .venv/bin/python examples/swap_backend.py
 
-The backend comes from the URL's scheme: the ``audit-plugin-sqlite`` and
-``audit-plugin-postgres`` distributions each register one through the
-``audit_plugin`` entry-point group, so another store is one ``pip install`` away.
+The backend comes from the URL's scheme: the core (SQLite, the embedded
+default) and the ``audit-plugin-postgres`` distribution each register one
+through the ``audit_plugin`` entry-point group, so another store is one
+``pip install`` away.
 """
 
 from __future__ import annotations
