@@ -17,11 +17,9 @@ entries": ``dropped`` increasing.
 
 from __future__ import annotations
 
-import weakref
-
 from opentelemetry import metrics
 
-from audit_plugin.telemetry.metrics import get_meter
+from audit_plugin.telemetry.metrics import PerProvider
 
 
 class ExportMetrics:
@@ -51,16 +49,7 @@ class ExportMetrics:
     @classmethod
     def for_provider(cls, meter_provider: metrics.MeterProvider | None) -> ExportMetrics:
         """The instruments of ``meter_provider`` (``None``: the global provider), created on first use."""
-        if meter_provider is None:
-            global _GLOBAL
-            if _GLOBAL is None:
-                _GLOBAL = cls(get_meter(None))
-            return _GLOBAL
-        found = _BY_PROVIDER.get(meter_provider)
-        if found is None:
-            found = _BY_PROVIDER[meter_provider] = cls(get_meter(meter_provider))
-        return found
+        return _EXPORT_METRICS.get(meter_provider)
 
 
-_BY_PROVIDER: weakref.WeakKeyDictionary[metrics.MeterProvider, ExportMetrics] = weakref.WeakKeyDictionary()
-_GLOBAL: ExportMetrics | None = None
+_EXPORT_METRICS = PerProvider(ExportMetrics)

@@ -53,7 +53,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import pluggy
 from opentelemetry import metrics
@@ -171,6 +171,34 @@ def get_meter(meter_provider: metrics.MeterProvider | None) -> metrics.Meter:
     return metrics.get_meter(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, meter_provider, schema_url=SCHEMA_URL)
 
 
+InstrumentsT = TypeVar("InstrumentsT")
+
+
+class PerProvider(Generic[InstrumentsT]):
+    """One set of instruments per meter provider, made on first use and dropped with the provider.
+
+    OpenTelemetry refuses an instrument created twice under one meter, so
+    every user of a provider must share one set. ``None`` (the global
+    provider) has its own set, kept for the process's life.
+    """
+
+    def __init__(self, make: Callable[[metrics.Meter], InstrumentsT]) -> None:
+        self._make = make
+        self._global: InstrumentsT | None = None
+        self._by_provider: weakref.WeakKeyDictionary[metrics.MeterProvider, InstrumentsT] = weakref.WeakKeyDictionary()
+
+    def get(self, meter_provider: metrics.MeterProvider | None) -> InstrumentsT:
+        """The instruments of ``meter_provider`` (``None``: the global provider)."""
+        if meter_provider is None:
+            if self._global is None:
+                self._global = self._make(get_meter(None))
+            return self._global
+        found = self._by_provider.get(meter_provider)
+        if found is None:
+            found = self._by_provider[meter_provider] = self._make(get_meter(meter_provider))
+        return found
+
+
 def _messaging_attributes(message: Message, operation: str, error: str | None) -> dict[str, str]:
     attributes = {
         MESSAGING_SYSTEM: MESSAGING_SYSTEM_VALUE,
@@ -236,22 +264,13 @@ class CaptureMetrics:
     @classmethod
     def for_provider(cls, meter_provider: metrics.MeterProvider | None) -> CaptureMetrics:
         """The capture metrics of ``meter_provider`` (``None``: the global one), created once per provider."""
-        key: Any = meter_provider if meter_provider is not None else _GLOBAL_KEY
-        found = _CAPTURE_METRICS.get(key)
-        if found is None:
-            found = _CAPTURE_METRICS[key] = cls(get_meter(meter_provider))
-        return found
+        return _CAPTURE_METRICS.get(meter_provider)
 
     def record(self, system: str, kind: str) -> None:
         self.degraded.add(1, {MESSAGING_SYSTEM: system, CAPTURE_KIND: kind})
 
 
-class _GlobalProvider:
-    """Stands for the global meter provider as a weak dictionary key."""
-
-
-_GLOBAL_KEY = _GlobalProvider()
-_CAPTURE_METRICS: weakref.WeakKeyDictionary[Any, CaptureMetrics] = weakref.WeakKeyDictionary()
+_CAPTURE_METRICS = PerProvider(CaptureMetrics)
 
 
 @dataclass(eq=False)
@@ -325,15 +344,7 @@ class PipelineMetrics:
     @classmethod
     def for_provider(cls, meter_provider: metrics.MeterProvider | None) -> PipelineMetrics:
         """The pipeline metrics of ``meter_provider`` (``None``: the global one), created on first use."""
-        if meter_provider is None:
-            global _GLOBAL_PIPELINE_METRICS
-            if _GLOBAL_PIPELINE_METRICS is None:
-                _GLOBAL_PIPELINE_METRICS = cls(get_meter(None))
-            return _GLOBAL_PIPELINE_METRICS
-        pipeline = _PIPELINE_METRICS.get(meter_provider)
-        if pipeline is None:
-            pipeline = _PIPELINE_METRICS[meter_provider] = cls(get_meter(meter_provider))
-        return pipeline
+        return _PIPELINE_METRICS.get(meter_provider)
 
     def watch(self, trail: WatchedTrail) -> None:
         """Report ``trail``'s writer from now on (once per trail, however many plugins use it)."""
@@ -355,8 +366,7 @@ class PipelineMetrics:
         return live
 
 
-_PIPELINE_METRICS: weakref.WeakKeyDictionary[metrics.MeterProvider, PipelineMetrics] = weakref.WeakKeyDictionary()
-_GLOBAL_PIPELINE_METRICS: PipelineMetrics | None = None
+_PIPELINE_METRICS = PerProvider(PipelineMetrics)
 
 
 def trail_attributes(trail: WatchedTrail) -> dict[str, str]:
