@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import PurePath
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, Self, Unpack
 from urllib.parse import urlsplit
 
 from mcp.client import Transport
@@ -271,12 +271,32 @@ class _Connection:
             await self.auditor.record(request, MessageStatus.FAILED, reason, cause=exc)
 
 
-class _AuditedWrite:
-    """The write stream the SDK sees: records each message, then passes it on."""
+class _AuditedStream:
+    """A stream of the SDK's connection, wrapped: closing, context management and other attributes pass through."""
 
     def __init__(self, inner: Any, connection: _Connection) -> None:
         self.inner = inner
         self.connection = connection
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    async def __aenter__(self) -> Self:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self.inner.__aexit__(*exc_info)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _AuditedWrite(_AuditedStream):
+    """The write stream the SDK sees: records each message, then passes it on."""
 
     async def send(self, item: Any, /) -> None:
         item, notification = await self.connection.write(item)
@@ -291,24 +311,8 @@ class _AuditedWrite:
         if notification is not None:
             await self.connection.auditor.settle(notification, MessageStatus.DELIVERED)
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
-    def close(self) -> None:
-        self.inner.close()
-
-    async def __aenter__(self) -> _AuditedWrite:
-        await self.inner.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
-        return await self.inner.__aexit__(*exc_info)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class _AuditedRead:
+class _AuditedRead(_AuditedStream):
     """The read stream the SDK sees: records each message before handing it on.
 
     An audit failure here (the trail closed under an open connection) is
@@ -316,49 +320,26 @@ class _AuditedRead:
     because of the audit.
     """
 
-    def __init__(self, inner: Any, connection: _Connection) -> None:
-        self.inner = inner
-        self.connection = connection
-
     @property
     def last_context(self) -> Any:
         """The sender's context of the last message (in-memory streams carry it; the SDK runs handlers in it)."""
         return getattr(self.inner, "last_context", None)
 
     async def receive(self) -> Any:
-        item = await self.inner.receive()
-        try:
-            await self.connection.read(item)
-        except AuditError as exc:
-            log.error("recording an incoming MCP message failed: %s", exc)
-        return item
+        return await self._recorded(await self.inner.receive())
 
     def __aiter__(self) -> _AuditedRead:
         return self
 
     async def __anext__(self) -> Any:
-        item = await self.inner.__anext__()
+        return await self._recorded(await self.inner.__anext__())
+
+    async def _recorded(self, item: Any) -> Any:
         try:
             await self.connection.read(item)
         except AuditError as exc:
             log.error("recording an incoming MCP message failed: %s", exc)
         return item
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    async def __aenter__(self) -> _AuditedRead:
-        await self.inner.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
-        return await self.inner.__aexit__(*exc_info)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def _transport_for(target: Target) -> tuple[Any, str]:
