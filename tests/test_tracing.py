@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,19 +35,6 @@ from audit_plugin import (
 )
 from audit_plugin.exceptions import InvalidFieldError, PayloadNotSerializableError
 from audit_plugin.telemetry import tracing as t
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield tracer_provider
-    tracer_provider.shutdown()
 
 
 def make_bus(trail: MessageAuditTrail, provider: TracerProvider | None, **bus_options: object) -> MessageBus:
