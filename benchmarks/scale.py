@@ -238,14 +238,30 @@ async def measure_layout(suffix: str, args: argparse.Namespace, *, baseline: boo
                 lambda: trail.update_message_status(next(updates), MessageStatus.FAILED, error_message="late"),
                 args.repeat,
             )
-            days = min(args.repeat, RETENTION_RUNS)
-            cutoffs = iter([start + timedelta(days=n + 1) for n in range(days + 1)])
             goals["retention: one day"] = RETENTION
-            columns[SHIPPED]["retention: one day"] = await clocked(
-                lambda: trail.backend.delete_older_than(next(cutoffs)),  # type: ignore[attr-defined]
-                days,
-            )
+            goals["retention: one day, until its files are removed"] = ""
+            call, removed = await retention_days(trail, start, min(args.repeat, RETENTION_RUNS))
+            columns[SHIPPED]["retention: one day"] = call
+            columns[SHIPPED]["retention: one day, until its files are removed"] = removed
     return columns, goals
+
+
+async def retention_days(trail: MessageAuditTrail, start: datetime, days: int) -> tuple[float, float]:
+    """Median milliseconds, over ``days`` runs after one to warm up, each deleting the oldest day: until
+    ``delete_older_than`` returns (the records are out of every read), and until the files of the partitions it
+    dropped are removed too (``wait_for_drops``, in the background otherwise; unpartitioned: the same)."""
+    backend: Any = trail.backend
+    calls, removals = [], []
+    for n in range(days + 1):
+        started = time.perf_counter()
+        await backend.delete_older_than(start + timedelta(days=n + 1))
+        returned = time.perf_counter()
+        if hasattr(backend, "wait_for_drops"):
+            await backend.wait_for_drops()
+        if n:
+            calls.append((returned - started) * 1000)
+            removals.append((time.perf_counter() - started) * 1000)
+    return median(calls), median(removals)
 
 
 async def measure_seed_indexes(

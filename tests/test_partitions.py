@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +39,18 @@ async def _tables(url: str, like: str) -> list[str]:
     conn = await asyncpg.connect(_dsn(url))
     try:
         rows = await conn.fetch("SELECT relname FROM pg_class WHERE relname LIKE $1 AND relkind IN ('r', 'p')", like)
+        return sorted(row[0] for row in rows)
+    finally:
+        await conn.close()
+
+
+async def _partitions(url: str) -> list[str]:
+    """The partitions attached to the store's partitioned tables."""
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        rows = await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r' AND relname LIKE 'message_audit_%'"
+        )
         return sorted(row[0] for row in rows)
     finally:
         await conn.close()
@@ -127,10 +140,12 @@ async def test_retention_drops_whole_partitions_and_the_chain_verifies(url: str)
         today = _message(NOW)
         await trail.log_message(today)
         cutoff = partitions.interval_start(NOW - timedelta(days=1), "day")  # drops the first two days
-        before = await _tables(url, "message_audit_%")
+        before = await _partitions(url)
         assert await trail.backend.delete_older_than(cutoff) == 6
-        after = await _tables(url, "message_audit_%")
-        dropped = sorted(set(before) - set(after))
+        detached = sorted(set(before) - set(await _partitions(url)))  # out of every read at once
+        await trail.backend.wait_for_drops()
+        dropped = sorted(set(before) - set(await _tables(url, "message_audit_%")))
+        assert dropped == detached
         day1, day2 = (f"{(cutoff - timedelta(days=n)):%Y%m%d}" for n in (2, 1))
         for day in (day1, day2):
             assert f"message_audit_log_p{day}" in dropped and f"message_audit_operations_p{day}" in dropped
@@ -154,6 +169,26 @@ async def test_retention_in_chunks_drops_a_partition_per_chunk_then_deletes_in_c
         assert await trail.query_messages() == []
         report = await trail.verify()
         assert report.ok and report.first_sequence == len(written) + 2, report
+
+
+async def test_closing_the_trail_waits_for_the_detached_partitions_to_be_dropped(url: str) -> None:
+    days = [f"{partitions.interval_start(NOW - timedelta(days=n), 'day'):%Y%m%d}" for n in (2, 1)]
+    old_days = {f"message_audit_{table}_p{day}" for table in ("log", "operations") for day in days}
+    leftover = "message_audit_log_p19990101"  # as a crash leaves a detached partition
+    reader = await asyncpg.connect(_dsn(url))
+    try:
+        async with MessageAuditTrail(url) as trail:
+            await _write_days(trail, days=2, per_day=2)
+            assert old_days <= set(await _partitions(url))
+            await reader.execute(f"CREATE TABLE {leftover} (n int)")
+            await reader.execute("BEGIN")
+            await reader.execute(f"LOCK TABLE {leftover} IN ACCESS SHARE MODE")  # holds the drop up
+            assert await trail.backend.delete_older_than(partitions.interval_start(NOW, "day")) == 4
+            asyncio.get_running_loop().call_later(0.3, lambda: asyncio.ensure_future(reader.execute("COMMIT")))
+        assert old_days.isdisjoint(await _tables(url, "message_audit_%"))
+        assert leftover not in await _tables(url, "message_audit_%")
+    finally:
+        await reader.close()
 
 
 async def test_retention_keeps_a_partition_holding_a_newer_record(url: str) -> None:
