@@ -42,6 +42,7 @@ import asyncpg
 from sqlalchemy import ColumnElement, Float, cast, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.util import await_only
 
 from audit_plugin.exceptions import InvalidFieldError, StoreUnavailableError, driver_message
 from audit_plugin.model.records import AuditStatistics, StatusUpdate
@@ -188,6 +189,17 @@ def _with_async_driver(url: str) -> str:
     return url
 
 
+def _ping(connection: asyncpg.Connection) -> bool:
+    """The pool's liveness check: one round trip, ``SELECT 1`` by the simple query protocol (safe behind a
+    transaction-mode PgBouncer). The driver's own opens and rolls back a transaction around it: three round trips
+    before every read. A connection that fails it (closed, cut off, refused) is replaced."""
+    try:
+        await_only(connection.execute("SELECT 1"))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        return False
+    return True
+
+
 class PostgresBackend(PartitionedStore):
     """An audit store in a PostgreSQL database (payload as ``json``: the text kept verbatim).
 
@@ -202,6 +214,8 @@ class PostgresBackend(PartitionedStore):
         if ssl_argument is not None:
             engine_options["connect_args"] = {**engine_options.get("connect_args", {}), "ssl": ssl_argument}
         super().__init__(url, **engine_options)
+        dialect = self.engine.dialect  # this engine's own: the driver's ping is replaced for it alone
+        dialect.do_ping = lambda dbapi_connection: _ping(dialect.get_driver_connection(dbapi_connection))  # type: ignore[method-assign]
         self._write_connection: AsyncConnection | None = None
 
     def connection_refusal(self, exc: BaseException) -> str | None:
