@@ -46,6 +46,10 @@ BUNDLE_VERSION = 1
 MAX_BUNDLE_BYTES = 64 << 20
 """The largest bundle read (a record's payload is at most 16 MiB by default)."""
 MAX_ENTRIES = 10_000
+CHAIN_KEYS = frozenset({"chain_id", "first_sequence", "size", "root", "heads_index", "heads_proof"})
+"""The fields of a bundle's chain entry (its tree head and where it sits in the checkpoint's heads tree)."""
+CHECKPOINT_KEYS = frozenset({"note", "at", "timestamp"})
+"""The fields of a bundle's checkpoint: the signed note, when it was made, its RFC 3161 token (or null)."""
 BUNDLE_KEYS = frozenset({"format", "version", "message_id", "record", "entries", "chains", "checkpoint"})
 """Exactly the fields of a bundle: a withheld record is ``null``, never a missing field."""
 
@@ -185,6 +189,8 @@ def _check(data: bytes | str, public_key: Any, tsa_roots: Sequence[Any]) -> Bund
     message_id = _text(bundle, "message_id")
 
     sealed = _mapping(bundle.get("checkpoint"), "checkpoint")
+    if set(sealed) != CHECKPOINT_KEYS:
+        raise _Invalid(f"the checkpoint's fields are not {', '.join(sorted(CHECKPOINT_KEYS))}")
     note = _text(sealed, "note")
     try:
         checkpoint = _checkpoint(note, sealed)
@@ -253,6 +259,9 @@ def _heads(raw: Any, body: Any) -> dict[str, TreeHead]:
     heads: dict[str, TreeHead] = {}
     for position, item in enumerate(chains):
         data = _mapping(item, f"chain {position}")
+        unknown = sorted(set(data) - CHAIN_KEYS)
+        if unknown:
+            raise _Invalid(f"chain {position} has fields no bundle has: {', '.join(map(repr, unknown))}")
         head = TreeHead(
             _text(data, "chain_id"),
             _count(data, "size"),

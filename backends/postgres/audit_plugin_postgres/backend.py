@@ -195,7 +195,7 @@ def _ping(connection: asyncpg.Connection) -> bool:
     before every read. A connection that fails it (closed, cut off, refused) is replaced."""
     try:
         await_only(connection.execute("SELECT 1"))
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError):
         return False
     return True
 
