@@ -157,6 +157,23 @@ async def test_one_checkpoint_covers_every_chain(database_url: str) -> None:
             assert not check_bundle(mutated(bundle.to_json(), moved), KEY.public_key()).ok
 
 
+async def test_a_field_no_bundle_has_is_refused(trail: MessageAuditTrail) -> None:
+    """A field renamed by one byte (so the checks no longer read it) is refused, in a chain and the checkpoint."""
+    ids = await seed(trail, 2)
+    await trail.sign_checkpoint(KEY)
+    data = (await trail.prove(ids[1])).to_json()
+
+    def chain_field(d):  # type: ignore[no-untyped-def]
+        d["chains"][0]["heads_indeX"] = d["chains"][0].pop("heads_index")
+
+    def checkpoint_field(d):  # type: ignore[no-untyped-def]
+        d["checkpoint"]["timestamP"] = d["checkpoint"].pop("timestamp")
+
+    for change, what in ((chain_field, "chain 0"), (checkpoint_field, "the checkpoint")):
+        result = check_bundle(mutated(data, change), KEY.public_key())
+        assert not result.ok and f"{what}'s fields are not" in (result.reason or ""), result
+
+
 async def test_checkpoints_are_consistent_until_the_tree_is_rewritten(trail: MessageAuditTrail) -> None:
     ids = await seed(trail, 300)
     await trail.sign_checkpoint(KEY)
