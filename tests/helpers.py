@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from audit_plugin import Message, MessageType, Priority
 
 BASE_TIME = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
@@ -25,3 +27,12 @@ def make_message(
     return Message(
         from_agent, to_agent, message_type, timestamp=(at or BASE_TIME) + timedelta(seconds=seconds), **fields
     )
+
+
+def asyncpg_dsn(url: str, database: str | None = None) -> str:
+    """The DSN asyncpg takes for a ``postgresql+asyncpg`` URL (no query parameters; another ``database`` if given),
+    for a test's own connection beside the store's."""
+    parsed = make_url(url).set(drivername="postgresql", query={})
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)

@@ -27,6 +27,7 @@ from audit_plugin.exceptions import AuditTimeoutError, RecordDroppedError
 from audit_plugin.model.records import record_row
 from audit_plugin.storage.schema import TABLE_NAME, audit_log
 from audit_plugin.storage.writer import AuditWriter
+from tests.helpers import asyncpg_dsn
 
 SENDERS = 32
 
@@ -51,10 +52,6 @@ async def _statuses(trail: MessageAuditTrail) -> dict[str, int]:
     async with trail.backend.engine.connect() as conn:  # type: ignore[attr-defined]
         stmt = select(audit_log.c.status, func.count()).group_by(audit_log.c.status)
         return dict((await conn.execute(stmt)).all())
-
-
-def _asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _send_all(bus: MessageBus, messages: list[Message]) -> list[MessageStatus]:
@@ -89,7 +86,7 @@ async def _terminate_writer_connections(database_url: str, stop: asyncio.Event, 
     """Every ``interval`` s, ``rounds`` times (or until ``stop``), kill every other connection to this test's
     database; return how many were killed."""
     database = make_url(database_url).database
-    killer = await asyncpg.connect(_asyncpg_dsn(database_url))
+    killer = await asyncpg.connect(asyncpg_dsn(database_url))
     killed = 0
     try:
         for _ in range(rounds):
@@ -156,7 +153,7 @@ async def _store_held(database_url: str) -> AsyncIterator[None]:
         finally:
             holder.close()
         return
-    holder = await asyncpg.connect(_asyncpg_dsn(database_url))
+    holder = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         async with holder.transaction():
             await holder.execute(f"LOCK TABLE {TABLE_NAME} IN ACCESS EXCLUSIVE MODE")

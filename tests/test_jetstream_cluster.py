@@ -26,6 +26,7 @@ from audit_plugin import AuditQuery, MessageAuditTrail, MessageStatus
 from audit_plugin.jetstream.ingest import IngestStats, JetStreamIngester
 from audit_plugin.storage.integrity_schema import events
 from audit_plugin.storage.schema import audit_log
+from tests.helpers import asyncpg_dsn
 from tests.jetstream_support import (
     NATS_SERVER,
     Node,
@@ -59,10 +60,6 @@ async def stream(cluster: list[Node]) -> str:
     name = f"audit_{uuid.uuid4().hex[:10]}"
     await wait_for_jetstream(cluster[1].url, name, replicas=3)
     return name
-
-
-def _asyncpg_dsn(url: str, database: str) -> str:
-    return make_url(url).set(drivername="postgresql", database=database).render_as_string(hide_password=False)
 
 
 async def run_ingesters(source: str, database_url: str, count: int = 2, **options: object) -> list[IngestStats]:
@@ -210,7 +207,7 @@ async def test_postgres_connections_killed_during_ingest_are_caught_up(
 async def _postgres_outage(database_url: str, seconds: float) -> None:
     """For ``seconds``: refuse new connections to the test's database and kill every open one, repeatedly."""
     database = make_url(database_url).database
-    admin = await asyncpg.connect(_asyncpg_dsn(database_url, "postgres"))
+    admin = await asyncpg.connect(asyncpg_dsn(database_url, "postgres"))
     try:
         await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
         loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ pytest.importorskip("audit_plugin_postgres")
 from audit_plugin_postgres import PostgresBackend, fragments, partitions
 from audit_plugin_postgres.migrate import migrate_to_partitions
 from audit_plugin_postgres.testing import throwaway_database
+from tests.helpers import asyncpg_dsn
 
 NOW = datetime.now(UTC)
 
@@ -31,12 +32,8 @@ async def url(postgres_url: str) -> AsyncIterator[str]:
         yield made
 
 
-def _dsn(url: str) -> str:
-    return url.split("?")[0].replace("+asyncpg", "")
-
-
 async def _tables(url: str, like: str) -> list[str]:
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         rows = await conn.fetch("SELECT relname FROM pg_class WHERE relname LIKE $1 AND relkind IN ('r', 'p')", like)
         return sorted(row[0] for row in rows)
@@ -46,7 +43,7 @@ async def _tables(url: str, like: str) -> list[str]:
 
 async def _partitions(url: str) -> list[str]:
     """The partitions attached to the store's partitioned tables."""
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         rows = await conn.fetch(
             "SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r' AND relname LIKE 'message_audit_%'"
@@ -175,7 +172,7 @@ async def test_closing_the_trail_waits_for_the_detached_partitions_to_be_dropped
     days = [f"{partitions.interval_start(NOW - timedelta(days=n), 'day'):%Y%m%d}" for n in (2, 1)]
     old_days = {f"message_audit_{table}_p{day}" for table in ("log", "operations") for day in days}
     leftover = "message_audit_log_p19990101"  # as a crash leaves a detached partition
-    reader = await asyncpg.connect(_dsn(url))
+    reader = await asyncpg.connect(asyncpg_dsn(url))
     try:
         async with MessageAuditTrail(url) as trail:
             await _write_days(trail, days=2, per_day=2)
@@ -235,7 +232,7 @@ async def test_an_operation_applies_once(url: str) -> None:
             await trail.update_message_status(message.message_id, MessageStatus.DELIVERED, operation_id="op-1")
         lifecycle = await trail.get_message_history(message.message_id)
         assert [event.kind for event in lifecycle] == ["record", "status"]
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         assert await conn.fetchval("SELECT count(*) FROM message_audit_operations") == 1
     finally:
@@ -246,7 +243,7 @@ async def test_lookup_and_update_by_id_touch_one_partition(url: str) -> None:
     message = _message(NOW)
     async with MessageAuditTrail(url) as trail:
         await trail.log_message(message)
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         lookup = "EXPLAIN SELECT * FROM message_audit_log WHERE message_id = $1"
         plan = "\n".join(row[0] for row in await conn.fetch(lookup, message.message_id))
@@ -312,7 +309,7 @@ async def test_reads_are_planned_once_and_short_ids_are_read_from_an_index(url: 
         "the start of a message id": fragments.starting_with(audit_log.c.message_id, target[:13]),
         "the start of a correlation id": fragments.starting_with(audit_log.c.correlation_id, "conv-1"),
     }
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         for name, condition in lookups.items():

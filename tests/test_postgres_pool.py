@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from audit_plugin import MessageAuditTrail
 from audit_plugin_postgres.testing import throwaway_database
-from tests.helpers import make_message
+from tests.helpers import asyncpg_dsn, make_message
 
 pytestmark = pytest.mark.usefixtures("postgres_url")
 
@@ -35,7 +35,7 @@ async def test_a_read_after_the_server_cut_the_pooled_connection_answers() -> No
     async with throwaway_database() as url, MessageAuditTrail(url) as trail:
         await trail.log_message(message)
         victim = await _server_pid(trail)
-        killer = await asyncpg.connect(url.split("?")[0].replace("+asyncpg", ""))
+        killer = await asyncpg.connect(asyncpg_dsn(url))
         try:
             assert await killer.fetchval("SELECT pg_terminate_backend($1)", victim)
         finally:

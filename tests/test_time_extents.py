@@ -22,6 +22,7 @@ pytest.importorskip("audit_plugin_postgres")
 
 from audit_plugin_postgres import extents, partitions
 from audit_plugin_postgres.testing import throwaway_database
+from tests.helpers import asyncpg_dsn
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 PARTITION = re.compile(r"message_audit_log_(p[0-9]+|default)")
@@ -219,7 +220,7 @@ async def test_a_store_partitioned_before_extents_is_filled_on_start(postgres_ur
         async with MessageAuditTrail(url) as trail:
             old = _message(NOW, NOW - timedelta(days=9), 0)
             await _store([old], trail)
-        conn = await asyncpg.connect(url.split("?")[0].replace("+asyncpg", ""))
+        conn = await asyncpg.connect(asyncpg_dsn(url))
         try:  # as a store made before the extents existed
             await conn.execute(f"DROP TABLE {extents.EXTENTS_TABLE}")
             for event_name in ("insert", "update"):
