@@ -249,15 +249,14 @@ async def measure_layout(suffix: str, args: argparse.Namespace, *, baseline: boo
 async def retention_days(trail: MessageAuditTrail, start: datetime, days: int) -> tuple[float, float]:
     """Median milliseconds, over ``days`` runs after one to warm up, each deleting the oldest day: until
     ``delete_older_than`` returns (the records are out of every read), and until the files of the partitions it
-    dropped are removed too (``wait_for_drops``, in the background otherwise; unpartitioned: the same)."""
+    dropped are removed too (``wait_for_drops``: they are in the background; unpartitioned, nothing is)."""
     backend: Any = trail.backend
     calls, removals = [], []
     for n in range(days + 1):
         started = time.perf_counter()
         await backend.delete_older_than(start + timedelta(days=n + 1))
         returned = time.perf_counter()
-        if hasattr(backend, "wait_for_drops"):
-            await backend.wait_for_drops()
+        await backend.wait_for_drops()
         if n:
             calls.append((returned - started) * 1000)
             removals.append((time.perf_counter() - started) * 1000)
