@@ -288,7 +288,8 @@ async def test_an_unpartitioned_database_keeps_working_and_migrates(url: str) ->
 
 
 async def test_reads_are_planned_once_and_short_ids_are_read_from_an_index(url: str) -> None:
-    """Reads an index serves in order are planned once (generic plans), and the short-id lookups' use indexes."""
+    """Reads an index serves in order are planned once (generic plans) on connections opened so, and the short-id
+    lookups' use indexes."""
     written = [_message(NOW - timedelta(days=d), d) for d in range(3)]
     async with MessageAuditTrail(url) as trail:
         for message in written:
@@ -297,8 +298,7 @@ async def test_reads_are_planned_once_and_short_ids_are_read_from_an_index(url: 
             (AuditQuery(from_agent="a", to_agent="b"), "force_generic_plan"),  # an index serves it in order
             (AuditQuery(status=MessageStatus.FAILED), "auto"),  # how rare the status is decides the plan
         ]:
-            async with trail.backend.engine.connect() as conn:
-                await trail.backend.prepare_read(conn, query)
+            async with trail.backend.reading(query) as conn:  # set as the connection opened: no statement of its own
                 assert (await conn.execute(text("SHOW plan_cache_mode"))).scalar() == planned
         target = written[1].message_id
         assert (await trail.find_ids(target[-8:])).message_ids == [target]

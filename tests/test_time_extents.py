@@ -90,18 +90,21 @@ async def _same_answers(pruned: MessageAuditTrail, scanned: MessageAuditTrail, s
 
 @contextmanager
 def _statements(trail: MessageAuditTrail) -> Iterator[list[tuple[str, Any]]]:
-    """The statements ``trail`` sends to the database meanwhile, with their parameters."""
+    """The statements ``trail`` sends to the database meanwhile (on either engine), with their parameters."""
     seen: list[tuple[str, Any]] = []
-    engine = trail.backend.engine.sync_engine  # type: ignore[attr-defined]
+    backend: Any = trail.backend
+    engines = [backend.engine.sync_engine, backend.planned_once_engine.sync_engine]
 
     def note(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         seen.append((statement, parameters))
 
-    event.listen(engine, "before_cursor_execute", note)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", note)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", note)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", note)
 
 
 async def _partitions_read(trail: MessageAuditTrail, statements: list[tuple[str, Any]]) -> set[str]:

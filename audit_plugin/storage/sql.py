@@ -190,6 +190,8 @@ class SQLBackend:
             **self.engine_options(),
             **engine_options,
         }
+        self.engine_arguments: dict[str, Any] = options
+        """What :attr:`engine` was made with (a backend may make another engine like it)."""
         self.engine: AsyncEngine = create_async_engine(url, **options)
         self.chains = ShardedChains()
         """Append the lifecycle to the hash chains (one per shard); the trail sets its own (:meth:`use_ledger`)."""
@@ -204,14 +206,15 @@ class SQLBackend:
         """Extra ``create_async_engine`` options for this database."""
         return {}
 
-    async def prepare_read(self, conn: AsyncConnection, query: AuditQuery | None) -> None:
-        """Called on the connection of a page, a lookup, a conversation, a trace, an agent's history or an id
-        search (``query``: its filters; ``None`` for a lookup by id, an id search or an agent's history, each
-        read from one index whatever the values) before its statement runs.
+    def reading(self, query: AuditQuery | None) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """The connection a page, a lookup, a conversation, a trace, an agent's history or an id search reads on
+        (``query``: its filters; ``None`` for a lookup by id, an id search or an agent's history, each read from
+        one index whatever the values).
 
-        Does nothing; a backend may set how this read is planned (see
-        :class:`~audit_plugin_postgres.partitioned.PartitionedStore`).
+        The engine's; a backend may choose one set up for how this read is
+        planned (see :class:`~audit_plugin_postgres.partitioned.PartitionedStore`).
         """
+        return self.engine.connect()
 
     async def narrow_to_time(
         self, conn: AsyncConnection, start: datetime | None, end: datetime | None, *, newest_first: bool | None = None
@@ -366,8 +369,7 @@ class SQLBackend:
                 yield conn
 
     async def query(self, query: AuditQuery, *, oldest_first: bool = False) -> list[AuditRecord]:
-        async with self.engine.connect() as conn:
-            await self.prepare_read(conn, query)
+        async with self.reading(query) as conn:
             order = (not oldest_first) if pages_far(query) else None
             narrowing = await self.narrow_to_time(conn, *query_window(query), newest_first=order)
 
@@ -379,14 +381,12 @@ class SQLBackend:
             return await narrowing.page(conn, query.limit, read)
 
     async def get(self, message_id: str) -> AuditRecord | None:
-        async with self.engine.connect() as conn:
-            await self.prepare_read(conn, None)
+        async with self.reading(None) as conn:
             row = (await conn.execute(select(audit_log).where(c.message_id == message_id))).mappings().first()
             return AuditRecord.from_row(row) if row is not None else None
 
     async def stream(self, query: AuditQuery, *, oldest_first: bool = True) -> AsyncIterator[AuditRecord]:
-        async with self.engine.connect() as conn:
-            await self.prepare_read(conn, query)
+        async with self.reading(query) as conn:
             narrowing = await self.narrow_to_time(conn, *query_window(query))
             stmt = ordered(select(audit_log).where(*query_filters(query), *narrowing.window), oldest_first=oldest_first)
             result = await conn.stream(stmt.execution_options(yield_per=STREAM_CHUNK))
@@ -415,8 +415,7 @@ class SQLBackend:
             part("message", c.message_id, self.id_ends(c.message_id, fragment)),
             part("correlation", c.correlation_id, self.id_starts(c.correlation_id, fragment), distinct=True),
         )
-        async with self.engine.connect() as conn:
-            await self.prepare_read(conn, None)
+        async with self.reading(None) as conn:
             rows = (await conn.execute(stmt)).all()
         message_ids = sorted({found for kind, found in rows if kind == "message"})[:limit]
         return IdMatches(message_ids, sorted(found for kind, found in rows if kind == "correlation"))
@@ -425,8 +424,7 @@ class SQLBackend:
         # Sent and received apart (disjoint: a message to itself counts as sent), each newest first through
         # its own (agent, timestamp) index and cut at ``limit``: the first page reads ``limit`` rows per side,
         # where one query with OR collects the whole period's rows and sorts them.
-        async with self.engine.connect() as conn:
-            await self.prepare_read(conn, None)  # each side is read in order from its agent's index
+        async with self.reading(None) as conn:  # each side is read in order from its agent's index
             narrowing = await self.narrow_to_time(conn, since, None, newest_first=None if limit is None else True)
 
             async def read(narrowed: list[ColumnElement[bool]]) -> list[AuditRecord]:

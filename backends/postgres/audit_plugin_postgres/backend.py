@@ -40,7 +40,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import ColumnElement, Float, cast, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import await_only
 
@@ -200,6 +200,11 @@ def _ping(connection: asyncpg.Connection) -> bool:
     return True
 
 
+def _ping_in_one_round_trip(dialect: Dialect) -> None:
+    """Replace the driver's ping with :func:`_ping` for ``dialect`` (one engine's own) alone."""
+    dialect.do_ping = lambda dbapi_connection: _ping(dialect.get_driver_connection(dbapi_connection))  # type: ignore[method-assign]
+
+
 class PostgresBackend(PartitionedStore):
     """An audit store in a PostgreSQL database (payload as ``json``: the text kept verbatim).
 
@@ -214,8 +219,8 @@ class PostgresBackend(PartitionedStore):
         if ssl_argument is not None:
             engine_options["connect_args"] = {**engine_options.get("connect_args", {}), "ssl": ssl_argument}
         super().__init__(url, **engine_options)
-        dialect = self.engine.dialect  # this engine's own: the driver's ping is replaced for it alone
-        dialect.do_ping = lambda dbapi_connection: _ping(dialect.get_driver_connection(dbapi_connection))  # type: ignore[method-assign]
+        for engine in (self.engine, self.planned_once_engine):
+            _ping_in_one_round_trip(engine.dialect)
         self._write_connection: AsyncConnection | None = None
 
     def connection_refusal(self, exc: BaseException) -> str | None:

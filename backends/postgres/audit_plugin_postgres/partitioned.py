@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from audit_plugin.exceptions import driver_message
 from audit_plugin.model.records import AuditQuery
@@ -26,14 +26,17 @@ from audit_plugin_postgres import extents, partitions
 
 _log = logging.getLogger(__name__)
 
-GENERIC_PLANS = extents.planning(extents.GENERIC)
-"""Run before a read whose filters an index serves in order (see :func:`plans_well_once`): plan it once.
+PLANNED_ONCE = {"plan_cache_mode": extents.GENERIC}
+"""The session setting of the connections a read whose filters an index serves in order runs on (see
+:func:`plans_well_once`): plan each statement once.
 
 Planning a query over the log's partitions (35 of them after a month by
 day) takes about 7 ms, longer than running it; a generic plan is made once
 per connection and statement (asyncpg prepares them) and still skips, when
 it starts, the partitions a parameter rules out (a lookup by id opens one).
-Reads whose best plan depends on the values keep custom plans.
+Reads whose best plan depends on the values keep custom plans. Set when the
+connection opens (in its startup message), so such a read spends no round
+trip on it.
 """
 CUSTOM_PLANS = extents.planning(extents.CUSTOM)
 """Run first in each retention transaction: its statements are planned for their values (a generic plan of "older
@@ -84,6 +87,10 @@ class PartitionedStore(SQLBackend):
         self._dropping: asyncio.Task[None] | None = None
         self._drop_again = False
         super().__init__(url, **engine_options)
+        self.planned_once_engine: AsyncEngine = create_async_engine(
+            self.engine.url, **_with_settings(self.engine_arguments, PLANNED_ONCE)
+        )
+        """The engine of the reads planned once (:data:`PLANNED_ONCE`); partitioned layout only."""
 
     @property
     def partitioned(self) -> bool:
@@ -102,9 +109,10 @@ class PartitionedStore(SQLBackend):
             await partitions.ensure_ahead(conn, self.layout)
             await partitions.drop_detached(conn)
 
-    async def prepare_read(self, conn: AsyncConnection, query: AuditQuery | None) -> None:
+    def reading(self, query: AuditQuery | None) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         if self.partitioned and (query is None or plans_well_once(query)):
-            await conn.execute(text(GENERIC_PLANS))
+            return self.planned_once_engine.connect()
+        return self.engine.connect()
 
     async def narrow_to_time(
         self, conn: AsyncConnection, start: datetime | None, end: datetime | None, *, newest_first: bool | None = None
@@ -267,4 +275,12 @@ class PartitionedStore(SQLBackend):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
             self._maintenance = None
+        await self.planned_once_engine.dispose()
         await super().close()
+
+
+def _with_settings(engine_arguments: dict[str, Any], settings: dict[str, str]) -> dict[str, Any]:
+    """``engine_arguments`` whose connections open with the server ``settings`` too."""
+    connect_args = engine_arguments.get("connect_args", {})
+    server_settings = {**connect_args.get("server_settings", {}), **settings}
+    return {**engine_arguments, "connect_args": {**connect_args, "server_settings": server_settings}}
