@@ -112,7 +112,7 @@ class PartitionedStore(SQLBackend):
     def reading(self, query: AuditQuery | None) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         if self.partitioned and (query is None or plans_well_once(query)):
             return self.planned_once_engine.connect()
-        return self.engine.connect()
+        return super().reading(query)
 
     async def narrow_to_time(
         self, conn: AsyncConnection, start: datetime | None, end: datetime | None, *, newest_first: bool | None = None
