@@ -75,6 +75,10 @@ async def _same_answers(pruned: MessageAuditTrail, scanned: MessageAuditTrail, s
     ):
         assert _ids(await pruned.query_messages(query)) == _ids(await scanned.query_messages(query)), query
         assert await pruned.count_messages(query) == await scanned.count_messages(query), query
+    for query in (AuditQuery(limit=4), AuditQuery(from_agent="a", to_agent="b", limit=2)):
+        for oldest_first in (False, True, False, True):  # again, on the first attempts the first reads kept
+            answers = [await trail.backend.query(query, oldest_first=oldest_first) for trail in (pruned, scanned)]
+            assert _ids(answers[0]) == _ids(answers[1]), (query, oldest_first)
     window = AuditQuery(start_time=start, end_time=end, limit=500)
     assert [r.message_id async for r in pruned.stream_messages(window)] == [
         r.message_id async for r in scanned.stream_messages(window)
@@ -169,12 +173,47 @@ async def test_a_window_opens_only_its_partitions_and_the_newest_page_the_newest
         )
     assert _ids(page) == [m.message_id for m in messages[:20]]
     assert len(day) == 31
-    # the first attempt reads the four newest buckets holding records: here an hour on each of four days
-    newest_days = {f"message_audit_log_p{NOW - timedelta(days=d):%Y%m%d}" for d in range(extents.FIRST_BUCKETS)}
+    # the first attempt reads the four newest buckets holding records: here an hour on each of four days; the
+    # newest bucket (4.7 hours of ids) reaches into tomorrow's partition when it crosses midnight
+    newest_days = {f"message_audit_log_p{NOW - timedelta(days=d):%Y%m%d}" for d in range(-1, extents.FIRST_BUCKETS)}
     assert await _partitions_read(pruned, newest) <= newest_days
     opened = await _partitions_read(pruned, window)
     # its day's partition; the next or previous day's too when the window's buckets (4.7 hours) cross midnight
     assert f"message_audit_log_p{three_days_ago:%Y%m%d}" in opened and len(opened) <= 2
+
+
+async def test_a_kept_first_attempt_answers_the_next_pages_alone_until_a_newer_bucket_appears(
+    stores: tuple[MessageAuditTrail, MessageAuditTrail],
+) -> None:
+    pruned, scanned = stores
+    # a record every 5 hours for six days: a bucket (4.7 hours of ids) each
+    messages = [_message(NOW - timedelta(hours=5 * n), NOW - timedelta(hours=5 * n), n) for n in range(30)]
+    await _store(messages, pruned, scanned)
+    query = AuditQuery(limit=3)
+    first = await pruned.query_messages(query)  # reads the extents, keeps the page's first attempt
+    with _statements(pruned) as kept:
+        again = await pruned.query_messages(query)
+    assert _ids(again) == _ids(first) == _ids(await scanned.query_messages(query)) == _ids(messages[:3])
+    assert len(kept) == 1 and extents.EXTENTS_TABLE in kept[0][0]  # the page, checking the attempt still holds
+    # today's partition (tomorrow's too when the newest bucket crosses midnight) and the default one (older days)
+    nearby = {f"message_audit_log_p{NOW + timedelta(days=d):%Y%m%d}" for d in (0, 1)} | {"message_audit_log_default"}
+    assert await _partitions_read(pruned, kept) <= nearby
+
+    newer = _message(NOW + timedelta(hours=10), NOW + timedelta(hours=10), 99)  # in a bucket after the attempt's
+    await _store([newer], pruned, scanned)
+    with _statements(pruned) as stale:
+        page = await pruned.query_messages(query)
+    assert _ids(page) == _ids(await scanned.query_messages(query)) == [newer.message_id, *_ids(messages[:2])]
+    # the kept attempt, empty; the extents; the window (after setting how it is planned, when that differs)
+    assert 3 <= len(stale) <= 4 and stale[1][0].startswith("\nWITH meeting")
+    with _statements(pruned) as renewed:
+        assert _ids(await pruned.query_messages(query)) == _ids(page)
+    assert len(renewed) == 1
+
+    late = _message(NOW - timedelta(hours=30), NOW + timedelta(hours=11), 100)  # an old bucket's late copy
+    await _store([late], pruned, scanned)
+    assert _ids(await pruned.query_messages(query)) == _ids(await scanned.query_messages(query))
+    assert _ids(await pruned.query_messages(query))[0] == late.message_id
 
 
 async def test_a_foreign_id_turns_pruning_off_where_its_time_is_unknown_and_answers_stay_right(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, literal, or_, select, text, union_all
+from sqlalchemy import ColumnElement, Select, delete, func, literal, or_, select, union_all
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -72,28 +72,28 @@ class TimeNarrowing:
     ``first``: for a page read newest (oldest) first, a narrower first
     attempt, including a time bound: every record it leaves out is older
     (newer) than all it returns, so when it fills the page it is the page;
-    when it does not, the read is run again with ``window``.
+    when it does not, the read is run again with ``window``, or with what
+    ``then`` gives when it is set.
     """
 
     window: list[ColumnElement[bool]] = field(default_factory=list)
     first: list[ColumnElement[bool]] | None = None
-    before_window: str | None = None
-    """A statement to run before ``window`` when ``first`` did not fill the page (how it is planned)."""
+    then: Callable[[], Awaitable[list[ColumnElement[bool]]]] | None = None
+    """Called on the read's connection when ``first`` did not fill the page: the window's conditions (for a
+    backend that works them out, or plans their statement, only then)."""
 
     async def page(
         self,
-        conn: AsyncConnection,
         limit: int | None,
         read: Callable[[list[ColumnElement[bool]]], Awaitable[list[AuditRecord]]],
     ) -> list[AuditRecord]:
-        """The page ``read(conditions)`` gives on ``conn``: the first attempt's when it fills ``limit``, else the
-        window's."""
+        """The page ``read(conditions)`` gives: the first attempt's when it fills ``limit``, else the window's."""
         if self.first is not None:
             records = await read(self.first)
             if len(records) == limit:
                 return records
-            if self.before_window is not None:
-                await conn.execute(text(self.before_window))
+            if self.then is not None:
+                return await read(await self.then())
         return await read(self.window)
 
 
@@ -378,7 +378,7 @@ class SQLBackend:
                 result = await conn.execute(stmt.limit(query.limit).offset(query.offset))
                 return [AuditRecord.from_row(row) for row in result.mappings()]
 
-            return await narrowing.page(conn, query.limit, read)
+            return await narrowing.page(query.limit, read)
 
     async def get(self, message_id: str) -> AuditRecord | None:
         async with self.reading(None) as conn:
@@ -440,7 +440,7 @@ class SQLBackend:
                 stmt = select(both).order_by(both.c.timestamp.desc(), both.c.message_id.desc()).limit(limit)
                 return [AuditRecord.from_row(row) for row in (await conn.execute(stmt)).mappings()]
 
-            return await narrowing.page(conn, limit, read)
+            return await narrowing.page(limit, read)
 
     async def statistics(self, start_time: datetime | None, end_time: datetime | None) -> AuditStatistics:
         window = time_window(start_time, end_time)

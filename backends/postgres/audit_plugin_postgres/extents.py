@@ -29,7 +29,9 @@ A read narrows in one of two ways (:func:`narrowing`): to the id range of the
 buckets meeting its window, always correct; and, for a page newest (or
 oldest) first, first to the four newest (oldest) buckets with a time bound,
 which is the answer when it fills the page, and is followed by the whole
-window when it does not.
+window when it does not. A store keeps the last first attempt
+(:class:`FirstAttempts`): the next first page runs it without reading the
+extents, in a statement that checks it still holds.
 """
 
 from __future__ import annotations
@@ -37,7 +39,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import DateTime, bindparam, false, text
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    String,
+    and_,
+    bindparam,
+    column,
+    exists,
+    false,
+    literal_column,
+    or_,
+    table,
+    text,
+)
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -59,6 +75,7 @@ SLACK = timedelta(minutes=15)
 _UUID7 = "^[0-9a-f]{8}-[0-9a-f]{4}-7"
 _HEX = "0123456789abcdef"
 _MOMENT = DateTime(timezone=True)
+_EXTENTS = table(EXTENTS_TABLE, column("bucket", String()), column("low", _MOMENT), column("high", _MOMENT))
 _JANUARY = datetime(2001, 1, 1, tzinfo=UTC)
 """An interval start whose month is the longest: the interval length a month layout is sized by."""
 
@@ -230,13 +247,14 @@ async def window_ids(conn: AsyncConnection, start: datetime | None, end: datetim
 
 async def narrowing(
     conn: AsyncConnection, start: datetime | None, end: datetime | None, newest_first: bool | None, few: timedelta
-) -> TimeNarrowing:
-    """The id conditions of the records timed in ``[start, end]`` (``None``: unbounded).
+) -> tuple[TimeNarrowing, FirstAttempt | None]:
+    """The id conditions of the records timed in ``[start, end]`` (``None``: unbounded), and the page's first
+    attempt they include, if any.
 
     ``newest_first`` (``True`` or ``False``, ``None``: not a page) asks also
     for a first attempt of a page read in that order: the
     :data:`FIRST_BUCKETS` buckets at that end of the window, and a time bound that keeps the attempt correct (see
-    :class:`~audit_plugin.storage.sql.TimeNarrowing`).
+    :class:`~audit_plugin.storage.sql.TimeNarrowing` and :class:`FirstAttempt`).
 
     A statement given an id range is planned for its values: over a range
     spanning ``few`` of id time or less planning is quick (the partitions
@@ -248,28 +266,110 @@ async def narrowing(
     meeting = await _Meeting.read(conn, start, end, newest_first=newest_first, few=few)
     ids = meeting.ids
     if ids is None:
-        return TimeNarrowing()
+        return TimeNarrowing(), None
     if ids == EMPTY:
-        return TimeNarrowing(window=[false()])
+        return TimeNarrowing(window=[false()]), None
     assert isinstance(ids, IdRange)
-    first = None
+    attempt = None
     edge_ids = meeting.edge_ids
     if newest_first is not None and meeting.edge is not None and edge_ids is not None and edge_ids.span <= few:
-        # a first attempt; the statement read planned it for its values
-        edge = meeting.edge
-        first = [
-            *edge_ids.conditions(),
-            audit_log.c.timestamp >= edge if newest_first else audit_log.c.timestamp <= edge,
-        ]
+        attempt = FirstAttempt(newest_first, meeting.edge, edge_ids)  # the statement read planned it for its values
     if ids.span > few and meeting.prior_mode == GENERIC:
         window, window_mode = [], GENERIC
     else:
         window, window_mode = ids.conditions(), CUSTOM
-    if first is None:
+    if attempt is None:
         await meeting.plan(conn, window_mode)
-        return TimeNarrowing(window=window)
-    before = None if window_mode == meeting.first_mode else planning(window_mode)
-    return TimeNarrowing(window=window, first=first, before_window=before)
+        return TimeNarrowing(window=window), None
+
+    async def planned_window() -> list[ColumnElement[bool]]:
+        await meeting.plan(conn, window_mode)
+        return window
+
+    return TimeNarrowing(window=window, first=attempt.conditions(), then=planned_window), attempt
+
+
+@dataclass(frozen=True, slots=True)
+class FirstAttempt:
+    """A page's first attempt: the records of ``ids`` timed at or after ``edge`` (newest first; at or before it,
+    oldest first).
+
+    Every record it leaves out is older (newer) than all it returns as long
+    as no bucket outside ``ids`` has an interval reaching ``edge``: such a
+    bucket's records are all timed before (after) it. That holds when the
+    attempt is read from the extents, and stays true until a record lands in
+    a new bucket near the window's end (every few hours, as time passes), so
+    a store keeps the last attempt (:class:`FirstAttempts`) and its later
+    pages run it at once, checked by the statement itself
+    (:meth:`checked`) instead of reading the extents first.
+    """
+
+    newest_first: bool
+    edge: datetime
+    ids: IdRange
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The attempt's conditions, for the statement run right after the read of the extents that gave it."""
+        timestamp = audit_log.c.timestamp
+        return [*self.ids.conditions(), timestamp >= self.edge if self.newest_first else timestamp <= self.edge]
+
+    def checked(self, dialect: Dialect) -> ColumnElement[bool]:
+        """:meth:`conditions` and a condition true only while no bucket outside ``ids`` reaches ``edge`` (else the
+        attempt returns nothing), as SQL with the values written in.
+
+        Made once per kept attempt, so a page's statement is the same SQL
+        each time: a read planned once plans it once per connection, and the
+        planner, seeing the values, keeps only the partitions of ``ids``.
+        """
+        bucket = _EXTENTS.c.bucket
+        outside = [bucket < self.ids.low] + ([] if self.ids.above is None else [bucket >= self.ids.above])
+        reaching = _EXTENTS.c.high >= self.edge if self.newest_first else _EXTENTS.c.low <= self.edge
+        check = ~exists().where(or_(*outside), reaching)
+        sql = and_(check, *self.conditions()).compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+        return literal_column(f"({sql})", Boolean())
+
+
+class FirstAttempts:
+    """A store's last first attempt per order, for the pages read with the window open at that end (no end time
+    newest first, no start time oldest first): the first pages the command line, the viewer and the agent
+    histories ask for."""
+
+    def __init__(self) -> None:
+        self._kept: dict[bool, ColumnElement[bool]] = {}
+        """Per order, the kept attempt's checked conditions (:meth:`FirstAttempt.checked`)."""
+
+    async def narrowing(
+        self,
+        conn: AsyncConnection,
+        start: datetime | None,
+        end: datetime | None,
+        newest_first: bool | None,
+        few: timedelta,
+    ) -> TimeNarrowing:
+        """:func:`narrowing`, a first attempt kept from an earlier page taking the place of the read of the extents
+        while it stands: when it does not fill the page, the extents are read for the window (and a new attempt
+        kept) and the window read."""
+        if newest_first is None or (end if newest_first else start) is not None:
+            return (await narrowing(conn, start, end, newest_first, few))[0]
+        order = newest_first
+
+        async def read_and_keep() -> TimeNarrowing:
+            narrowed, attempt = await narrowing(conn, start, end, order, few)
+            if attempt is None:
+                self._kept.pop(order, None)
+            else:
+                self._kept[order] = attempt.checked(conn.dialect)
+            return narrowed
+
+        kept = self._kept.get(order)
+        if kept is None:
+            return await read_and_keep()
+
+        async def window() -> list[ColumnElement[bool]]:
+            narrowed = await read_and_keep()
+            return narrowed.window if narrowed.then is None else await narrowed.then()
+
+        return TimeNarrowing(first=[kept], then=window)
 
 
 @dataclass(frozen=True, slots=True)

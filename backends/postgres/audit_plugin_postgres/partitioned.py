@@ -86,6 +86,8 @@ class PartitionedStore(SQLBackend):
         self._maintenance: asyncio.Task[None] | None = None
         self._dropping: asyncio.Task[None] | None = None
         self._drop_again = False
+        self.first_attempts = extents.FirstAttempts()
+        """First attempts kept for the pages that follow (:class:`~audit_plugin_postgres.extents.FirstAttempts`)."""
         super().__init__(url, **engine_options)
         self.planned_once_engine: AsyncEngine = create_async_engine(
             self.engine.url, **_with_settings(self.engine_arguments, PLANNED_ONCE)
@@ -125,7 +127,7 @@ class PartitionedStore(SQLBackend):
             # partition: opening them costs little beside it, and given an id range wider than the window the
             # planner may read the range instead (every record of its buckets).
             return TimeNarrowing()
-        return await extents.narrowing(conn, start, end, newest_first, extents.few_for(self.layout.unit))
+        return await self.first_attempts.narrowing(conn, start, end, newest_first, extents.few_for(self.layout.unit))
 
     async def initialize(self) -> None:
         await super().initialize()
