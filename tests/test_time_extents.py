@@ -303,6 +303,45 @@ async def test_any_records_and_window_answer_as_a_scan(
     await _same_answers(pruned, scanned, start, start + timedelta(hours=window[1]))
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kept=st.lists(st.tuples(st.integers(-10 * 24, 0), st.integers(-3 * 60, 3 * 60)), min_size=4, max_size=12),
+    later=st.lists(
+        st.tuples(st.integers(-10 * 24, 24), st.integers(-2 * 24 * 60, 2 * 24 * 60), st.booleans()), max_size=4
+    ),
+    limit=st.integers(1, 4),
+)
+async def test_kept_first_attempts_answer_as_a_scan_after_any_later_records(
+    stores: tuple[MessageAuditTrail, MessageAuditTrail],
+    kept: list[tuple[int, int]],
+    later: list[tuple[int, int, bool]],
+    limit: int,
+) -> None:
+    """First pages read (their first attempts kept), then records of any time, ids or timestamps, some uuid4: the
+    next first pages, each order, answer as a scan."""
+    pruned, scanned = stores
+    for trail in stores:
+        async with trail.backend.engine.begin() as conn:  # type: ignore[attr-defined]
+            also = f", {extents.EXTENTS_TABLE}" if trail is pruned else ""
+            await conn.execute(text(f"TRUNCATE message_audit_log, message_audit_rollup{also}"))
+    hours, minutes = (lambda n: timedelta(hours=n)), (lambda n: timedelta(minutes=n))
+    first = [_message(NOW + hours(made), NOW + hours(made) + minutes(drift), n) for n, (made, drift) in enumerate(kept)]
+    await _store(first, pruned, scanned)
+    queries = [AuditQuery(limit=limit), AuditQuery(from_agent="a", to_agent="b", limit=limit)]
+    for oldest_first in (False, True):
+        for query in queries:
+            await pruned.backend.query(query, oldest_first=oldest_first)
+    added = [
+        _message(NOW + hours(made), NOW + hours(made) + minutes(drift), 100 + n, foreign=foreign)
+        for n, (made, drift, foreign) in enumerate(later)
+    ]
+    await _store(added, pruned, scanned)
+    for oldest_first in (False, True):
+        for query in queries:
+            answers = [await trail.backend.query(query, oldest_first=oldest_first) for trail in stores]
+            assert _ids(answers[0]) == _ids(answers[1]), (query, oldest_first)
+
+
 _HEX8 = st.text(alphabet="0123456789abcdef", min_size=8, max_size=8)
 
 
