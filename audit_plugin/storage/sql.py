@@ -79,8 +79,8 @@ class TimeNarrowing:
     window: list[ColumnElement[bool]] = field(default_factory=list)
     first: list[ColumnElement[bool]] | None = None
     then: Callable[[], Awaitable[list[ColumnElement[bool]]]] | None = None
-    """Called on the read's connection when ``first`` did not fill the page: the window's conditions (for a
-    backend that works them out, or plans their statement, only then)."""
+    """Called when ``first`` did not fill the page, in place of ``window``: the window's conditions (for a backend
+    that works them out, or plans their statement, only then)."""
 
     async def page(
         self,

@@ -286,7 +286,7 @@ async def narrowing(
         await meeting.plan(conn, window_mode)
         return window
 
-    return TimeNarrowing(window=window, first=attempt.conditions(), then=planned_window), attempt
+    return TimeNarrowing(first=attempt.conditions(), then=planned_window), attempt
 
 
 @dataclass(frozen=True, slots=True)
