@@ -14,6 +14,15 @@ Per repetition, the same messages (16 agents, ~200-byte payloads) go:
   acknowledgement awaited: the transport's floor;
 * ``bare publish, one per record``: each record encoded alone and published
   as its own message the same way: what a producer without batching does;
+* ``least producer``: the least any producer of these records can do, as a
+  tight loop in this file rather than the library, packing as many records
+  per message as the trail did and publishing the same way: each message's
+  fields and payload encoded, with or without the message's field checks
+  (``Message.validate``, which the trail runs at the edge) and with or
+  without two SHA-256 digests per record (format 2 carries the record's and
+  its lifecycle entry's). Each is a lower bound of what the trail's publish
+  does, so it shows in the same run how close to the bare publish a producer
+  that checks and digests each record can get at all;
 * ``ingest x1`` / ``ingest x2``: one ingester process owning both shards /
   two owning one each drain one of those streams into a fresh PostgreSQL
   database (the default layout: partitioned, statistics rollups), timed
@@ -38,6 +47,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import math
 import multiprocessing
 import os
 import sys
@@ -50,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import msgspec
 import nats
+import orjson
 
 from audit_plugin import Message, MessageAuditTrail
 from audit_plugin.integrity.shards import ShardedChains
@@ -104,6 +116,63 @@ async def bare_publish(stream: str, messages: list[tuple[str, bytes, dict[str, s
         renamed = [(f"{stream}.{subject.split('.', 1)[1]}", body, headers) for subject, body, headers in messages]
         started = time.perf_counter()
         futures = [await js.publish_async(s, body, headers=headers or None) for s, body, headers in renamed]
+        await asyncio.gather(*futures)
+        return time.perf_counter() - started
+    finally:
+        await client.close()
+
+
+LEAST_PRODUCERS: dict[str, tuple[bool, bool]] = {
+    "least producer: encode only": (False, False),
+    "least producer: check and encode": (True, False),
+    "least producer: encode and digest": (False, True),
+    "least producer: check, encode and digest": (True, True),
+}
+"""The variants of :func:`least_producer`: whether each checks the message's fields, whether it digests each record."""
+
+
+async def least_producer(stream: str, messages: list[Message], per_message: int, *, check: bool, digest: bool) -> float:
+    """Seconds for the least a producer can do per record (see the module docs), published into ``stream``.
+
+    Each record's fields and payload are encoded; with ``check``, the
+    message's field checks run first; with ``digest``, two SHA-256 digests of
+    the record are computed (of its encoded bytes: cheaper than the canonical
+    forms the trail digests). Records are packed ``per_message`` to a
+    MessagePack body and every publish's acknowledgement is awaited, as the
+    trail does.
+    """
+    encode = msgspec.msgpack.Encoder().encode
+    client = await nats.connect(NATS_URL)
+    try:
+        js = client.jetstream()
+        await js.add_stream(name=stream, subjects=[f"{stream}.>"], retention="workqueue", storage="file")
+        subject = f"{stream}.ops"
+        started = time.perf_counter()
+        futures, chunk = [], []
+        for message in messages:
+            if check:
+                message.validate()
+            item: tuple[Any, ...] = (
+                message.message_id,
+                message.from_agent,
+                message.to_agent,
+                message.message_type,
+                message.priority,
+                message.correlation_id,
+                message.reply_to,
+                message.timestamp,
+                message.ttl_seconds,
+                orjson.dumps(message.payload),
+            )
+            if digest:
+                record_digest = hashlib.sha256(encode(item)).hexdigest()
+                item = (*item, record_digest, hashlib.sha256(record_digest.encode()).hexdigest())
+            chunk.append(item)
+            if len(chunk) == per_message:
+                futures.append(await js.publish_async(subject, encode(chunk)))
+                chunk = []
+        if chunk:
+            futures.append(await js.publish_async(subject, encode(chunk)))
         await asyncio.gather(*futures)
         return time.perf_counter() - started
     finally:
@@ -226,18 +295,23 @@ async def one_round(count: int, index: int) -> dict[str, Any]:
     """Every measurement once, for ``count`` fresh messages; variants alternate with ``index``."""
     messages = make_messages(count)
     first, second, third = (f"bench_{uuid.uuid4().hex[:10]}" for _ in range(3))
+    least = [f"bench_{uuid.uuid4().hex[:10]}" for _ in LEAST_PRODUCERS]
     results: dict[str, Any] = {}
     try:
         results["publish"] = count / await publish(f"{NATS_URL}/{first}?shards={SHARDS}", messages)
         published = await read_back(first)
+        per_message = math.ceil(count / len(published))
         bare = [
             ("bare publish, same bytes", lambda: bare_publish(second, published)),
             ("bare publish, one per record", lambda: bare_publish(third, one_per_record(messages))),
         ]
         for name, run in bare if index % 2 == 0 else bare[::-1]:
             results[name] = count / await run()
+        least_variants = list(zip(LEAST_PRODUCERS.items(), least, strict=True))
+        for (name, (check, digest)), stream in least_variants if index % 2 == 0 else least_variants[::-1]:
+            results[name] = count / await least_producer(stream, messages, per_message, check=check, digest=digest)
         results["messages per publish"] = len(published)
-        await delete_streams([second, third])
+        await delete_streams([second, third, *least])
         await copy_in_stream(f"{NATS_URL}/{second}", second, published)  # a second full stream for the other run
         streams = [first, second] if index % 2 == 0 else [second, first]
         variants = [("ingest x1", [tuple(range(SHARDS))]), ("ingest x2", [(shard,) for shard in range(SHARDS)])]
@@ -251,7 +325,7 @@ async def one_round(count: int, index: int) -> dict[str, Any]:
             results[f"{name} cpu per 10k"] = outcome["cpu per 10k each"]
             results[f"{name} rest per 10k"] = outcome["rest per 10k"]
     finally:
-        await delete_streams([first, second, third])
+        await delete_streams([first, second, third, *least])
     results["COPY"] = await copy_rate(messages)
     return results
 
@@ -287,6 +361,8 @@ async def main(args: argparse.Namespace) -> None:
     print(_row("  the same, against bare publish one message per record", column("publish"), one_each))
     print(_row("bare publish, same bytes", same_bytes, None))
     print(_row("bare publish, one message per record", one_each, None))
+    for name in LEAST_PRODUCERS:
+        print(_row(f"{name} (against bare, same bytes)", column(name), same_bytes))
     print(_row("ingest, 1 ingester (both shards)", column("ingest x1"), copy))
     print(_row("ingest, 2 ingesters (a shard each)", column("ingest x2"), copy, ">= 0.5x COPY"))
     print(_row(f"COPY, same rows and schema, {BATCH:,} per transaction", copy, None))
