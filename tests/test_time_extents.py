@@ -173,9 +173,14 @@ async def test_a_window_opens_only_its_partitions_and_the_newest_page_the_newest
         )
     assert _ids(page) == [m.message_id for m in messages[:20]]
     assert len(day) == 31
-    # the first attempt reads the four newest buckets holding records: here an hour on each of four days; the
-    # newest bucket (4.7 hours of ids) reaches into tomorrow's partition when it crosses midnight
-    newest_days = {f"message_audit_log_p{NOW - timedelta(days=d):%Y%m%d}" for d in range(-1, extents.FIRST_BUCKETS)}
+    # the first attempt reads the four newest buckets holding records: here an hour on each of four days (an hour
+    # that crosses midnight is in two partitions); the newest bucket (4.7 hours of ids) reaches into tomorrow's
+    # partition when it crosses midnight
+    newest_days = {f"message_audit_log_p{NOW + timedelta(days=1):%Y%m%d}"} | {
+        f"message_audit_log_p{NOW - timedelta(days=d, minutes=minutes):%Y%m%d}"
+        for d in range(extents.FIRST_BUCKETS)
+        for minutes in (0, 59)
+    }
     assert await _partitions_read(pruned, newest) <= newest_days
     opened = await _partitions_read(pruned, window)
     # its day's partition; the next or previous day's too when the window's buckets (4.7 hours) cross midnight
